@@ -1,0 +1,151 @@
+"""Rotary position embedding (Hugging Face "rotate half" form), in place or into a view.
+
+`rope(x, positions, theta, out)` rotates every head of `x [B, T, nh, d]` by its
+token's position: with `inv_freq[i] = 1 / theta^(2i/d)` and
+`freqs = positions * inv_freq`, the first half of the head becomes
+`x1 cos - x2 sin` and the second `x2 cos + x1 sin` (Llama's `apply_rotary_pos_emb`).
+`out` may be any view with the same shape, e.g. one slot of the Q Cache ring
+buffer, so a layer's post-RoPE queries land there without a copy.
+
+Matching Hugging Face to ~1e-6 needs the same fp32 `freqs`: one ulp of an angle
+near 2000 rad is already 1e-4. So `inv_freq` is computed once per (theta, d,
+device) by exactly Hugging Face's torch expression, the kernel rounds
+`positions * inv_freq` to fp32 like it does, takes cos/sin with libdevice's
+full-range `cosf`/`sinf` (what `tl.cos`/`tl.sin` compile to on NVIDIA GPUs),
+and casts them to x's dtype before multiplying, as Hugging Face does.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.aot import CompileCase, pointer
+from kernels.blocks import ROW_GPU_BLOCKS, row_blocks
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@triton.jit
+def _rope_kernel(
+    x_ptr, out_ptr, pos_ptr, inv_freq_ptr,
+    n_rows, T, H, half,
+    stride_xb, stride_xt, stride_xh,
+    stride_ob, stride_ot, stride_oh,
+    stride_pb, stride_pt,
+    BLOCK_ROWS: tl.constexpr, BLOCK_HALF: tl.constexpr,
+):
+    # One row is one head of one token: rows enumerate (b, t, h) with h fastest.
+    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    cols = tl.arange(0, BLOCK_HALF)
+    row_mask = rows < n_rows
+    col_mask = cols < half
+    mask = row_mask[:, None] & col_mask[None, :]
+    h = rows % H
+    t = (rows // H) % T
+    b = rows // (H * T)
+
+    pos = tl.load(pos_ptr + b * stride_pb + t * stride_pt, mask=row_mask, other=0).to(tl.float32)
+    inv_freq = tl.load(inv_freq_ptr + cols, mask=col_mask, other=0.0)
+    freqs = pos[:, None] * inv_freq[None, :]  # [BLOCK_ROWS, BLOCK_HALF], rounded to fp32 like HF
+    # HF casts cos and sin to x's dtype before multiplying.
+    cos = tl.cos(freqs).to(x_ptr.dtype.element_ty).to(tl.float32)
+    sin = tl.sin(freqs).to(x_ptr.dtype.element_ty).to(tl.float32)
+
+    x_row = x_ptr + b * stride_xb + t * stride_xt + h * stride_xh
+    x1 = tl.load(x_row[:, None] + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(x_row[:, None] + half + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    out_row = out_ptr + b * stride_ob + t * stride_ot + h * stride_oh
+    out_ty = out_ptr.dtype.element_ty
+    tl.store(out_row[:, None] + cols[None, :], (x1 * cos - x2 * sin).to(out_ty), mask=mask)
+    tl.store(out_row[:, None] + half + cols[None, :], (x2 * cos + x1 * sin).to(out_ty), mask=mask)
+
+
+@functools.lru_cache(maxsize=None)
+def _inv_freq(theta: float, d: int, device: torch.device) -> torch.Tensor:
+    """`1 / theta^(arange(0, d, 2) / d)` in fp32, computed on the CPU exactly as transformers does."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float) / d))
+    return inv_freq.to(device)
+
+
+def _check(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Tensor | None) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"rope: x must be [B, T, heads, head_dim], got shape {tuple(x.shape)}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"rope: x must be fp32, fp16 or bf16, got {x.dtype}")
+    if x.shape[-1] % 2:
+        raise ValueError(f"rope: head_dim must be even, got {x.shape[-1]}")
+    if tuple(positions.shape) != tuple(x.shape[:2]):
+        raise ValueError(f"rope: positions must be [B, T] = {tuple(x.shape[:2])}, got {tuple(positions.shape)}")
+    if positions.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"rope: positions must be int32 or int64, got {positions.dtype}")
+    if not theta > 0:
+        raise ValueError(f"rope: theta must be positive, got {theta}")
+    if out is not None and (out.shape != x.shape or out.dtype != x.dtype or out.device != x.device):
+        raise ValueError(
+            f"rope: out must match x ({tuple(x.shape)}, {x.dtype}, {x.device}), "
+            f"got ({tuple(out.shape)}, {out.dtype}, {out.device})"
+        )
+
+
+def rope(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotary embedding of `x [B, T, nh, d]` at `positions [B, T]`, written into `out` (returned)."""
+    _check(x, positions, theta, out)
+    if out is None:
+        out = torch.empty_like(x)
+    if x.stride(-1) != 1 or out.stride(-1) != 1:
+        raise ValueError(f"rope: the last dim of x and out must be contiguous, got strides {x.stride()}, {out.stride()}")
+    B, T, H, d = x.shape
+    n_rows = B * T * H
+    if n_rows == 0:
+        return out
+    block_half = triton.next_power_of_2(d // 2)
+    blocks = row_blocks(n_rows * block_half)
+    block_rows = max(1, blocks.block // block_half)
+    _rope_kernel[(triton.cdiv(n_rows, block_rows),)](
+        x, out, positions, _inv_freq(float(theta), d, x.device),
+        n_rows, T, H, d // 2,
+        x.stride(0), x.stride(1), x.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
+        positions.stride(0), positions.stride(1),
+        BLOCK_ROWS=block_rows, BLOCK_HALF=block_half, num_warps=blocks.num_warps,
+    )
+    return out
+
+
+def rope_ref(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Torch twin of `rope`: the same operations as transformers' Llama rotary embedding."""
+    _check(x, positions, theta, out)
+    d = x.shape[-1]
+    freqs = positions[..., None].float() * _inv_freq(float(theta), d, x.device)  # [B, T, d/2]
+    emb = torch.cat((freqs, freqs), dim=-1)  # [B, T, d]
+    cos = emb.cos().to(x.dtype)[:, :, None, :]  # [B, T, 1, d]
+    sin = emb.sin().to(x.dtype)[:, :, None, :]  # [B, T, 1, d]
+    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+    rotated = x * cos + torch.cat((-x2, x1), dim=-1) * sin
+    if out is None:
+        return rotated
+    return out.copy_(rotated)
+
+
+def _compile_cases() -> list[CompileCase]:
+    cases = []
+    for dtype in FLOAT_DTYPES:
+        for pos_dtype in ("*i32", "*i64"):
+            # head_dim 64 (SmolVLM), 128 (Llama, LLaVA) and 256.
+            for block_half in (32, 64, 128):
+                ptr = pointer(dtype)
+                signature = {
+                    "x_ptr": ptr, "out_ptr": ptr, "pos_ptr": pos_dtype, "inv_freq_ptr": "*fp32",
+                    **{name: "i32" for name in ("n_rows", "T", "H", "half")},
+                    **{f"stride_{s}": "i32" for s in ("xb", "xt", "xh", "ob", "ot", "oh", "pb", "pt")},
+                }
+                constexprs = {"BLOCK_ROWS": ROW_GPU_BLOCKS.block // block_half, "BLOCK_HALF": block_half}
+                cases.append(CompileCase(_rope_kernel, signature, constexprs, num_warps=ROW_GPU_BLOCKS.num_warps))
+    return cases
+
+
+COMPILE_CASES = _compile_cases()
