@@ -26,6 +26,8 @@ Reference: `transformers/conversion_mapping.py` ("llava") and the models' `base_
 from __future__ import annotations
 
 from minilazy.config import ModelConfig, TextConfig, VisionConfig
+from minilazy.errors import InputError
+from minilazy.models.clip import layers_needed
 
 # (checkpoint prefix, canonical prefix), most specific first.
 LLAVA_ORIGINAL_PREFIXES = (
@@ -74,18 +76,11 @@ def is_ignored(key: str) -> bool:
 
 
 def vision_layers_used(config: ModelConfig) -> int:
-    """How many vision encoder layers the image features go through.
-
-    LLaVA reads `hidden_states[vision_feature_layer]` of CLIP, where index 0 is
-    the input of layer 0 and index i the output of layer i-1, so -2 of 24 layers
-    means 23 layers run. Idefics3 uses every layer.
-    """
+    """How many vision encoder layers the image features go through (all of them for Idefics3)."""
     layers = config.vision.num_hidden_layers
-    if config.model_type != "llava":
-        return layers
-    used = config.vision_feature_layer + (layers + 1 if config.vision_feature_layer < 0 else 0)
+    used = layers_needed(config) if config.model_type == "llava" else layers
     if not 0 <= used <= layers:
-        raise ValueError(
+        raise InputError(
             f"vision_feature_layer {config.vision_feature_layer} is out of range for a "
             f"{layers}-layer vision tower (expected -{layers + 1}..{layers})"
         )
