@@ -136,7 +136,10 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "fp32"
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     if not gguf_path.is_file():
         raise InputError(f"GGUF file not found: {gguf_path}")
-    reader = gguf.GGUFReader(gguf_path)
+    try:
+        reader = gguf.GGUFReader(gguf_path)
+    except (ValueError, OSError) as e:
+        raise InputError(f"{gguf_path} is not a readable GGUF file: {e}") from e
     config = config_from_gguf(reader)
     tokenizer = tokenizer_from_gguf(reader)
     state = convert_tensors(reader, config, DTYPES[dtype], progress)

@@ -8,6 +8,7 @@ it once into a Hugging Face checkpoint directory, reused afterwards.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
@@ -48,9 +49,15 @@ def converted_smollm2(out_dir: str | Path | None = None, dtype: str = "fp32", pr
         raise InputError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
     out_dir = Path(out_dir) if out_dir is not None else default_cache_dir(dtype)
     if not _is_complete(out_dir):
-        if out_dir.exists() and any(out_dir.iterdir()):
-            raise InputError(f"{out_dir} exists and is not a SmolLM2 conversion; give an empty or new directory")
-        _convert_into(out_dir, dtype, progress)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        # One process converts; others started at the same time wait for it and reuse its result.
+        with open(out_dir.parent / f".{out_dir.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not _is_complete(out_dir):
+                if out_dir.exists() and any(out_dir.iterdir()):
+                    raise InputError(f"{out_dir} exists and is not a SmolLM2 conversion; "
+                                     "give an empty or new directory")
+                _convert_into(out_dir, dtype, progress)
     stored = json.loads((out_dir / "config.json").read_text()).get("dtype")
     wanted = config_dtype(dtype)
     if stored != wanted:
@@ -63,17 +70,13 @@ def _is_complete(out_dir: Path) -> bool:
 
 
 def _convert_into(out_dir: Path, dtype: str, progress: bool) -> None:
-    """Convert beside `out_dir` and rename, so that concurrent callers never see half a checkpoint."""
+    """Convert beside `out_dir` and rename, so that an interrupted conversion leaves no half checkpoint."""
     gguf_path = smollm2_gguf_path()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         convert_gguf(gguf_path, staging, dtype, progress=progress)
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked by the caller)
         staging.rename(out_dir)
-    except OSError:
-        if not _is_complete(out_dir):  # otherwise another process finished first: use its result
-            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

