@@ -104,11 +104,10 @@ def load_weights(
                         f"{model_dir}: {key!r} and {found[name][1]!r} are the same weight {name!r} "
                         "under two key layouts"
                     )
-                elif shape != tuple(want):
-                    misshaped.append((key, shape, want))
-                    found[name] = (path, key)
                 else:
                     found[name] = (path, key)
+                    if shape != tuple(want):
+                        misshaped.append((key, shape, want))
     missing = [(n, s) for n, s in needed.items() if n not in found]
     if missing or unexpected or misshaped:
         problems = _describe_problems(missing, unexpected, misshaped)

@@ -72,5 +72,7 @@ class SigLIPVisionTower:
         # Cast first, as transformers does: an image that rounds to all zeros is padding too.
         pixels = pixels.to(w["embeddings.patch_embedding.weight"].dtype)
         pixels = pixels[real_images(pixels)]
+        if len(pixels) == 0:
+            return pixels.new_zeros(0, self.cfg.patches_per_side**2, self.cfg.hidden_size)
         x = self.encoder.forward(self.embed(pixels))
         return self.ops.layer_norm(x, w["post_layernorm.weight"], w["post_layernorm.bias"], self.cfg.layer_norm_eps)

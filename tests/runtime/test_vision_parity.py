@@ -55,6 +55,7 @@ def test_idefics3_image_features_match_transformers(idefics3, backend):
         got = connector.forward(tower.forward(pixels.flatten(0, 1)))  # [3, 4, Dt]
     assert got.shape == (3, 4, 48)
     assert_close(got.reshape(-1, 48), expected, 1e-4, 1e-4, f"Idefics3 image features ({backend})")
+    assert tower.forward(torch.zeros(2, 3, 64, 64)).shape == (0, 16, 32)  # padding only
 
 
 def test_siglip_position_ids_for_padded_patches(idefics3):

@@ -165,6 +165,15 @@ def test_all_problems_in_one_error(models, tmp_path):
         assert expected in message, f"{expected!r} not in {message!r}"
 
 
+def test_same_weight_under_two_layouts(models, tmp_path):
+    model = models["llava"]
+    tensors = {_rename(n, LLAVA_ORIGINAL): t for n, t in _canonical_state(model, "llava").items()}
+    tensors["lm_head.weight"] = tensors["language_model.lm_head.weight"]
+    directory = _write(tmp_path / "ckpt", model, {k: v.clone() for k, v in tensors.items()})
+    with pytest.raises(InputError, match="same weight 'lm_head.weight' under two key layouts"):
+        load_weights(directory, load_config(directory))
+
+
 def test_corrupt_and_missing_files(models, tmp_path):
     model = models["llama"]
     good = tmp_path / "good"
