@@ -20,11 +20,13 @@ _TO_ORIGINAL = {canonical: source for source, canonical in LLAVA_ORIGINAL_PREFIX
 
 
 def original_llava_key(name: str) -> str:
-    """The original llava-hf key of canonical weight `name` (`text.norm.weight` -> `language_model.model.norm.weight`)."""
+    """The original llava-hf key of a canonical name (`text.norm.weight` -> `language_model.model.norm.weight`)."""
     for canonical, source in _TO_ORIGINAL.items():
         if name.startswith(canonical):
             return source + name[len(canonical):]
-    raise ValueError(f"{name!r} is not a canonical LLaVA weight name (expected a text./lm_head./vision./projector. prefix)")
+    raise ValueError(
+        f"{name!r} is not a canonical LLaVA weight name (expected a text./lm_head./vision./projector. prefix)"
+    )
 
 
 def save_llava_checkpoint(out_dir: str | Path, config_dict: dict, weights: dict[str, torch.Tensor]) -> Path:

@@ -67,7 +67,9 @@ class SigLIPVisionTower:
         """Features of the non-padding images of `pixels`, in order: `[N_real, P, D]`."""
         expected = (self.cfg.num_channels, self.cfg.image_size, self.cfg.image_size)
         if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected:
-            raise ValueError(f"SigLIP tower: pixels must be [N, {', '.join(map(str, expected))}], got {tuple(pixels.shape)}")
+            raise ValueError(
+                f"SigLIP tower: pixels must be [N, {', '.join(map(str, expected))}], got {tuple(pixels.shape)}"
+            )
         w = self.weights
         # Cast first, as transformers does: an image that rounds to all zeros is padding too.
         pixels = pixels.to(w["embeddings.patch_embedding.weight"].dtype)

@@ -144,7 +144,8 @@ def test_saver_writes_original_llava_layout(models, tmp_path):
     for name, tensor in _canonical_state(reloaded, "llava").items():
         torch.testing.assert_close(tensor, reference[name], rtol=0, atol=0, msg=name)
     with pytest.raises(ValueError, match="missing.*text.norm.weight"):
-        save_llava_checkpoint(tmp_path / "bad", config_dict, {k: v for k, v in reference.items() if k != "text.norm.weight"})
+        incomplete = {k: v for k, v in reference.items() if k != "text.norm.weight"}
+        save_llava_checkpoint(tmp_path / "bad", config_dict, incomplete)
 
 
 def test_all_problems_in_one_error(models, tmp_path):
@@ -180,7 +181,8 @@ def test_corrupt_and_missing_files(models, tmp_path):
     model.save_pretrained(good)
     config = load_config(good)
     data = (good / "model.safetensors").read_bytes()
-    for name, content in [("truncated", data[: len(data) - 100]), ("garbage", b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")]:
+    garbage = b"\x10\x00\x00\x00\x00\x00\x00\x00{not json"
+    for name, content in [("truncated", data[: len(data) - 100]), ("garbage", garbage)]:
         bad = tmp_path / name
         bad.mkdir()
         (bad / "model.safetensors").write_bytes(content)
