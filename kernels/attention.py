@@ -1,0 +1,268 @@
+"""Flash attention of a block of queries over a key/value cache.
+
+One contract (docs/kernels.md, "Attention over a cache") covers prefill,
+continuation of a cached prefix, bidirectional vision attention and both passes
+of a lazy layer: ragged batches (`q_start`, `q_len`, `kv_len` per sequence),
+grouped-query heads, causal or not, and keys gathered through `key_slots`.
+
+The kernel keeps no score matrix: each program owns one key/value head of one
+sequence and a block of rows, a row being one (query, query head of that group)
+pair, so K/V tiles are loaded once for the whole group. It walks the keys in
+blocks with an online softmax in base 2 (exp2, scale folded with log2(e)) and
+fp32 accumulators. The torch twin `attention_ref` computes the same with masks
+and a softmax; it is differentiable and handles rows with no visible key.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.aot import CompileCase, pointer
+from kernels.backend import interpreting
+
+LOG2E = 1.4426950408889634
+
+
+def head_block(head_dim: int) -> int:
+    """Padded head dimension: a power of two, at least 16 (the smallest tl.dot tile)."""
+    if head_dim > 256:
+        raise ValueError(f"head_dim {head_dim} is not supported; expected at most 256")
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def gpu_attention_blocks(block_d: int, dtype: torch.dtype) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps) on a GPU: K/V tiles of at most 64 x 256 bytes fit sm_80 shared memory."""
+    row_bytes = block_d * dtype.itemsize
+    return 64, (64 if row_bytes <= 256 else 32), 4
+
+
+def attention_blocks(block_d: int, dtype: torch.dtype) -> tuple[int, int, int]:
+    """Block sizes to launch with: big tiles when interpreting (few programs), GPU tiles else."""
+    return (128, 128, 4) if interpreting() else gpu_attention_blocks(block_d, dtype)
+
+
+@triton.jit
+def _attention_kernel(
+    q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr,
+    q_start_ptr, q_len_ptr, kv_len_ptr, slots_ptr,
+    Tq, head_dim, group_size, scale,
+    stride_qb, stride_qt, stride_qh,
+    stride_kb, stride_kn, stride_kg,
+    stride_vb, stride_vn, stride_vg,
+    stride_ob, stride_ot, stride_oh,
+    stride_lb, stride_lt, stride_lh,
+    stride_sb,
+    CAUSAL: tl.constexpr, HAS_SLOTS: tl.constexpr, K_COMPACT: tl.constexpr,
+    UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    row_block = tl.program_id(0)
+    b = tl.program_id(1)
+    g = tl.program_id(2)
+    b64 = b.to(tl.int64)
+    q_start = tl.load(q_start_ptr + b)
+    q_len = tl.load(q_len_ptr + b)
+    kv_len = tl.load(kv_len_ptr + b)
+
+    # row r of this (sequence, kv head) is query r // group_size, head g * group_size + r % group_size
+    rows = row_block * BLOCK_M + tl.arange(0, BLOCK_M)
+    query = rows // group_size
+    head = g * group_size + rows % group_size
+    row_valid = query < q_len
+    query_slot = q_start + query
+    offs_d = tl.arange(0, BLOCK_D)
+    d_valid = offs_d < head_dim
+
+    q_ptrs = q_ptr + b64 * stride_qb + query[:, None] * stride_qt + head[:, None] * stride_qh + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=row_valid[:, None] & d_valid[None, :], other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+    qk_scale = scale * 1.4426950408889634  # logits in base 2: exp(x) = exp2(x * log2(e))
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    n_keys = kv_len
+    if CAUSAL and not HAS_SLOTS:
+        # key j sits at slot j, so keys past the last query's slot are never visible
+        last_slot = q_start + tl.minimum(q_len, (row_block * BLOCK_M + BLOCK_M - 1) // group_size + 1) - 1
+        n_keys = tl.minimum(kv_len, last_slot + 1)
+    for start_n in range(0, n_keys, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        key_valid = offs_n < n_keys
+        if HAS_SLOTS:
+            key_slot = tl.load(slots_ptr + b64 * stride_sb + offs_n, mask=key_valid, other=0)
+        else:
+            key_slot = offs_n
+        if K_COMPACT:
+            k_rows = offs_n
+        else:
+            k_rows = key_slot
+        kv_mask = key_valid[:, None] & d_valid[None, :]
+        k = tl.load(k_ptr + b64 * stride_kb + k_rows[:, None] * stride_kn + g * stride_kg + offs_d[None, :],
+                    mask=kv_mask, other=0.0)
+        v = tl.load(v_ptr + b64 * stride_vb + key_slot[:, None] * stride_vn + g * stride_vg + offs_d[None, :],
+                    mask=kv_mask, other=0.0)
+        if UPCAST:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale  # [BLOCK_M, BLOCK_N]
+        visible = row_valid[:, None] & key_valid[None, :]
+        if CAUSAL:
+            visible = visible & (key_slot[None, :] <= query_slot[:, None])
+        s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        # rows with nothing visible yet keep m = -inf; subtract 0 instead so exp2 gives 0, not NaN
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        m_i = m_new
+
+    has_key = l_i > 0.0
+    o = acc / tl.where(has_key, l_i, 1.0)[:, None]
+    lse = tl.where(has_key, (m_i + tl.log2(tl.where(has_key, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
+    in_bounds = query < Tq
+    o_ptrs = o_ptr + b64 * stride_ob + query[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :]
+    tl.store(o_ptrs, o.to(o_ptr.dtype.element_ty), mask=in_bounds[:, None] & d_valid[None, :])
+    tl.store(lse_ptr + b64 * stride_lb + query * stride_lt + head * stride_lh, lse, mask=in_bounds)
+
+
+def check_lengths(name: str, t: torch.Tensor, batch: int) -> None:
+    """A per-sequence int32 vector [B] on the device of the caches."""
+    if t.dtype != torch.int32 or t.shape != (batch,):
+        raise ValueError(f"{name} must be an int32 tensor of shape [{batch}]; got {t.dtype} {tuple(t.shape)}")
+
+
+def check_caches(k_cache, v_cache, n_heads, head_dim, key_slots, batch):
+    """Shapes shared by attention and decode_attention; returns the kv head count G."""
+    if k_cache.dim() != 4 or v_cache.dim() != 4:
+        raise ValueError(f"k_cache and v_cache must be [B, S, G, d]; got {tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
+    if k_cache.shape[0] != batch or v_cache.shape[0] != batch:
+        raise ValueError(f"caches hold {k_cache.shape[0]}/{v_cache.shape[0]} sequences; expected {batch}")
+    n_kv = k_cache.shape[2]
+    if v_cache.shape[2] != n_kv or k_cache.shape[3] != head_dim or v_cache.shape[3] != head_dim:
+        raise ValueError(f"k_cache {tuple(k_cache.shape)} and v_cache {tuple(v_cache.shape)} disagree with head_dim {head_dim}")
+    if n_heads % n_kv:
+        raise ValueError(f"{n_heads} query heads are not a multiple of {n_kv} key/value heads")
+    if key_slots is not None and (key_slots.dtype != torch.int32 or key_slots.dim() != 2 or key_slots.shape[0] != batch):
+        raise ValueError(f"key_slots must be int32 [{batch}, N]; got {key_slots.dtype} {tuple(key_slots.shape)}")
+    for t in (k_cache, v_cache):
+        if t.stride(-1) != 1:
+            raise ValueError("the last dimension of k_cache and v_cache must be contiguous")
+    return n_kv
+
+
+def attention(q, k_cache, v_cache, q_start, q_len, kv_len, *, scale, causal, key_slots=None, k_compact=False):
+    """Flash attention over a cache; returns (o [B, Tq, H, d] in q's dtype, lse [B, Tq, H] fp32)."""
+    if q.dim() != 4 or q.stride(-1) != 1:
+        raise ValueError(f"q must be [B, Tq, H, d] with a contiguous last dimension; got {tuple(q.shape)}")
+    batch, n_queries, n_heads, head_dim = q.shape
+    n_kv = check_caches(k_cache, v_cache, n_heads, head_dim, key_slots, batch)
+    if k_cache.dtype != q.dtype or v_cache.dtype != q.dtype:
+        raise ValueError(f"q, k_cache, v_cache must share a dtype; got {q.dtype}, {k_cache.dtype}, {v_cache.dtype}")
+    for name, t in (("q_start", q_start), ("q_len", q_len), ("kv_len", kv_len)):
+        check_lengths(name, t, batch)
+    if k_compact and key_slots is None:
+        raise ValueError("k_compact=True needs key_slots")
+    group_size = n_heads // n_kv
+    o = torch.empty_like(q)
+    lse = torch.empty(batch, n_queries, n_heads, device=q.device, dtype=torch.float32)
+    block_d = head_block(head_dim)
+    block_m, block_n, num_warps = attention_blocks(block_d, q.dtype)
+    slots = key_slots if key_slots is not None else kv_len  # a placeholder pointer when unused
+    grid = (triton.cdiv(n_queries * group_size, block_m), batch, n_kv)
+    _attention_kernel[grid](
+        q, k_cache, v_cache, o, lse, q_start, q_len, kv_len, slots,
+        n_queries, head_dim, group_size, float(scale),
+        *q.stride()[:3], *k_cache.stride()[:3], *v_cache.stride()[:3], *o.stride()[:3], *lse.stride(),
+        slots.stride(0),
+        CAUSAL=bool(causal), HAS_SLOTS=key_slots is not None, K_COMPACT=bool(k_compact),
+        UPCAST=interpreting() and q.dtype == torch.bfloat16,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps,
+    )
+    return o, lse
+
+
+def gather_keys_ref(k_cache, v_cache, key_slots, k_compact):
+    """Keys, values and slots of the key list: ([B, N, G, d], [B, N, G, d], slot [B, N] int64)."""
+    batch = k_cache.shape[0]
+    if key_slots is None:
+        n_keys = min(k_cache.shape[1], v_cache.shape[1])
+        slot = torch.arange(n_keys, device=k_cache.device).expand(batch, n_keys)  # [B, N]
+        return k_cache[:, :n_keys], v_cache[:, :n_keys], slot
+    slot = key_slots.long()  # [B, N]
+    rows = torch.arange(batch, device=slot.device)[:, None]  # [B, 1]
+    # slots past kv_len may be garbage (e.g. -1): clamp so the gather stays in bounds; they are masked later
+    v = v_cache[rows, slot.clamp(0, v_cache.shape[1] - 1)]  # [B, N, G, d]
+    if k_compact:
+        k = k_cache[:, : slot.shape[1]]
+    else:
+        k = k_cache[rows, slot.clamp(0, k_cache.shape[1] - 1)]  # [B, N, G, d]
+    return k, v, slot
+
+
+def softmax_attend_ref(logits, visible, v):
+    """Masked softmax of logits [B, G, R, T, N] over N and its weighted sum of v [B, N, G, d].
+
+    Returns o [B, T, G*R, d] fp32 and lse [B, T, G*R] fp32; rows with no visible key give 0 and -inf.
+    Written with safe denominators so gradients stay finite on those rows.
+    """
+    batch, n_kv, group_size, n_queries, _ = logits.shape
+    logits = logits.masked_fill(~visible, float("-inf"))
+    peak = logits.amax(-1, keepdim=True).detach()  # a stabiliser only, so no gradient through it
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    weights = torch.exp(logits - peak)  # [B, G, R, T, N]
+    total = weights.sum(-1, keepdim=True)
+    has_key = total > 0
+    total_safe = torch.where(has_key, total, torch.ones_like(total))
+    o = torch.einsum("bgrtn,bngd->bgrtd", weights / total_safe, v.float())
+    lse = torch.where(has_key, peak + torch.log(total_safe), torch.full_like(total, float("-inf")))
+    o = o.permute(0, 3, 1, 2, 4).reshape(batch, n_queries, n_kv * group_size, -1)  # [B, T, H, d]
+    lse = lse.squeeze(-1).permute(0, 3, 1, 2).reshape(batch, n_queries, n_kv * group_size)  # [B, T, H]
+    return o, lse
+
+
+def attention_ref(q, k_cache, v_cache, q_start, q_len, kv_len, *, scale, causal, key_slots=None, k_compact=False):
+    """Torch twin of `attention`: masks and a softmax in fp32, differentiable."""
+    batch, n_queries, n_heads, head_dim = q.shape
+    n_kv = k_cache.shape[2]
+    k, v, slot = gather_keys_ref(k_cache, v_cache, key_slots, k_compact)
+    qg = q.float().reshape(batch, n_queries, n_kv, n_heads // n_kv, head_dim)  # [B, T, G, R, d]
+    logits = torch.einsum("btgrd,bngd->bgrtn", qg, k.float()) * scale  # [B, G, R, T, N]
+    query = torch.arange(n_queries, device=q.device)
+    key = torch.arange(slot.shape[1], device=q.device)
+    visible = (query[None, :, None] < q_len.long()[:, None, None]) & (key[None, None, :] < kv_len.long()[:, None, None])
+    if causal:
+        query_slot = q_start.long()[:, None] + query[None, :]  # [B, T]
+        visible = visible & (slot[:, None, :] <= query_slot[:, :, None])  # [B, T, N]
+    o, lse = softmax_attend_ref(logits, visible[:, None, None], v)
+    return o.to(q.dtype), lse
+
+
+def _compile_cases():
+    cases = []
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        ptr = pointer(dtype)
+        signature = {
+            "q_ptr": ptr, "k_ptr": ptr, "v_ptr": ptr, "o_ptr": ptr, "lse_ptr": "*fp32",
+            "q_start_ptr": "*i32", "q_len_ptr": "*i32", "kv_len_ptr": "*i32", "slots_ptr": "*i32",
+            "Tq": "i32", "head_dim": "i32", "group_size": "i32", "scale": "fp32",
+            **{f"stride_{t}{s}": "i32" for t, dims in (("q", "bth"), ("k", "bng"), ("v", "bng"), ("o", "bth"), ("l", "bth"))
+               for s in dims},
+            "stride_sb": "i32",
+        }
+        # every dtype at d = 128 (also d = 80, 96, 112), bf16 also at d = 64: compiles take seconds each
+        for block_d in (64, 128) if dtype == torch.bfloat16 else (128,):
+            block_m, block_n, num_warps = gpu_attention_blocks(block_d, dtype)
+            for causal in (False, True):
+                for has_slots, k_compact in ((False, False), (True, False), (True, True)):
+                    cases.append(CompileCase(_attention_kernel, signature, dict(
+                        CAUSAL=causal, HAS_SLOTS=has_slots, K_COMPACT=k_compact, UPCAST=False,
+                        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d), num_warps=num_warps))
+    return cases
+
+
+COMPILE_CASES = _compile_cases()
