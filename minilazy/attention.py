@@ -1,0 +1,72 @@
+"""Self-attention of one decoder layer with a KV cache (the plain, non-lazy layer).
+
+`q = rope(Wq x)`, `k = rope(Wk x)`, `v = Wv x`; k and v are written into the
+layer's cache at the step's slots, then the new queries attend to every cached
+key up to their own slot. Prefill uses the flash-style kernel, a one-token
+decode step the split-K decode kernel. Lazy layers (minilazy/lazy/) have the
+same `forward(x, ctx)` interface and replace instances of this class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from minilazy.config import TextConfig
+from minilazy.kv_cache import KVCache
+from minilazy.step import Step
+
+
+@dataclass
+class ForwardContext:
+    """Everything a decoder layer's attention reads besides its input."""
+
+    step: Step
+    cache: KVCache
+    attention: list | None = None  # per-layer attention replacing the decoder's own (e.g. lazy layers)
+
+
+class FullAttention:
+    def __init__(self, cfg: TextConfig, weights: dict[str, torch.Tensor], ops, layer: int):
+        self.cfg, self.ops, self.layer = cfg, ops, layer
+        self.wq = weights.get("self_attn.q_proj.weight")
+        self.wk = weights.get("self_attn.k_proj.weight")
+        self.wv = weights["self_attn.v_proj.weight"]
+        self.wo = weights["self_attn.o_proj.weight"]
+        self.scale = cfg.head_dim**-0.5
+
+    def project(self, x: torch.Tensor, weight: torch.Tensor, heads: int) -> torch.Tensor:
+        """`x [B, T, D]` -> `[B, T, heads, d]`."""
+        b, t, _ = x.shape
+        return self.ops.linear(x, weight).view(b, t, heads, self.cfg.head_dim)
+
+    def queries(self, x: torch.Tensor, step: Step, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Post-RoPE queries `[B, T, H, d]`, written into `out` (a Q Cache slot) when given."""
+        q = self.project(x, self.wq, self.cfg.num_attention_heads)
+        return self.ops.rope(q, step.positions, self.cfg.rope_theta, out=out)
+
+    def attend(self, q: torch.Tensor, k_cache, v_cache, step: Step, **keys) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention of `q [B, T, H, d]` over cached keys; returns `(o [B, T, H, d], lse [B, T, H])`."""
+        if step.is_decode:
+            o, lse = self.ops.decode_attention(q[:, 0], k_cache, v_cache, keys.pop("kv_len", step.kv_len),
+                                               scale=self.scale, **keys)
+            return o[:, None], lse[:, None]  # [B, 1, H, d], [B, 1, H]
+        kv_len = keys.pop("kv_len", step.kv_len)
+        return self.ops.attention(q, k_cache, v_cache, step.q_start, step.q_len, kv_len,
+                                  scale=self.scale, causal=True, **keys)
+
+    def output(self, o: torch.Tensor) -> torch.Tensor:
+        """`o [B, T, H, d]` -> `Wo o` as `[B, T, D]`."""
+        b, t, h, d = o.shape
+        return self.ops.linear(o.reshape(b, t, h * d), self.wo)  # [B, T, H*d] -> [B, T, D]
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        step, cache = ctx.step, ctx.cache[self.layer]
+        q = self.queries(x, step)
+        k = self.ops.rope(self.project(x, self.wk, self.cfg.num_key_value_heads), step.positions, self.cfg.rope_theta)
+        v = self.project(x, self.wv, self.cfg.num_key_value_heads)
+        self.ops.kv_write(cache.k, k, step.slots)
+        self.ops.kv_write(cache.v, v, step.slots)
+        o, _ = self.attend(q, cache.k, cache.v, step)
+        return self.output(o)

@@ -1,0 +1,137 @@
+"""Batched generation: prefill (in chunks) then one decode step per token.
+
+Requests of different lengths share one call: prompts are right-padded to the
+longest, every sequence keeps its own slots and lengths, and the KV cache is
+allocated once for `longest prompt + max_new_tokens` slots before the loop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from minilazy.attention import ForwardContext
+from minilazy.errors import InputError
+from minilazy.kv_cache import KVCache
+from minilazy.model import Model
+from minilazy.sampler import Sampler, SamplingParams
+from minilazy.step import Step
+
+
+@dataclass
+class Request:
+    """One prompt: token ids (image tokens already expanded) and the pixel values of its images."""
+
+    input_ids: list[int]
+    pixel_values: torch.Tensor | None = None  # [N, 3, S, S]
+    vision_inputs: dict = field(default_factory=dict)
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    kv_cache_bytes: int = 0
+    decode_steps: int = 0
+
+
+@dataclass
+class Generation:
+    tokens: list[list[int]]  # generated ids per request (stop token excluded)
+    stats: GenerationStats
+    prefill_logits: torch.Tensor  # [B, V] logits that chose the first new token
+
+
+def image_features_for(model: Model, requests: list[Request]) -> torch.Tensor | None:
+    """Features of every request's images, concatenated in request order."""
+    parts = [model.image_features(r.pixel_values, **r.vision_inputs) for r in requests if r.pixel_values is not None]
+    return torch.cat(parts) if parts else None
+
+
+@torch.inference_mode()
+def generate(model: Model, requests: list[Request], params: SamplingParams, stop_ids=(), on_tokens=None,
+             on_logits=None, prefill_chunk: int = 4096, cache_layout=None) -> Generation:
+    """Generate for every request; `on_tokens(step_tokens [B])` streams each step's tokens
+    (-1 for a sequence that has stopped) and `on_logits(logits [B, V])` sees the logits each
+    step samples from.
+
+    `cache_layout(model, ids, lengths, total_slots, chunk)` may return the
+    KVCache and per-layer attention of a feature such as Lazy Attention; by
+    default every layer is plain and keeps keys and values for every slot.
+    """
+    if not requests:
+        raise InputError("no requests to generate for")
+    device, text = model.device, model.config.text
+    lengths = torch.tensor([len(r.input_ids) for r in requests], device=device)
+    if int(lengths.min()) == 0:
+        raise InputError("empty prompt: nothing to generate from")
+    batch, width = len(requests), int(lengths.max())
+    total = width + params.max_new_tokens
+    if total > text.max_position_embeddings:
+        raise InputError(f"prompt ({width} tokens) plus {params.max_new_tokens} new tokens exceeds the model's "
+                         f"context window of {text.max_position_embeddings} tokens")
+    ids = torch.zeros(batch, width, dtype=torch.long, device=device)
+    for b, r in enumerate(requests):
+        ids[b, : len(r.input_ids)] = torch.tensor(r.input_ids, device=device)
+
+    stats = GenerationStats(prompt_tokens=int(lengths.sum()))
+    start = time.perf_counter()
+    x = model.embed(ids, image_features_for(model, requests))
+    if cache_layout is None:
+        cache = KVCache.allocate([(total, total)] * text.num_hidden_layers, batch, text.num_key_value_heads,
+                                 text.head_dim, model.dtype, device)
+        attention = None
+    else:
+        cache, attention = cache_layout(model, ids, lengths, total, min(prefill_chunk, width))
+    stats.kv_cache_bytes = cache.nbytes
+
+    last_hidden = torch.zeros(batch, text.hidden_size, dtype=model.dtype, device=device)
+    for c0 in range(0, width, prefill_chunk):
+        chunk = min(prefill_chunk, width - c0)
+        starts = torch.full_like(lengths, c0)
+        step = Step.span(starts, (lengths - c0).clamp(0, chunk), chunk)
+        hidden = model.decoder.forward(x[:, c0 : c0 + chunk], ForwardContext(step, cache, attention))
+        ends_here = (lengths - 1 >= c0) & (lengths - 1 < c0 + chunk)
+        rows = (lengths - 1 - c0).clamp(0, chunk - 1)
+        last_hidden = torch.where(ends_here[:, None], hidden[torch.arange(batch), rows], last_hidden)
+    logits = model.decoder.logits(last_hidden)  # [B, V]
+    prefill_logits = logits
+    stats.prefill_seconds = time.perf_counter() - start
+
+    sampler = Sampler(params, device)
+    stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
+    out = torch.zeros(batch, params.max_new_tokens, dtype=torch.long, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    produced = torch.zeros(batch, dtype=torch.long, device=device)
+    kv_len = lengths.clone()
+    ones = torch.ones_like(lengths)
+    start = time.perf_counter()
+    for t in range(params.max_new_tokens):
+        if on_logits is not None:
+            on_logits(logits)
+        token = sampler(logits)
+        out[:, t] = token
+        produced += (~done).long()
+        finished = done | torch.isin(token, stop)
+        if on_tokens is not None:
+            on_tokens(torch.where(finished, -1, token))
+        done = finished
+        if bool(done.all()) or t == params.max_new_tokens - 1:
+            break
+        step = Step.span(kv_len, ones, 1)
+        hidden = model.decoder.forward(model.decoder.embed(token[:, None]), ForwardContext(step, cache, attention))
+        logits = model.decoder.logits(hidden[:, 0])
+        kv_len += 1
+        stats.decode_steps += 1
+    stats.decode_seconds = time.perf_counter() - start
+
+    tokens = []
+    for b in range(batch):
+        seq = out[b, : int(produced[b])].tolist()
+        tokens.append(seq[:-1] if seq and seq[-1] in set(stop_ids) else seq)
+    stats.generated_tokens = sum(len(t) for t in tokens)
+    return Generation(tokens, stats, prefill_logits)

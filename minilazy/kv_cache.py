@@ -1,0 +1,47 @@
+"""The KV cache: per-layer key and value buffers allocated once per generation call.
+
+Layout `[B, S, G, d]` (sequence, slot, key/value head, head size): slot `s` of
+sequence `b` holds the token the step wrote there. Layers may hold different
+caches (a lazy layer keeps values for every token but keys for text tokens
+only), so each layer owns its own pair and `None` means "not stored".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class LayerCache:
+    k: torch.Tensor | None  # [B, S_k, G, d]
+    v: torch.Tensor | None  # [B, S, G, d]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.k, self.v) if t is not None)
+
+
+@dataclass
+class KVCache:
+    layers: list[LayerCache] = field(default_factory=list)
+
+    @classmethod
+    def allocate(cls, shapes: list[tuple[int | None, int | None]], batch: int, heads: int, head_dim: int,
+                 dtype: torch.dtype, device) -> KVCache:
+        """`shapes[l] = (key slots, value slots)` for layer l; None skips that buffer."""
+
+        def buffer(slots):
+            if slots is None:
+                return None
+            return torch.zeros(batch, slots, heads, head_dim, dtype=dtype, device=device)
+
+        return cls([LayerCache(buffer(ks), buffer(vs)) for ks, vs in shapes])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(layer.nbytes for layer in self.layers)
+
+    def __getitem__(self, i: int) -> LayerCache:
+        return self.layers[i]

@@ -1,0 +1,92 @@
+"""Attention of the layers in a lazy plan (formulation: docs/lazy_attention.md).
+
+- `AnchorAttention`: an active layer that lazy layers inherit from. It is a
+  plain layer that also writes its post-RoPE queries into its Q Cache slot
+  and, on the decode fast path, computes its attention as an image pass that
+  keeps its logits plus a text pass.
+- `LazyVisualAttention`: logits over image keys come from the anchor
+  (`q_a . K_a`), logits over text keys are the layer's own; one softmax,
+  computed as two flash passes merged by log-sum-exp, with the layer's own
+  values. Its key cache holds text keys only, so `Wk` runs on text tokens only.
+- `LazyAllAttention` (ablation): inherits the logits over every key; no `Wq`,
+  no `Wk`, a value-only cache.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from minilazy.attention import ForwardContext, FullAttention
+from minilazy.lazy.state import LazyState
+
+
+class AnchorAttention(FullAttention):
+    def __init__(self, cfg, weights, ops, layer: int, state: LazyState, ring_slot: int):
+        super().__init__(cfg, weights, ops, layer)
+        self.state, self.ring_slot = state, ring_slot
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        step, cache, state = ctx.step, ctx.cache[self.layer], self.state
+        b, t, _ = x.shape
+        q = self.queries(x, step, out=state.q_slot(self.ring_slot, b, t))
+        k = self.ops.rope(self.project(x, self.wk, self.cfg.num_key_value_heads), step.positions, self.cfg.rope_theta)
+        self.ops.kv_write(cache.k, k, step.slots)
+        self.ops.kv_write(cache.v, self.project(x, self.wv, self.cfg.num_key_value_heads), step.slots)
+        logits = state.image_logits.get(self.layer)
+        if not (step.is_decode and logits is not None):
+            o, _ = self.attend(q, cache.k, cache.v, step)
+            return self.output(o)
+        # decode fast path: keep this layer's logits over the image keys for its lazy layers
+        text = state.text_rows(step)
+        o_img, lse_img = self.attend(q, cache.k, cache.v, step, kv_len=state.n_img, key_slots=state.image_slots,
+                                     logits_out=logits)
+        o_txt, lse_txt = self.attend(q, cache.k, cache.v, step, kv_len=text.count, key_slots=state.text_slots)
+        return self.output(self.ops.merge_attention(o_img, lse_img, o_txt, lse_txt))
+
+
+class LazyVisualAttention(FullAttention):
+    def __init__(self, cfg, weights, ops, layer: int, anchor: int, state: LazyState, ring_slot: int,
+                 fast_decode: bool):
+        super().__init__(cfg, weights, ops, layer)
+        self.anchor, self.state, self.ring_slot, self.fast_decode = anchor, state, ring_slot, fast_decode
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        step, cache, state, cfg = ctx.step, ctx.cache[self.layer], self.state, self.cfg
+        b, t, dim = x.shape
+        text = state.text_rows(step)
+        q = self.queries(x, step)
+        self.ops.kv_write(cache.v, self.project(x, self.wv, cfg.num_key_value_heads), step.slots)
+        # keys for the text tokens only: gather them, project, rotate, append to the text-only cache
+        x_text = x.gather(1, text.gather[:, :, None].expand(-1, -1, dim))  # [B, Tt, D]
+        k_text = self.ops.rope(self.project(x_text, self.wk, cfg.num_key_value_heads), text.positions, cfg.rope_theta)
+        self.ops.kv_write(cache.k, k_text, text.write)
+        state.projection_rows["wk_skipped"] += int(step.q_len.sum()) - int((text.write >= 0).sum())
+
+        if step.is_decode and self.fast_decode:
+            o_img, lse_img = self.ops.decode_attention_from_logits(
+                state.image_logits[self.anchor], cache.v, state.n_img, key_slots=state.image_slots)
+            o_img, lse_img = o_img[:, None], lse_img[:, None]  # [B, 1, H, d], [B, 1, H]
+        else:
+            q_anchor = state.q_slot(self.ring_slot, b, t)
+            o_img, lse_img = self.attend(q_anchor, ctx.cache[self.anchor].k, cache.v, step, kv_len=state.n_img,
+                                         key_slots=state.image_slots)
+        o_txt, lse_txt = self.attend(q, cache.k, cache.v, step, kv_len=text.count, key_slots=state.text_slots,
+                                     k_compact=True)
+        return self.output(self.ops.merge_attention(o_img, lse_img, o_txt, lse_txt))
+
+
+class LazyAllAttention(FullAttention):
+    def __init__(self, cfg, weights, ops, layer: int, anchor: int, state: LazyState, ring_slot: int):
+        super().__init__(cfg, weights, ops, layer)
+        self.anchor, self.state, self.ring_slot = anchor, state, ring_slot
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        step, cache = ctx.step, ctx.cache[self.layer]
+        b, t, _ = x.shape
+        self.ops.kv_write(cache.v, self.project(x, self.wv, self.cfg.num_key_value_heads), step.slots)
+        rows = int(step.q_len.sum())
+        self.state.projection_rows["wq_skipped"] += rows
+        self.state.projection_rows["wk_skipped"] += rows
+        q_anchor = self.state.q_slot(self.ring_slot, b, t)
+        o, _ = self.attend(q_anchor, ctx.cache[self.anchor].k, cache.v, step)
+        return self.output(o)

@@ -1,0 +1,98 @@
+"""The layer plan: which decoder layers are lazy, and which active layer each inherits from.
+
+`anchors[l] == l` makes layer l active; `anchors[l] == a < l` makes it lazy,
+inheriting its attention over image keys (scope `visual`) or over every key
+(scope `all`) from active layer a. Active layers write their queries into a Q
+Cache ring of `depth` slots, so a lazy layer may only inherit from one of the
+last `depth` active layers before it. Stored as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from minilazy.errors import InputError
+
+SCOPES = ("visual", "all")
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    anchors: tuple[int, ...]
+    depth: int = 1  # Q Cache ring slots (R)
+    scope: str = "visual"
+
+    def __post_init__(self):
+        object.__setattr__(self, "anchors", tuple(int(a) for a in self.anchors))
+        if self.scope not in SCOPES:
+            raise InputError(f"plan scope {self.scope!r} is not one of {', '.join(SCOPES)}")
+        if self.depth < 1:
+            raise InputError(f"plan depth (Q Cache slots) must be at least 1, got {self.depth}")
+        if not self.anchors:
+            raise InputError("plan has no layers")
+        if self.anchors[0] != 0:
+            raise InputError("layer 0 must be active: there is no earlier layer to inherit from")
+        for layer, anchor in enumerate(self.anchors):
+            if anchor == layer:
+                continue
+            if not 0 <= anchor < layer or self.anchors[anchor] != anchor:
+                raise InputError(f"layer {layer} inherits from layer {anchor}, which is not an earlier active layer")
+            newer = sum(1 for a in range(anchor + 1, layer) if self.anchors[a] == a)
+            if newer >= self.depth:
+                raise InputError(
+                    f"layer {layer} inherits from layer {anchor}, but {newer} active layers come between them and "
+                    f"the Q Cache keeps only the last {self.depth}; raise depth or pick a nearer anchor"
+                )
+
+    @classmethod
+    def full(cls, num_layers: int) -> LayerPlan:
+        """Every layer active: the plain model."""
+        return cls(tuple(range(num_layers)))
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.anchors)
+
+    def is_lazy(self, layer: int) -> bool:
+        return self.anchors[layer] != layer
+
+    @property
+    def lazy_layers(self) -> list[int]:
+        return [l for l in range(self.num_layers) if self.is_lazy(l)]
+
+    @property
+    def lazy_ratio(self) -> float:
+        return len(self.lazy_layers) / self.num_layers
+
+    @property
+    def anchor_layers(self) -> list[int]:
+        """Active layers that some lazy layer inherits from."""
+        return sorted({self.anchors[l] for l in self.lazy_layers})
+
+    def ring_slot(self, active_layer: int) -> int:
+        """The Q Cache slot an active layer writes: its rank among active layers, modulo depth."""
+        return sum(1 for a in range(active_layer) if self.anchors[a] == a) % self.depth
+
+    def check_layers(self, num_layers: int) -> None:
+        if num_layers != self.num_layers:
+            raise InputError(f"the plan is for {self.num_layers} layers but the model has {num_layers}")
+
+    def save(self, path: str | Path) -> None:
+        data = asdict(self)
+        data["anchors"] = list(self.anchors)
+        data["lazy_layers"] = self.lazy_layers
+        Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> LayerPlan:
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such plan file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InputError(f"{path}: not a JSON layer plan ({err})") from None
+        if not isinstance(data, dict) or "anchors" not in data:
+            raise InputError(f"{path}: a layer plan needs an 'anchors' list")
+        return cls(tuple(data["anchors"]), int(data.get("depth", 1)), data.get("scope", "visual"))

@@ -1,0 +1,85 @@
+"""Per-generation state shared by the layers of a lazy plan.
+
+- The **Q Cache**: one ring buffer `[R, T_max, H, d]` allocated once per call;
+  an anchor's RoPE kernel writes its queries straight into its ring slot and
+  lazy layers read that slot in place.
+- Which cache slots hold image tokens (`image_slots`, fixed by the prompt)
+  and which hold text tokens (`text_slots`, growing as tokens are generated),
+  so lazy layers can attend the two key sets separately.
+- For the decode fast path, each anchor's logits over the image keys for the
+  newest token, `[B, H, N_img]`, which its lazy layers reuse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from minilazy.step import Step
+
+
+@dataclass
+class TextRows:
+    """The text tokens among one step's new tokens."""
+
+    gather: torch.Tensor  # [B, Tt] index into the step's T new tokens (0 for padding)
+    positions: torch.Tensor  # [B, Tt] their RoPE positions
+    write: torch.Tensor  # [B, Tt] their row in a text-only key cache, -1 for padding
+    count: torch.Tensor  # [B] int32 text keys cached once this step is written
+
+
+class LazyState:
+    def __init__(self, is_image: torch.Tensor, depth: int, max_step_tokens: int, heads: int, head_dim: int,
+                 dtype: torch.dtype, anchors_with_fast_decode=()):
+        """`is_image [B, S]` marks the slots that hold image tokens for the whole generation."""
+        batch, slots = is_image.shape
+        device = is_image.device
+        self.is_image = is_image
+        self.n_img = is_image.sum(1).int()  # [B]
+        n_img_max = max(int(self.n_img.max()), 1)
+        # slots of the image tokens, in order, padded with 0 past n_img[b] (never read)
+        order = torch.argsort((~is_image).int(), dim=1, stable=True)  # image slots first
+        self.image_slots = order[:, :n_img_max].int().contiguous()  # [B, N_img]
+        self.text_capacity = int((~is_image).sum(1).max())
+        self.text_slots = torch.zeros(batch, self.text_capacity, dtype=torch.int32, device=device)
+        self.n_text = torch.zeros(batch, dtype=torch.int32, device=device)
+        self.q_cache = torch.empty(depth, max_step_tokens, heads, head_dim, dtype=dtype, device=device)
+        self.image_logits = {
+            a: torch.zeros(batch, heads, n_img_max, dtype=torch.float32, device=device)
+            for a in anchors_with_fast_decode
+        }
+        self._step, self._rows = None, None
+        self.projection_rows = {"tokens": 0, "wq_skipped": 0, "wk_skipped": 0}  # token rows, summed over layers
+
+    def q_slot(self, ring_slot: int, batch: int, tokens: int) -> torch.Tensor:
+        """A view of ring slot `ring_slot` as `[B, T, H, d]` (no copy)."""
+        if batch * tokens > self.q_cache.shape[1]:
+            raise ValueError(f"a step of {batch}x{tokens} tokens exceeds the Q Cache ({self.q_cache.shape[1]} rows)")
+        flat = self.q_cache[ring_slot, : batch * tokens]  # [B*T, H, d]
+        return flat.view(batch, tokens, *flat.shape[1:])  # [B, T, H, d]
+
+    def text_rows(self, step: Step) -> TextRows:
+        """The text tokens of `step`, registered in `text_slots` once per step."""
+        if self._step is step:
+            return self._rows
+        valid = step.slots >= 0
+        is_text = valid & ~self.is_image.gather(1, step.slots.clamp(min=0))  # [B, T]
+        rank = is_text.int().cumsum(1) - 1  # [B, T] order among this step's text tokens
+        write = torch.where(is_text, self.n_text[:, None] + rank, -1)  # [B, T] text-cache row or -1
+        width = max(int(is_text.sum(1).max()), 1)
+        # move each text token to column `rank` of a [B, Tt] table
+        order = torch.argsort((~is_text).int(), dim=1, stable=True)[:, :width]  # [B, Tt]
+        gather_write = write.gather(1, order)
+        rows = TextRows(
+            gather=order,
+            positions=step.positions.gather(1, order),
+            write=gather_write,
+            count=(self.n_text + is_text.sum(1)).int(),
+        )
+        b_idx, t_idx = is_text.nonzero(as_tuple=True)
+        self.text_slots[b_idx, write[b_idx, t_idx]] = step.slots[b_idx, t_idx].int()
+        self.n_text = rows.count
+        self.projection_rows["tokens"] += int(step.q_len.sum())
+        self._step, self._rows = step, rows
+        return rows

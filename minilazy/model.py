@@ -1,0 +1,110 @@
+"""The whole model: vision tower, connector and Llama decoder, built from one weights dict.
+
+`Model.from_pretrained(dir)` reads a Hugging Face checkpoint; `Model.from_weights`
+wraps tensors already in memory (the demo model's training uses it, with leaf
+tensors that require grad, on the torch backend). Image features replace the
+embeddings of the image tokens, in order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from kernels import Ops
+from minilazy.attention import ForwardContext
+from minilazy.config import ModelConfig, load_config
+from minilazy.errors import InputError
+from minilazy.kv_cache import KVCache
+from minilazy.models.llama import LlamaDecoder
+from minilazy.step import Step
+
+
+def with_prefix(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors under `prefix`, with the prefix removed."""
+    return {name.removeprefix(prefix): w for name, w in weights.items() if name.startswith(prefix)}
+
+
+class Model:
+    def __init__(self, config: ModelConfig, weights: dict[str, torch.Tensor], ops: Ops):
+        self.config, self.weights, self.ops = config, weights, ops
+        text = with_prefix(weights, "text.")
+        if "lm_head.weight" in weights:
+            text["lm_head.weight"] = weights["lm_head.weight"]
+        self.decoder = LlamaDecoder(config.text, text, ops)
+        self.vision = self.connector = None
+        if config.model_type == "llava":
+            from minilazy.models.clip import CLIPVisionTower
+            from minilazy.models.connector import LlavaProjector
+
+            self.vision = CLIPVisionTower(config, with_prefix(weights, "vision."), ops)
+            self.connector = LlavaProjector(config, with_prefix(weights, "projector."), ops)
+        elif config.model_type == "idefics3":
+            from minilazy.models.connector import Idefics3Connector
+            from minilazy.models.siglip import SigLIPVisionTower
+
+            self.vision = SigLIPVisionTower(config, with_prefix(weights, "vision."), ops)
+            self.connector = Idefics3Connector(config, with_prefix(weights, "projector."), ops)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, dtype: torch.dtype = torch.float32, backend: str = "auto",
+                        skip: tuple[str, ...] = ()) -> Model:
+        from weights.loader import load_weights
+
+        config = load_config(model_dir)
+        return cls(config, load_weights(model_dir, config, dtype=dtype, skip=skip), Ops(backend))
+
+    @classmethod
+    def from_weights(cls, config: ModelConfig, weights: dict[str, torch.Tensor], backend: str = "torch") -> Model:
+        return cls(config, weights, Ops(backend))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.decoder.embed_tokens.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.embed_tokens.device
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.weights.values())
+
+    def image_features(self, pixel_values: torch.Tensor, **vision_inputs) -> torch.Tensor:
+        """`pixel_values [N, 3, S, S]` -> one decoder embedding per image token, `[N * tokens, D]`."""
+        if self.vision is None:
+            raise InputError(f"this {self.config.model_type} model has no vision tower: it cannot take images")
+        features = self.connector.forward(self.vision.forward(pixel_values, **vision_inputs))  # [N, P, D]
+        return features.reshape(-1, features.shape[-1])  # [N*P, D]
+
+    def embed(self, ids: torch.Tensor, image_features: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings `[B, T, D]` with the image tokens' rows replaced by `image_features`, in order."""
+        x = self.decoder.embed(ids)
+        if self.config.image_token_id is None:
+            return x
+        rows = (ids.reshape(-1) == self.config.image_token_id).nonzero()[:, 0]  # flat [B*T] row of each image token
+        n_features = 0 if image_features is None else image_features.shape[0]
+        if rows.numel() != n_features:
+            raise InputError(f"the prompt has {rows.numel()} image tokens but the images give {n_features} features")
+        if n_features:
+            x = self.ops.merge_image_features(x, image_features.to(x.dtype), rows)
+        return x
+
+    def forward_logits(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, lengths: torch.Tensor,
+                       cache_layout=None, **vision_inputs) -> torch.Tensor:
+        """Teacher-forced logits `[B, T, V]` of padded sequences `input_ids [B, T]` (real lengths `lengths [B]`).
+
+        `cache_layout` is the hook of `minilazy.generate.generate` (e.g. a LazyRuntime).
+        """
+        batch, width = input_ids.shape
+        features = None if pixel_values is None else self.image_features(pixel_values, **vision_inputs)
+        x = self.embed(input_ids, features)
+        text = self.config.text
+        attention = None
+        if cache_layout is None:
+            cache = KVCache.allocate([(width, width)] * text.num_hidden_layers, batch, text.num_key_value_heads,
+                                     text.head_dim, x.dtype, x.device)
+        else:
+            cache, attention = cache_layout(self, input_ids, lengths, width, width)
+        step = Step.span(torch.zeros_like(lengths), lengths, width)
+        return self.decoder.logits(self.decoder.forward(x, ForwardContext(step, cache, attention)))

@@ -1,0 +1,98 @@
+"""From a model directory and a question (and an image) to token ids and back to text.
+
+`Pipeline.load(dir)` reads the config, weights and tokenizer, and picks the
+image processor and prompt layout of the model type; `request()` turns a
+question and an image file into a `Request` for `minilazy.generate`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+
+from minilazy.errors import InputError
+from minilazy.generate import Request
+from minilazy.image_processing import read_preprocessor_config
+from minilazy.images import load_image
+from minilazy.model import Model
+from minilazy.prompts import ImageLayout, build_prompt
+
+PROMPT_KINDS = {"llava": "llava", "idefics3": "idefics3", "llama": "chat"}
+STOP_TOKENS = ("</s>", "<|im_end|>", "<end_of_utterance>", "<|endoftext|>")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def load_tokenizer(model_dir: Path) -> Tokenizer:
+    path = model_dir / "tokenizer.json"
+    if not path.is_file():
+        raise InputError(f"{model_dir}: no tokenizer.json")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as err:  # tokenizers raises a bare Exception on malformed files
+        raise InputError(f"{path}: cannot read the tokenizer ({str(err).splitlines()[0]})") from None
+
+
+def eos_ids(model_dir: Path, tokenizer: Tokenizer) -> set[int]:
+    """End-of-sequence ids from generation_config.json, config.json and the usual stop tokens."""
+    ids = {tokenizer.token_to_id(t) for t in STOP_TOKENS} - {None}
+    for name in ("generation_config.json", "config.json"):
+        path = model_dir / name
+        if path.is_file():
+            data = json.loads(path.read_text())
+            for section in (data, data.get("text_config") or {}):
+                eos = section.get("eos_token_id")
+                ids |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return ids
+
+
+class Pipeline:
+    def __init__(self, model_dir: Path, model: Model, tokenizer: Tokenizer):
+        self.model_dir, self.model, self.tokenizer = model_dir, model, tokenizer
+        self.config = model.config
+        self.kind = PROMPT_KINDS[self.config.model_type]
+        self.stop_ids = eos_ids(model_dir, tokenizer)
+        self.processor = None
+        if self.config.vision is not None:
+            pre = read_preprocessor_config(model_dir)
+            if self.config.model_type == "llava":
+                from minilazy.image_processing.clip import ClipImageProcessor
+
+                self.processor = ClipImageProcessor.from_config(pre, self.config.vision.image_size)
+            else:
+                from minilazy.image_processing.idefics3 import Idefics3ImageProcessor
+
+                self.processor = Idefics3ImageProcessor.from_config(pre, self.config.vision.image_size)
+
+    @classmethod
+    def load(cls, model_dir: str | Path, dtype: str = "fp32", backend: str = "auto", skip=()) -> Pipeline:
+        model_dir = Path(model_dir)
+        if not model_dir.is_dir():
+            raise InputError(f"{model_dir}: no such model directory")
+        if dtype not in DTYPES:
+            raise InputError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+        tokenizer = load_tokenizer(model_dir)
+        return cls(model_dir, Model.from_pretrained(model_dir, DTYPES[dtype], backend, skip=skip), tokenizer)
+
+    def request(self, prompt: str, image=None) -> Request:
+        """A request for `prompt` about `image` (a path or a PIL image; None for text only)."""
+        if not prompt or not prompt.strip():
+            raise InputError("the prompt is empty: give a question or instruction")
+        if image is None:
+            return Request(build_prompt(self.kind, self.tokenizer, prompt))
+        if self.processor is None:
+            raise InputError(f"this {self.config.model_type} model is text-only: it cannot take an image")
+        picture = load_image(image)
+        tokens = self.config.image_tokens_per_image
+        if self.config.model_type == "llava":
+            pixels, layout = self.processor([picture]), ImageLayout(tokens)
+        else:
+            tiles = self.processor([picture])
+            pixels, layout = tiles.pixel_values, ImageLayout(tokens, tiles.rows[0], tiles.cols[0])
+        ids = build_prompt(self.kind, self.tokenizer, prompt, layout)
+        return Request(ids, pixels.to(self.model.dtype))
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)

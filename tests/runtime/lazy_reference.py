@@ -1,0 +1,58 @@
+"""A direct, independent torch implementation of the lazy-layer formulation (DESIGN.md §1).
+
+Whole sequences, no cache, no kernels: every layer computes q, k, v for every
+token; a lazy `visual` layer builds its logits from `[q_a.K_a(image) | q_l.K_l(text)]`
+with one causal softmax and its own values; a lazy `all` layer uses
+`q_a.K_a` for every key.
+"""
+
+import torch
+
+
+def rope(x, theta):
+    """HF rotate-half RoPE on `x [T, H, d]` at positions 0..T-1."""
+    t, _, d = x.shape
+    inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+    freqs = torch.arange(t, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    emb = torch.cat([freqs, freqs], dim=-1)[:, None, :]  # [T, 1, d]
+    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+    return x * emb.cos() + torch.cat([-x2, x1], dim=-1) * emb.sin()
+
+
+def rms(x, w, eps):
+    return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+
+def lazy_reference_logits(weights: dict, cfg, anchors, scope: str, embeds: torch.Tensor, is_image: torch.Tensor):
+    """`embeds [T, D]` (one sequence), `is_image [T]` -> logits `[T, V]`."""
+    t = embeds.shape[0]
+    h_, g_, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    x = embeds
+    qs, ks = {}, {}
+    for layer in range(cfg.num_hidden_layers):
+        w = {k.removeprefix(f"text.layers.{layer}."): v for k, v in weights.items()
+             if k.startswith(f"text.layers.{layer}.")}
+        h = rms(x, w["input_layernorm.weight"], cfg.rms_norm_eps)
+        v = (h @ w["self_attn.v_proj.weight"].T).view(t, g_, d).repeat_interleave(h_ // g_, dim=1)  # [T, H, d]
+        anchor = anchors[layer]
+        if anchor == layer or scope == "visual":
+            qs[layer] = rope((h @ w["self_attn.q_proj.weight"].T).view(t, h_, d), cfg.rope_theta)
+            ks[layer] = rope((h @ w["self_attn.k_proj.weight"].T).view(t, g_, d), cfg.rope_theta).repeat_interleave(
+                h_ // g_, dim=1)
+        own = torch.einsum("qhd,khd->hqk", qs.get(layer, qs[anchor]), ks.get(layer, ks[anchor]))  # [H, T, T]
+        inherited = torch.einsum("qhd,khd->hqk", qs[anchor], ks[anchor])
+        if anchor == layer:
+            logits = own
+        elif scope == "visual":
+            logits = torch.where(is_image[None, None, :], inherited, own)
+        else:
+            logits = inherited
+        logits = (logits * d**-0.5).masked_fill(~causal, float("-inf"))
+        o = torch.einsum("hqk,khd->qhd", logits.softmax(-1), v).reshape(t, h_ * d)
+        x = x + o @ w["self_attn.o_proj.weight"].T
+        h = rms(x, w["post_attention_layernorm.weight"], cfg.rms_norm_eps)
+        gate = h @ w["mlp.gate_proj.weight"].T
+        x = x + (torch.nn.functional.silu(gate) * (h @ w["mlp.up_proj.weight"].T)) @ w["mlp.down_proj.weight"].T
+    head = weights.get("lm_head.weight", weights["text.embed_tokens.weight"])
+    return rms(x, weights["text.norm.weight"], cfg.rms_norm_eps) @ head.T
