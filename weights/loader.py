@@ -80,9 +80,11 @@ def load_weights(
     """
     if dtype not in DTYPES:
         raise ValueError(f"unsupported weight dtype {dtype}; expected one of {DTYPES}")
-    skip = set(skip)
-    needed = {n: s for n, s in expected_shapes(config).items() if n not in skip}
-    accepted = {**unused_shapes(config), **{n: s for n, s in expected_shapes(config).items() if n in skip}}
+    skip, all_needed = set(skip), expected_shapes(config)
+    if skip - set(all_needed):
+        raise ValueError(f"skip names weights the model does not have: {sorted(skip - set(all_needed))}")
+    needed = {n: s for n, s in all_needed.items() if n not in skip}
+    accepted = {**unused_shapes(config), **{n: s for n, s in all_needed.items() if n in skip}}
 
     found: dict[str, tuple[Path, str]] = {}  # canonical name -> (file, checkpoint key)
     unexpected, misshaped = [], []

@@ -131,6 +131,8 @@ def test_tied_head_skip_and_dtype(tmp_path):
     partial = load_weights(tmp_path, config, dtype=torch.float16, skip=skipped)
     assert set(partial) == set(loaded) - skipped
     assert partial["text.norm.weight"].dtype == torch.float16
+    with pytest.raises(ValueError, match="text.layers.7.self_attn.k_proj.weight"):
+        load_weights(tmp_path, config, skip=["text.layers.7.self_attn.k_proj.weight"])
 
 
 def test_saver_writes_original_llava_layout(models, tmp_path):
