@@ -40,7 +40,9 @@ class ImageLayout:
 
     def __post_init__(self):
         if self.tokens_per_tile < 1 or self.rows < 0 or self.cols < 0 or (self.rows == 0) != (self.cols == 0):
-            raise ValueError(f"invalid image layout {self}: need tokens_per_tile >= 1 and rows, cols both 0 or both >= 1")
+            raise ValueError(
+                f"invalid image layout {self}: need tokens_per_tile >= 1 and rows, cols both 0 or both >= 1"
+            )
 
 
 def idefics3_image_text(layout: ImageLayout) -> str:

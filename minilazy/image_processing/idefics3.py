@@ -106,7 +106,8 @@ class Idefics3ImageProcessor:
             return [image], 0, 0
         tile = self.tile_size
         rows, cols = image.height // tile, image.width // tile
-        tiles = [image.crop((c * tile, r * tile, (c + 1) * tile, (r + 1) * tile)) for r in range(rows) for c in range(cols)]
+        boxes = [(c * tile, r * tile, (c + 1) * tile, (r + 1) * tile) for r in range(rows) for c in range(cols)]
+        tiles = [image.crop(box) for box in boxes]  # row-major
         tiles.append(resize(image, tile, tile, self.resample))
         return tiles, rows, cols
 

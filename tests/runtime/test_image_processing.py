@@ -112,7 +112,8 @@ def test_idefics3_real_sizes():
     # SmolVLM's own settings: 640x480 -> 3 x 4 tiles of 512 plus the global image.
     image = _image(640, 480)
     expected = _idefics3_reference(image, 2048, 512, True)
-    processor = Idefics3ImageProcessor.from_config({"size": {"longest_edge": 2048}, "max_image_size": {"longest_edge": 512}}, 512)
+    config = {"size": {"longest_edge": 2048}, "max_image_size": {"longest_edge": 512}}
+    processor = Idefics3ImageProcessor.from_config(config, image_size=512)
     actual = processor(image)
     assert (actual.rows, actual.cols) == ([3], [4])
     assert actual.pixel_values.shape == (13, 3, 512, 512)
