@@ -22,13 +22,18 @@ INTERPRETER_MAX_ROW = 1 << 16
 
 @dataclass(frozen=True)
 class MatmulBlocks:
-    """Tile of a matmul kernel: [block_m, block_k] x [block_k, block_n] per loop step."""
+    """Tile of a matmul kernel: [block_m, block_k] x [block_k, block_n] per loop step.
+
+    Programs run in groups of `group_m` row tiles sweeping the column tiles,
+    so a wave of programs re-reads the same weight tiles from L2.
+    """
 
     block_m: int
     block_n: int
     block_k: int
     num_warps: int
     num_stages: int
+    group_m: int = 8
 
 
 # Decode (few rows): a GEMV in disguise. The minimum tl.dot tile height (16)

@@ -32,11 +32,17 @@ def _linear_kernel(
     stride_xm, stride_wn, stride_ym,
     activation,
     HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    # N varies fastest so neighbouring programs share the same rows of x.
-    pid_n = tl.program_id(0)
-    pid_m = tl.program_id(1)
+    # Grouped order: GROUP_M row tiles x all column tiles per group, so
+    # programs running together share rows of x and columns of the weight in L2.
+    pid = tl.program_id(0)
+    tiles_n = tl.cdiv(N, BLOCK_N)
+    group_size = GROUP_M * tiles_n
+    first_m = (pid // group_size) * GROUP_M
+    group_m = tl.minimum(tl.cdiv(M, BLOCK_M) - first_m, GROUP_M)
+    pid_m = first_m + (pid % group_size) % group_m
+    pid_n = (pid % group_size) // group_m
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
@@ -98,7 +104,7 @@ def linear(x, weight, bias=None, activation=None):
     if m == 0:
         return y.reshape(*x.shape[:-1], n)
     blocks = linear_blocks(m, n, k, x.dtype)
-    grid = (triton.cdiv(n, blocks.block_n), triton.cdiv(m, blocks.block_m))
+    grid = (triton.cdiv(n, blocks.block_n) * triton.cdiv(m, blocks.block_m),)
     _linear_kernel[grid](
         x2, weight, bias if bias is not None else y, y,
         m, n, k,
@@ -107,7 +113,7 @@ def linear(x, weight, bias=None, activation=None):
         HAS_BIAS=bias is not None,
         UPCAST=interpreting() and x.dtype == torch.bfloat16,
         BLOCK_M=blocks.block_m, BLOCK_N=blocks.block_n, BLOCK_K=blocks.block_k,
-        num_warps=blocks.num_warps, num_stages=blocks.num_stages,
+        GROUP_M=blocks.group_m, num_warps=blocks.num_warps, num_stages=blocks.num_stages,
     )
     return y.reshape(*x.shape[:-1], n)  # [..., N]
 
@@ -143,6 +149,7 @@ COMPILE_CASES = [
         constexprs={
             "HAS_BIAS": has_bias, "UPCAST": False,
             "BLOCK_M": b.block_m, "BLOCK_N": b.block_n, "BLOCK_K": b.block_k,
+            "GROUP_M": b.group_m,
         },
         num_warps=b.num_warps,
         num_stages=b.num_stages,

@@ -1,5 +1,6 @@
 """linear: the Triton kernel (interpreted) against its torch twin, and the twin against plain math."""
 
+import dataclasses
 import math
 
 import pytest
@@ -37,8 +38,9 @@ def test_linear_matches_twin(dtype, atol, rtol, m, k, n, activation, bias):
 
 @pytest.mark.parametrize("m", [1, 37])
 def test_linear_gpu_tiles(monkeypatch, m):
-    """The GPU tile configs (several programs and K steps) give the same result."""
-    for config in blocks.linear_gpu_blocks(torch.float32):
+    """The GPU tile configs (several programs, K steps and program groups) give the same result."""
+    decode, prefill = blocks.linear_gpu_blocks(torch.float32)
+    for config in (decode, prefill, dataclasses.replace(decode, group_m=2)):  # 37 rows: groups of 2 and 1 row tiles
         monkeypatch.setattr(linear_module, "linear_blocks", lambda *_, c=config: c)
         x, weight, b = _inputs(m, 300, 160, torch.float32)
         assert_close(linear(x, weight, b, "silu"), _fp32_twin(x, weight, b, "silu"), 1e-5, 1e-5, f"tiles {config}")
