@@ -1,0 +1,281 @@
+"""Decode attention: one new query per sequence over its whole key list (flash-decoding).
+
+The key axis is cut into splits; a grid over (sequence, kv head, split) lets
+even a batch of one fill the GPU. Each program takes all query heads of one kv
+group at once (rows of a tl.dot tile), so each K/V tile is read once per group,
+and writes a partial (o, lse) for its split; a second small kernel merges the
+splits by log-sum-exp. The same kernel also serves the lazy decode fast path:
+it can store the scaled logits it computes (`logits_out`), and
+`decode_attention_from_logits` reads such logits instead of q and K.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.aot import CompileCase, pointer
+from kernels.attention import check_caches, check_lengths, gather_keys_ref, head_block, softmax_attend_ref
+from kernels.backend import interpreting
+
+# what the kernel does with the logits buffer
+NO_LOGITS, WRITE_LOGITS, READ_LOGITS = 0, 1, 2
+
+
+@triton.jit
+def _decode_split_kernel(
+    q_ptr, k_ptr, v_ptr, logits_ptr, kv_len_ptr, slots_ptr, part_o_ptr, part_lse_ptr,
+    head_dim, group_size, keys_per_split, scale,
+    stride_qb, stride_qh,
+    stride_kb, stride_kn, stride_kg,
+    stride_vb, stride_vn, stride_vg,
+    stride_lb, stride_lh,
+    stride_sb,
+    stride_pb, stride_ph, stride_ps,
+    HAS_SLOTS: tl.constexpr, K_COMPACT: tl.constexpr, LOGITS: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    b = tl.program_id(0)
+    g = tl.program_id(1)
+    split = tl.program_id(2)
+    b64 = b.to(tl.int64)
+    kv_len = tl.load(kv_len_ptr + b)
+    start = split * keys_per_split
+    end = tl.minimum(start + keys_per_split, kv_len)
+
+    rows = tl.arange(0, BLOCK_H)
+    row_valid = rows < group_size
+    head = g * group_size + rows
+    offs_d = tl.arange(0, BLOCK_D)
+    d_valid = offs_d < head_dim
+    if LOGITS != 2:
+        q = tl.load(q_ptr + b64 * stride_qb + head[:, None] * stride_qh + offs_d[None, :],
+                    mask=row_valid[:, None] & d_valid[None, :], other=0.0)
+        if UPCAST:
+            q = q.to(tl.float32)
+
+    m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_H], tl.float32)
+    acc = tl.zeros([BLOCK_H, BLOCK_D], tl.float32)
+    for start_n in range(start, end, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        key_valid = offs_n < end
+        visible = row_valid[:, None] & key_valid[None, :]
+        logit_ptrs = logits_ptr + b64 * stride_lb + head[:, None] * stride_lh + offs_n[None, :]
+        if HAS_SLOTS:
+            key_slot = tl.load(slots_ptr + b64 * stride_sb + offs_n, mask=key_valid, other=0)
+        else:
+            key_slot = offs_n
+        kv_mask = key_valid[:, None] & d_valid[None, :]
+        if LOGITS == 2:
+            s = tl.load(logit_ptrs, mask=visible, other=float("-inf"))
+        else:
+            if K_COMPACT:
+                k_rows = offs_n
+            else:
+                k_rows = key_slot
+            k = tl.load(k_ptr + b64 * stride_kb + k_rows[:, None] * stride_kn + g * stride_kg + offs_d[None, :],
+                        mask=kv_mask, other=0.0)
+            if UPCAST:
+                k = k.to(tl.float32)
+            s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale  # [BLOCK_H, BLOCK_N]
+            if LOGITS == 1:
+                tl.store(logit_ptrs, s, mask=visible)
+        s = tl.where(visible, s * 1.4426950408889634, float("-inf"))  # base 2: exp(x) = exp2(x * log2(e))
+        v = tl.load(v_ptr + b64 * stride_vb + key_slot[:, None] * stride_vn + g * stride_vg + offs_d[None, :],
+                    mask=kv_mask, other=0.0)
+        if UPCAST:
+            v = v.to(tl.float32)
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        # rows with nothing visible yet keep m = -inf; subtract 0 instead so exp2 gives 0, not NaN
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        m_i = m_new
+
+    has_key = l_i > 0.0
+    o = acc / tl.where(has_key, l_i, 1.0)[:, None]
+    lse = tl.where(has_key, (m_i + tl.log2(tl.where(has_key, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
+    part = b64 * stride_pb + head * stride_ph + split * stride_ps  # [BLOCK_H] offsets into [B, H, splits]
+    tl.store(part_o_ptr + part[:, None] * head_dim + offs_d[None, :], o, mask=row_valid[:, None] & d_valid[None, :])
+    tl.store(part_lse_ptr + part, lse, mask=row_valid)
+
+
+@triton.jit
+def _decode_reduce_kernel(
+    part_o_ptr, part_lse_ptr, o_ptr, lse_ptr,
+    head_dim, n_splits,
+    stride_pb, stride_ph, stride_ps,
+    stride_ob, stride_oh, stride_lb, stride_lh,
+    BLOCK_D: tl.constexpr,
+):
+    b = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_valid = offs_d < head_dim
+    # merge the splits one by one by log-sum-exp, in base e like the partial lse
+    m = tl.full([], float("-inf"), tl.float32)
+    total = tl.zeros([], tl.float32)
+    acc = tl.zeros([BLOCK_D], tl.float32)
+    for split in range(0, n_splits):
+        part = b * stride_pb + h * stride_ph + split * stride_ps
+        lse = tl.load(part_lse_ptr + part)
+        o = tl.load(part_o_ptr + part * head_dim + offs_d, mask=d_valid, other=0.0)
+        m_new = tl.maximum(m, lse)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m - m_safe)
+        weight = tl.exp(lse - m_safe)
+        total = total * alpha + weight
+        acc = acc * alpha + weight * o
+        m = m_new
+    has_key = total > 0.0
+    out = acc / tl.where(has_key, total, 1.0)
+    tl.store(o_ptr + b * stride_ob + h * stride_oh + offs_d, out.to(o_ptr.dtype.element_ty), mask=d_valid)
+    tl.store(lse_ptr + b * stride_lb + h * stride_lh,
+             tl.where(has_key, m + tl.log(tl.where(has_key, total, 1.0)), float("-inf")))
+
+
+def decode_blocks(n_keys: int, n_programs: int, device) -> tuple[int, int]:
+    """(BLOCK_N, keys_per_split): a few splits when interpreting, about two programs per SM on a GPU."""
+    if interpreting():
+        return 64, 64
+    block_n = 64
+    target_splits = triton.cdiv(2 * torch.cuda.get_device_properties(device).multi_processor_count, n_programs)
+    keys_per_split = max(256, triton.cdiv(n_keys, target_splits))
+    return block_n, triton.cdiv(keys_per_split, block_n) * block_n
+
+
+def _launch(q, k_cache, v_cache, logits, kv_len, key_slots, k_compact, scale, mode, n_heads, n_keys, out_dtype):
+    """Run both kernels; q/k_cache may be placeholders when the logits are read instead."""
+    batch, _, n_kv, head_dim = v_cache.shape
+    group_size = n_heads // n_kv
+    block_d = head_block(head_dim)
+    block_n, keys_per_split = decode_blocks(n_keys, batch * n_kv, v_cache.device)
+    n_splits = max(1, triton.cdiv(n_keys, keys_per_split))
+    part_o = torch.empty(batch, n_heads, n_splits, head_dim, device=v_cache.device, dtype=torch.float32)
+    part_lse = torch.empty(batch, n_heads, n_splits, device=v_cache.device, dtype=torch.float32)
+    slots = key_slots if key_slots is not None else kv_len  # a placeholder pointer when unused
+    upcast = interpreting() and v_cache.dtype == torch.bfloat16
+    _decode_split_kernel[(batch, n_kv, n_splits)](
+        q, k_cache, v_cache, logits, kv_len, slots, part_o, part_lse,
+        head_dim, group_size, keys_per_split, float(scale),
+        *q.stride()[:2], *k_cache.stride()[:3], *v_cache.stride()[:3], *logits.stride()[:2], slots.stride(0),
+        *part_lse.stride(),
+        HAS_SLOTS=key_slots is not None, K_COMPACT=bool(k_compact), LOGITS=mode, UPCAST=upcast,
+        BLOCK_H=max(16, triton.next_power_of_2(group_size)), BLOCK_N=block_n, BLOCK_D=block_d,
+    )
+    o = torch.empty(batch, n_heads, head_dim, device=v_cache.device, dtype=out_dtype)
+    lse = torch.empty(batch, n_heads, device=v_cache.device, dtype=torch.float32)
+    _decode_reduce_kernel[(batch, n_heads)](
+        part_o, part_lse, o, lse, head_dim, n_splits, *part_lse.stride(), *o.stride()[:2], *lse.stride(),
+        BLOCK_D=block_d,
+    )
+    return o, lse
+
+
+def decode_attention(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, k_compact=False, logits_out=None):
+    """One query per sequence, q [B, H, d], over its kv_len[b] keys; returns (o [B, H, d], lse [B, H] fp32).
+
+    logits_out [B, H, N] fp32 (N = key_slots.shape[1], or the cache length without key_slots) receives
+    the scaled logits of the valid keys; entries past kv_len[b] are left as they were.
+    """
+    if q.dim() != 3 or q.stride(-1) != 1:
+        raise ValueError(f"q must be [B, H, d] with a contiguous last dimension; got {tuple(q.shape)}")
+    batch, n_heads, head_dim = q.shape
+    check_caches(k_cache, v_cache, n_heads, head_dim, key_slots, batch)
+    if k_cache.dtype != q.dtype or v_cache.dtype != q.dtype:
+        raise ValueError(f"q, k_cache, v_cache must share a dtype; got {q.dtype}, {k_cache.dtype}, {v_cache.dtype}")
+    check_lengths("kv_len", kv_len, batch)
+    if k_compact and key_slots is None:
+        raise ValueError("k_compact=True needs key_slots")
+    n_keys = key_slots.shape[1] if key_slots is not None else k_cache.shape[1]
+    if logits_out is not None:
+        if logits_out.shape != (batch, n_heads, n_keys) or logits_out.dtype != torch.float32 or logits_out.stride(-1) != 1:
+            raise ValueError(f"logits_out must be fp32 [{batch}, {n_heads}, {n_keys}] with a contiguous last "
+                             f"dimension; got {logits_out.dtype} {tuple(logits_out.shape)}")
+    mode = NO_LOGITS if logits_out is None else WRITE_LOGITS
+    logits = logits_out if logits_out is not None else placeholder(q)
+    return _launch(q, k_cache, v_cache, logits, kv_len, key_slots, k_compact, scale, mode, n_heads, n_keys, q.dtype)
+
+
+def decode_attention_from_logits(logits, v_cache, kv_len, *, key_slots=None):
+    """Softmax over the first kv_len[b] logits [B, H, N] (fp32) times the values at key_slots (or rows 0..)."""
+    if logits.dim() != 3 or logits.dtype != torch.float32 or logits.stride(-1) != 1:
+        raise ValueError(f"logits must be fp32 [B, H, N] with a contiguous last dimension; got "
+                         f"{logits.dtype} {tuple(logits.shape)}")
+    batch, n_heads, n_keys = logits.shape
+    check_caches(v_cache, v_cache, n_heads, v_cache.shape[-1], key_slots, batch)
+    check_lengths("kv_len", kv_len, batch)
+    if key_slots is not None and key_slots.shape[1] != n_keys:
+        raise ValueError(f"key_slots has {key_slots.shape[1]} keys but logits have {n_keys}")
+    dummy = placeholder(v_cache)
+    return _launch(dummy, v_cache, v_cache, logits, kv_len, key_slots, False, 1.0, READ_LOGITS, n_heads,
+                   n_keys, v_cache.dtype)
+
+
+def placeholder(like):
+    """A 3-D tensor standing in for an unused pointer argument (its strides are passed but never used)."""
+    return torch.empty(1, 1, 1, device=like.device, dtype=like.dtype)
+
+
+def decode_attention_ref(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, k_compact=False, logits_out=None):
+    """Torch twin of `decode_attention` (fp32 math, differentiable)."""
+    batch, n_heads, head_dim = q.shape
+    n_kv = k_cache.shape[2]
+    k, v, _ = gather_keys_ref(k_cache, v_cache, key_slots, k_compact)
+    qg = q.float().reshape(batch, n_kv, n_heads // n_kv, head_dim)  # [B, G, R, d]
+    logits = torch.einsum("bgrd,bngd->bgrn", qg, k.float()) * scale  # [B, G, R, N]
+    valid = torch.arange(k.shape[1], device=q.device)[None, :] < kv_len.long()[:, None]  # [B, N]
+    if logits_out is not None:
+        flat = logits.reshape(batch, n_heads, -1)  # [B, H, N]
+        logits_out.copy_(torch.where(valid[:, None, :], flat, logits_out))
+    o, lse = softmax_attend_ref(logits[:, :, :, None], valid[:, None, None, None], v)
+    return o[:, 0].to(q.dtype), lse[:, 0]
+
+
+def decode_attention_from_logits_ref(logits, v_cache, kv_len, *, key_slots=None):
+    """Torch twin of `decode_attention_from_logits`."""
+    batch, n_heads, n_keys = logits.shape
+    n_kv = v_cache.shape[2]
+    _, v, _ = gather_keys_ref(v_cache, v_cache, key_slots, False)
+    v = v[:, :n_keys]  # [B, N, G, d]
+    grouped = logits.float().reshape(batch, n_kv, n_heads // n_kv, 1, n_keys)  # [B, G, R, 1, N]
+    valid = torch.arange(n_keys, device=logits.device)[None, :] < kv_len.long()[:, None]  # [B, N]
+    o, lse = softmax_attend_ref(grouped, valid[:, None, None, None], v)
+    return o[:, 0].to(v_cache.dtype), lse[:, 0]
+
+
+def _compile_cases():
+    cases = []
+    i32 = "i32"
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        ptr = pointer(dtype)
+        for mode in (NO_LOGITS, WRITE_LOGITS, READ_LOGITS):
+            signature = {
+                "q_ptr": ptr, "k_ptr": ptr, "v_ptr": ptr,
+                "logits_ptr": "*fp32" if mode != NO_LOGITS else ptr,
+                "kv_len_ptr": "*i32", "slots_ptr": "*i32", "part_o_ptr": "*fp32", "part_lse_ptr": "*fp32",
+                "head_dim": i32, "group_size": i32, "keys_per_split": i32, "scale": "fp32",
+                "stride_qb": i32, "stride_qh": i32, "stride_kb": i32, "stride_kn": i32, "stride_kg": i32,
+                "stride_vb": i32, "stride_vn": i32, "stride_vg": i32, "stride_lb": i32, "stride_lh": i32,
+                "stride_sb": i32, "stride_pb": i32, "stride_ph": i32, "stride_ps": i32,
+            }
+            key_modes = ((False, False), (True, False)) if mode == READ_LOGITS else \
+                ((False, False), (True, False), (True, True))
+            for has_slots, k_compact in key_modes:
+                cases.append(CompileCase(_decode_split_kernel, signature, dict(
+                    HAS_SLOTS=has_slots, K_COMPACT=k_compact, LOGITS=mode, UPCAST=False,
+                    BLOCK_H=16, BLOCK_N=64, BLOCK_D=128)))
+        reduce_signature = {
+            "part_o_ptr": "*fp32", "part_lse_ptr": "*fp32", "o_ptr": ptr, "lse_ptr": "*fp32",
+            "head_dim": i32, "n_splits": i32, "stride_pb": i32, "stride_ph": i32, "stride_ps": i32,
+            "stride_ob": i32, "stride_oh": i32, "stride_lb": i32, "stride_lh": i32,
+        }
+        cases.append(CompileCase(_decode_reduce_kernel, reduce_signature, dict(BLOCK_D=128)))
+    return cases
+
+
+COMPILE_CASES = _compile_cases()
