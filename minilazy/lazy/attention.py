@@ -28,6 +28,7 @@ class AnchorAttention(FullAttention):
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         step, cache, state = ctx.step, ctx.cache[self.layer], self.state
         b, t, _ = x.shape
+        text = state.text_rows(step)  # registers this step's text tokens (anchors run before their lazy layers)
         q = self.queries(x, step, out=state.q_slot(self.ring_slot, b, t))
         k = self.ops.rope(self.project(x, self.wk, self.cfg.num_key_value_heads), step.positions, self.cfg.rope_theta)
         self.ops.kv_write(cache.k, k, step.slots)
@@ -37,7 +38,6 @@ class AnchorAttention(FullAttention):
             o, _ = self.attend(q, cache.k, cache.v, step)
             return self.output(o)
         # decode fast path: keep this layer's logits over the image keys for its lazy layers
-        text = state.text_rows(step)
         o_img, lse_img = self.attend(q, cache.k, cache.v, step, kv_len=state.n_img, key_slots=state.image_slots,
                                      logits_out=logits)
         o_txt, lse_txt = self.attend(q, cache.k, cache.v, step, kv_len=text.count, key_slots=state.text_slots)

@@ -1,0 +1,38 @@
+"""minilazy's command line.
+
+    python cli.py --image IMG --prompt TEXT [--model DIR] ...   answer a question (the default command)
+    python cli.py calibrate --model DIR --images DIR_OR_N ...   choose lazy layers, write a plan
+    python cli.py eval --model DIR --n N ...                    accuracy of the demo model
+    python cli.py study --model DIR ...                         KV saved vs accuracy, lazy and FastV sweeps
+    python cli.py bench --model DIR ...                         speed and memory against transformers
+
+Bad input ends with a one-line message on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from minilazy.commands import COMMANDS, DEFAULT_COMMAND
+from minilazy.errors import InputError
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = argv[0] if argv and argv[0] in COMMANDS else DEFAULT_COMMAND
+    if argv and argv[0] == name:
+        argv = argv[1:]
+    command = COMMANDS[name]
+    args = command.parser().parse_args(argv)
+    try:
+        return command.run(args) or 0
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

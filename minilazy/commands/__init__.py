@@ -1,0 +1,23 @@
+"""The subcommands of cli.py: each module has `parser()` and `run(args)`."""
+
+import importlib
+
+
+class _Lazy:
+    """Import a command's module only when it runs (some need matplotlib or transformers)."""
+
+    def __init__(self, module: str):
+        self.module = module
+
+    def parser(self):
+        return importlib.import_module(self.module).parser()
+
+    def run(self, args):
+        return importlib.import_module(self.module).run(args)
+
+
+DEFAULT_COMMAND = "generate"
+COMMANDS = {
+    "generate": _Lazy("minilazy.commands.generate"),
+    "calibrate": _Lazy("minilazy.commands.calibrate"),
+}

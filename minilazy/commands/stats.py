@@ -1,0 +1,40 @@
+"""The `--stats` report: timings, throughput, KV-cache bytes and what lazy layers saved."""
+
+from __future__ import annotations
+
+import sys
+
+
+def full_attention_bytes(config, tokens: int, element_size: int) -> int:
+    """KV bytes of the plain model for `tokens` slots: every layer keeps keys and values."""
+    t = config.text
+    return 2 * t.num_hidden_layers * tokens * t.num_key_value_heads * t.head_dim * element_size
+
+
+def print_stats(stats, pipeline, request, runtime, file=sys.stderr) -> None:
+    def line(label, value):
+        print(f"{label:<28}{value}", file=file)
+
+    prefill_tps = stats.prompt_tokens / stats.prefill_seconds if stats.prefill_seconds else float("nan")
+    decode_tps = stats.decode_steps / stats.decode_seconds if stats.decode_seconds else float("nan")
+    print("--- stats ---", file=file)
+    line("backend / dtype", f"{pipeline.model.ops.backend} / {str(pipeline.model.dtype).removeprefix('torch.')}")
+    line("prompt tokens", f"{stats.prompt_tokens} ({sum(1 for t in request.input_ids if t == pipeline.config.image_token_id)} image)")
+    line("prefill", f"{stats.prefill_seconds * 1000:.1f} ms ({prefill_tps:.1f} tokens/s)")
+    line("decode", f"{stats.decode_steps} steps in {stats.decode_seconds * 1000:.1f} ms ({decode_tps:.1f} tokens/s)")
+    element = pipeline.model.dtype.itemsize
+    slots = stats.prompt_tokens + stats.decode_steps + 1
+    full = full_attention_bytes(pipeline.config, slots, element)
+    line("KV cache", f"{stats.kv_cache_bytes:,} bytes")
+    if runtime is None:
+        return
+    plan, state = runtime.plan, runtime.state
+    line("lazy layers", f"{len(plan.lazy_layers)} of {plan.num_layers} (scope {plan.scope}, Q Cache depth {plan.depth})")
+    line("  anchors", " ".join(f"{l}<-{plan.anchors[l]}" for l in plan.lazy_layers) or "-")
+    line("KV cache, full attention", f"{full:,} bytes")
+    line("KV cache saved", f"{1 - stats.kv_cache_bytes / full:.1%}")
+    rows = state.projection_rows
+    total = rows["tokens"] * plan.num_layers
+    line("Wq matmul rows skipped", f"{rows['wq_skipped']:,} of {total:,}")
+    line("Wk matmul rows skipped", f"{rows['wk_skipped']:,} of {total:,}")
+    line("Q Cache", f"{state.q_cache.numel() * state.q_cache.element_size():,} bytes, shape {list(state.q_cache.shape)}")

@@ -1,0 +1,139 @@
+"""Choosing lazy layers: attention similarity over image keys, measured with full attention.
+
+For every layer, the attention that text queries (the prompt's tokens after
+the image, and the generated tokens) give to the image keys is averaged over
+heads and renormalised over the image keys. The Jensen-Shannon divergence
+between every pair of layers (averaged over queries and samples) says how
+similar their visual attention is. The plan walks the layers: a layer becomes
+lazy when its divergence to one of the last `depth` active layers is under a
+threshold (inheriting from the closest), otherwise it becomes active. A target
+lazy ratio picks the threshold.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tqdm import tqdm
+
+from minilazy.attention import FullAttention
+from minilazy.errors import InputError
+from minilazy.generate import generate
+from minilazy.kv_cache import KVCache
+from minilazy.lazy.plan import LayerPlan
+from minilazy.sampler import SamplingParams
+
+
+def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence (natural log) between distributions on the last axis."""
+    m = 0.5 * (p + q)
+
+    def kl(a, b):
+        return torch.where(a > 0, a * (a.clamp_min(1e-30).log() - b.clamp_min(1e-30).log()), 0).sum(-1)
+
+    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+
+
+class RecordingAttention(FullAttention):
+    """Plain attention that also records, per text query, its head-averaged attention over image keys."""
+
+    def __init__(self, cfg, weights, ops, layer, is_image: torch.Tensor, records: list):
+        super().__init__(cfg, weights, ops, layer)
+        self.is_image, self.records = is_image, records  # is_image [S] for batch 0
+
+    def forward(self, x, ctx):
+        out = super().forward(x, ctx)
+        step, cache = ctx.step, ctx.cache[self.layer]
+        n_keys = int(step.kv_len[0])
+        image = self.is_image[:n_keys]
+        if not bool(image.any()):
+            return out
+        slots = step.slots[0]
+        text_queries = (slots >= 0) & ~self.is_image[slots.clamp(min=0)] & (slots > image.nonzero().max())
+        if not bool(text_queries.any()):
+            return out
+        q = self.ops.rope(self.project(x, self.wq, self.cfg.num_attention_heads), step.positions,
+                          self.cfg.rope_theta)[0, text_queries].float()  # [Tq, H, d]
+        k = cache.k[0, :n_keys].float().repeat_interleave(self.cfg.num_attention_heads // self.cfg.num_key_value_heads,
+                                                           dim=1)  # [S, H, d]
+        probs = torch.einsum("qhd,khd->hqk", q, k).mul(self.scale).softmax(-1)  # [H, Tq, S]; keys all precede
+        visual = probs[:, :, image].mean(0)  # [Tq, N_img]
+        self.records.append((self.layer, visual / visual.sum(-1, keepdim=True)))
+        return out
+
+
+def recording_layout(is_image: torch.Tensor, records: list):
+    """A `cache_layout` hook for one request that records every layer's attention to the image."""
+
+    def layout(model, ids, lengths, total, chunk):
+        cfg = model.config.text
+        mask = torch.zeros(total, dtype=torch.bool, device=ids.device)
+        mask[: is_image.shape[0]] = is_image
+        cache = KVCache.allocate([(total, total)] * cfg.num_hidden_layers, 1, cfg.num_key_value_heads,
+                                 cfg.head_dim, model.dtype, ids.device)
+        attention = [RecordingAttention(cfg, w, model.ops, i, mask, records) for i, w in enumerate(model.decoder.layers)]
+        return cache, attention
+
+    return layout
+
+
+def divergence_matrix(records: list, num_layers: int) -> torch.Tensor:
+    """Mean JS divergence `[L, L]` between layers over every recorded query."""
+    per_layer = [torch.cat([r for layer, r in records if layer == l]) for l in range(num_layers)]  # [Q, N] each
+    js = torch.zeros(num_layers, num_layers)
+    for i in range(num_layers):
+        for j in range(i):
+            js[i, j] = js[j, i] = js_divergence(per_layer[i], per_layer[j]).mean()
+    return js
+
+
+def walk(js: torch.Tensor, threshold: float, depth: int = 1, scope: str = "visual") -> LayerPlan:
+    """Lazy when close enough to one of the last `depth` active layers, else active."""
+    anchors, active = [0], [0]
+    for layer in range(1, js.shape[0]):
+        candidates = active[-depth:]
+        best = min(candidates, key=lambda a: float(js[layer, a]))
+        if float(js[layer, best]) < threshold:
+            anchors.append(best)
+        else:
+            anchors.append(layer)
+            active.append(layer)
+    return LayerPlan(tuple(anchors), depth, scope)
+
+
+def plan_for_ratio(js: torch.Tensor, ratio: float, depth: int = 1, scope: str = "visual") -> tuple[LayerPlan, float]:
+    """The plan whose lazy ratio is closest to `ratio` (ties: the smaller threshold); returns it and its threshold."""
+    num_layers = js.shape[0]
+    target = round(ratio * num_layers)
+    thresholds = sorted({0.0, *js[js > 0].tolist()}) + [float("inf")]
+    best = None
+    for t in thresholds:
+        # a threshold just above a divergence value admits that value
+        thr = t if t == float("inf") else t * (1 + 1e-6) + 1e-12
+        plan = walk(js, thr, depth, scope)
+        gap = abs(len(plan.lazy_layers) - target)
+        if best is None or gap < best[0]:
+            best = (gap, plan, thr)
+        if gap == 0:
+            break
+    return best[1], best[2]
+
+
+def measure_divergence(pipeline, samples, max_new_tokens: int = 16, progress: bool = True,
+                       image_masks=None) -> torch.Tensor:
+    """Mean JS divergence `[L, L]` over `samples`, a list of `(image, prompt)` pairs (image: path, PIL or None).
+
+    `image_masks[i]` (optional, `[T]` bool) marks which prompt tokens of sample i count as image tokens;
+    by default the image token id does.
+    """
+    model = pipeline.model
+    records = []
+    for i, (image, prompt) in enumerate(tqdm(samples, desc="calibrating", unit="sample", disable=not progress)):
+        request = pipeline.request(prompt, image)
+        ids = torch.tensor(request.input_ids)
+        is_image = image_masks[i] if image_masks is not None else ids == model.config.image_token_id
+        if not bool(is_image.any()):
+            raise InputError(f"calibration sample {i} has no image tokens: calibration needs image+prompt pairs")
+        generate(model, [request], SamplingParams(max_new_tokens=max_new_tokens), stop_ids=pipeline.stop_ids,
+                 cache_layout=recording_layout(is_image, records))
+    return divergence_matrix(records, model.config.text.num_hidden_layers)
