@@ -186,14 +186,18 @@ def attention(q, k_cache, v_cache, q_start, q_len, kv_len, *, scale, causal, key
     return o, lse
 
 
-def gather_keys_ref(k_cache, v_cache, key_slots, k_compact):
-    """Keys, values and slots of the key list: ([B, N, G, d], [B, N, G, d], slot [B, N] int64)."""
+def gather_keys_ref(k_cache, v_cache, key_slots, k_compact, kv_len):
+    """Keys, values and slots of the key list: ([B, N, G, d], [B, N, G, d], slot [B, N] int64).
+
+    N stops at the longest kv_len, so a large preallocated cache costs nothing past the keys in use.
+    """
     batch = k_cache.shape[0]
+    n_used = max(1, int(kv_len.max())) if batch else 1  # one masked key keeps the softmax shapes non-empty
     if key_slots is None:
-        n_keys = min(k_cache.shape[1], v_cache.shape[1])
+        n_keys = min(k_cache.shape[1], v_cache.shape[1], n_used)
         slot = torch.arange(n_keys, device=k_cache.device).expand(batch, n_keys)  # [B, N]
         return k_cache[:, :n_keys], v_cache[:, :n_keys], slot
-    slot = key_slots.long()  # [B, N]
+    slot = key_slots[:, :n_used].long()  # [B, N]
     rows = torch.arange(batch, device=slot.device)[:, None]  # [B, 1]
     # slots past kv_len may be garbage (e.g. -1): clamp so the gather stays in bounds; they are masked later
     v = v_cache[rows, slot.clamp(0, v_cache.shape[1] - 1)]  # [B, N, G, d]
@@ -229,7 +233,7 @@ def attention_ref(q, k_cache, v_cache, q_start, q_len, kv_len, *, scale, causal,
     """Torch twin of `attention`: masks and a softmax in fp32, differentiable."""
     batch, n_queries, n_heads, head_dim = q.shape
     n_kv = k_cache.shape[2]
-    k, v, slot = gather_keys_ref(k_cache, v_cache, key_slots, k_compact)
+    k, v, slot = gather_keys_ref(k_cache, v_cache, key_slots, k_compact, kv_len)
     qg = q.float().reshape(batch, n_queries, n_kv, n_heads // n_kv, head_dim)  # [B, T, G, R, d]
     logits = torch.einsum("btgrd,bngd->bgrtn", qg, k.float()) * scale  # [B, G, R, T, N]
     query = torch.arange(n_queries, device=q.device)

@@ -225,25 +225,26 @@ def decode_attention_ref(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, 
     """Torch twin of `decode_attention` (fp32 math, differentiable)."""
     batch, n_heads, head_dim = q.shape
     n_kv = k_cache.shape[2]
-    k, v, _ = gather_keys_ref(k_cache, v_cache, key_slots, k_compact)
+    k, v, _ = gather_keys_ref(k_cache, v_cache, key_slots, k_compact, kv_len)
     qg = q.float().reshape(batch, n_kv, n_heads // n_kv, head_dim)  # [B, G, R, d]
     logits = torch.einsum("bgrd,bngd->bgrn", qg, k.float()) * scale  # [B, G, R, N]
     valid = torch.arange(k.shape[1], device=q.device)[None, :] < kv_len.long()[:, None]  # [B, N]
     if logits_out is not None:
         flat = logits.reshape(batch, n_heads, -1)  # [B, H, N]
-        logits_out.copy_(torch.where(valid[:, None, :], flat, logits_out))
+        written = logits_out[:, :, : flat.shape[2]]
+        written.copy_(torch.where(valid[:, None, :], flat, written))
     o, lse = softmax_attend_ref(logits[:, :, :, None], valid[:, None, None, None], v)
     return o[:, 0].to(q.dtype), lse[:, 0]
 
 
 def decode_attention_from_logits_ref(logits, v_cache, kv_len, *, key_slots=None):
     """Torch twin of `decode_attention_from_logits`."""
-    batch, n_heads, n_keys = logits.shape
+    batch, n_heads, _ = logits.shape
     n_kv = v_cache.shape[2]
-    _, v, _ = gather_keys_ref(v_cache, v_cache, key_slots, False)
-    v = v[:, :n_keys]  # [B, N, G, d]
-    grouped = logits.float().reshape(batch, n_kv, n_heads // n_kv, 1, n_keys)  # [B, G, R, 1, N]
-    valid = torch.arange(n_keys, device=logits.device)[None, :] < kv_len.long()[:, None]  # [B, N]
+    _, v, _ = gather_keys_ref(v_cache, v_cache, key_slots, False, kv_len)  # [B, N, G, d]
+    n_used = v.shape[1]
+    grouped = logits[:, :, :n_used].float().reshape(batch, n_kv, n_heads // n_kv, 1, n_used)  # [B, G, R, 1, N]
+    valid = torch.arange(n_used, device=logits.device)[None, :] < kv_len.long()[:, None]  # [B, N]
     o, lse = softmax_attend_ref(grouped, valid[:, None, None, None], v)
     return o[:, 0].to(v_cache.dtype), lse[:, 0]
 
