@@ -25,6 +25,22 @@ class ForwardContext:
     step: Step
     cache: KVCache
     attention: list | None = None  # per-layer attention replacing the decoder's own (e.g. lazy layers)
+    # `transition(layer, h, residual, ctx) -> (h, residual, ctx)` runs before each layer and may
+    # drop tokens and switch to another step (FastV)
+    transition: object = None
+
+
+@dataclass
+class LayerSetup:
+    """What a `cache_layout` hook gives one forward pass or generation call."""
+
+    cache: KVCache
+    attention: list | None = None
+    transition: object = None
+    prefill_chunk: int | None = None  # set when the feature needs prefill in chunks of this size
+
+    def context(self, step: Step) -> ForwardContext:
+        return ForwardContext(step, self.cache, self.attention, self.transition)
 
 
 class FullAttention:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from minilazy.attention import ForwardContext
+from minilazy.attention import LayerSetup
 from minilazy.errors import InputError
 from minilazy.kv_cache import KVCache
 from minilazy.model import Model
@@ -37,6 +37,7 @@ class GenerationStats:
     decode_seconds: float = 0.0
     kv_cache_bytes: int = 0
     decode_steps: int = 0
+    batch: int = 1
 
 
 @dataclass
@@ -59,9 +60,10 @@ def generate(model: Model, requests: list[Request], params: SamplingParams, stop
     (-1 for a sequence that has stopped) and `on_logits(logits [B, V])` sees the logits each
     step samples from.
 
-    `cache_layout(model, ids, lengths, total_slots, chunk)` may return the
-    KVCache and per-layer attention of a feature such as Lazy Attention; by
-    default every layer is plain and keeps keys and values for every slot.
+    `cache_layout(model, ids, lengths, total_slots, chunk)` may return a
+    LayerSetup (KV cache, per-layer attention, transition) for a feature such as
+    Lazy Attention or FastV; by default every layer is plain and keeps keys and
+    values for every slot.
     """
     if not requests:
         raise InputError("no requests to generate for")
@@ -78,25 +80,24 @@ def generate(model: Model, requests: list[Request], params: SamplingParams, stop
     for b, r in enumerate(requests):
         ids[b, : len(r.input_ids)] = torch.tensor(r.input_ids, device=device)
 
-    stats = GenerationStats(prompt_tokens=int(lengths.sum()))
+    stats = GenerationStats(prompt_tokens=int(lengths.sum()), batch=batch)
     start = time.perf_counter()
     x = model.embed(ids, image_features_for(model, requests))
+    chunk = min(prefill_chunk, width)
     if cache_layout is None:
-        cache = KVCache.allocate([(total, total)] * text.num_hidden_layers, batch, text.num_key_value_heads,
-                                 text.head_dim, model.dtype, device)
-        attention = None
+        setup = LayerSetup(KVCache.allocate([(total, total)] * text.num_hidden_layers, batch,
+                                            text.num_key_value_heads, text.head_dim, model.dtype, device))
     else:
-        cache, attention = cache_layout(model, ids, lengths, total, min(prefill_chunk, width))
-    stats.kv_cache_bytes = cache.nbytes
+        setup = cache_layout(model, ids, lengths, total, chunk)
+        chunk = setup.prefill_chunk or chunk
+    stats.kv_cache_bytes = setup.cache.nbytes
 
     last_hidden = torch.zeros(batch, text.hidden_size, dtype=model.dtype, device=device)
-    for c0 in range(0, width, prefill_chunk):
-        chunk = min(prefill_chunk, width - c0)
-        starts = torch.full_like(lengths, c0)
-        step = Step.span(starts, (lengths - c0).clamp(0, chunk), chunk)
-        hidden = model.decoder.forward(x[:, c0 : c0 + chunk], ForwardContext(step, cache, attention))
+    for c0 in range(0, width, chunk):
+        step = Step.span(torch.full_like(lengths, c0), (lengths - c0).clamp(0, chunk), min(chunk, width - c0))
+        hidden, final = model.decoder.forward(x[:, c0 : c0 + chunk], setup.context(step))
         ends_here = (lengths - 1 >= c0) & (lengths - 1 < c0 + chunk)
-        rows = (lengths - 1 - c0).clamp(0, chunk - 1)
+        rows = (final.step.q_len.long() - 1).clamp(min=0)  # last token of each sequence (after any pruning)
         last_hidden = torch.where(ends_here[:, None], hidden[torch.arange(batch), rows], last_hidden)
     logits = model.decoder.logits(last_hidden)  # [B, V]
     prefill_logits = logits
@@ -123,7 +124,7 @@ def generate(model: Model, requests: list[Request], params: SamplingParams, stop
         if bool(done.all()) or t == params.max_new_tokens - 1:
             break
         step = Step.span(kv_len, ones, 1)
-        hidden = model.decoder.forward(model.decoder.embed(token[:, None]), ForwardContext(step, cache, attention))
+        hidden, _ = model.decoder.forward(model.decoder.embed(token[:, None]), setup.context(step))
         logits = model.decoder.logits(hidden[:, 0])
         kv_len += 1
         stats.decode_steps += 1

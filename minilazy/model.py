@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from kernels import Ops
-from minilazy.attention import ForwardContext
+from minilazy.attention import LayerSetup
 from minilazy.config import ModelConfig, load_config
 from minilazy.errors import InputError
 from minilazy.kv_cache import KVCache
@@ -100,11 +100,10 @@ class Model:
         features = None if pixel_values is None else self.image_features(pixel_values, **vision_inputs)
         x = self.embed(input_ids, features)
         text = self.config.text
-        attention = None
         if cache_layout is None:
-            cache = KVCache.allocate([(width, width)] * text.num_hidden_layers, batch, text.num_key_value_heads,
-                                     text.head_dim, x.dtype, x.device)
+            setup = LayerSetup(KVCache.allocate([(width, width)] * text.num_hidden_layers, batch,
+                                                text.num_key_value_heads, text.head_dim, x.dtype, x.device))
         else:
-            cache, attention = cache_layout(self, input_ids, lengths, width, width)
-        step = Step.span(torch.zeros_like(lengths), lengths, width)
-        return self.decoder.logits(self.decoder.forward(x, ForwardContext(step, cache, attention)))
+            setup = cache_layout(self, input_ids, lengths, width, width)
+        hidden, _ = self.decoder.forward(x, setup.context(Step.span(torch.zeros_like(lengths), lengths, width)))
+        return self.decoder.logits(hidden)

@@ -26,21 +26,16 @@ class Step:
         return self.slots.shape[1] == 1
 
     @classmethod
-    def span(cls, start: torch.Tensor, length: torch.Tensor, width: int, positions: torch.Tensor | None = None) -> Step:
+    def span(cls, start: torch.Tensor, length: torch.Tensor, width: int) -> Step:
         """Tokens `start[b] .. start[b] + length[b] - 1` of each sequence, padded to `width`.
 
-        `positions [B, S]` maps slots to RoPE ids (they differ once FastV drops
-        tokens); by default a token's position is its slot.
+        A token's RoPE position is its slot (FastV builds its own steps, where they differ).
         """
         offsets = torch.arange(width, device=start.device)
         slots = start[:, None].long() + offsets[None, :]  # [B, T]
         valid = offsets[None, :] < length[:, None]
-        if positions is None:
-            pos = slots.clone()
-        else:
-            pos = positions.gather(1, slots.clamp(max=positions.shape[1] - 1))
         return cls(
-            positions=torch.where(valid, pos, 0),
+            positions=torch.where(valid, slots, 0),
             slots=torch.where(valid, slots, -1),
             q_start=start.int(),
             q_len=length.int(),

@@ -28,13 +28,21 @@ def print_stats(stats, pipeline, request, runtime, file=sys.stderr) -> None:
     line("KV cache", f"{stats.kv_cache_bytes:,} bytes")
     if runtime is None:
         return
-    plan, state = runtime.plan, runtime.state
-    line("lazy layers", f"{len(plan.lazy_layers)} of {plan.num_layers} (scope {plan.scope}, Q Cache depth {plan.depth})")
-    line("  anchors", " ".join(f"{l}<-{plan.anchors[l]}" for l in plan.lazy_layers) or "-")
+    plan = runtime.plan
+    if plan is not None:
+        line("lazy layers", f"{len(plan.lazy_layers)} of {plan.num_layers} (scope {plan.scope}, "
+                            f"Q Cache depth {plan.depth})")
+        line("  anchors", " ".join(f"{l}<-{plan.anchors[l]}" for l in plan.lazy_layers) or "-")
+    if runtime.fastv is not None:
+        kept = runtime.transition.kept_slots
+        line("FastV", f"layer {runtime.fastv.layer}, ratio {runtime.fastv.ratio}: "
+                      f"{int((kept >= 0).sum())} of {stats.prompt_tokens} prompt tokens kept from layer "
+                      f"{runtime.fastv.layer} on")
     line("KV cache, full attention", f"{full:,} bytes")
     line("KV cache saved", f"{1 - stats.kv_cache_bytes / full:.1%}")
-    rows = state.projection_rows
-    total = rows["tokens"] * plan.num_layers
-    line("Wq matmul rows skipped", f"{rows['wq_skipped']:,} of {total:,}")
-    line("Wk matmul rows skipped", f"{rows['wk_skipped']:,} of {total:,}")
-    line("Q Cache", f"{state.q_cache.numel() * state.q_cache.element_size():,} bytes, shape {list(state.q_cache.shape)}")
+    rows = runtime.projection_rows()
+    total = (stats.prompt_tokens + stats.decode_steps * stats.batch) * pipeline.config.text.num_hidden_layers
+    line("Wq matmul rows skipped", f"{rows['wq_skipped']:,} of {total:,} (tokens x layers)")
+    line("Wk matmul rows skipped", f"{rows['wk_skipped']:,} of {total:,} (tokens x layers)")
+    q_cache = runtime.state.q_cache
+    line("Q Cache", f"{q_cache.numel() * q_cache.element_size():,} bytes, shape {list(q_cache.shape)}")

@@ -16,7 +16,7 @@ import torch
 
 from tqdm import tqdm
 
-from minilazy.attention import FullAttention
+from minilazy.attention import FullAttention, LayerSetup
 from minilazy.errors import InputError
 from minilazy.generate import generate
 from minilazy.kv_cache import KVCache
@@ -72,7 +72,7 @@ def recording_layout(is_image: torch.Tensor, records: list):
         cache = KVCache.allocate([(total, total)] * cfg.num_hidden_layers, 1, cfg.num_key_value_heads,
                                  cfg.head_dim, model.dtype, ids.device)
         attention = [RecordingAttention(cfg, w, model.ops, i, mask, records) for i, w in enumerate(model.decoder.layers)]
-        return cache, attention
+        return LayerSetup(cache, attention)
 
     return layout
 

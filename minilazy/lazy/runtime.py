@@ -1,32 +1,50 @@
-"""Running a model under a layer plan: cache layout, Q Cache and per-layer attention.
+"""Running a model under a layer plan and/or FastV: cache layout, Q Cache and per-layer attention.
 
-`LazyRuntime(plan)` is the `cache_layout` hook of `minilazy.generate.generate`:
+`LazyRuntime(plan, fastv)` is the `cache_layout` hook of `minilazy.generate`:
 for each call it allocates the KV cache the plan needs (active layers: keys and
 values for every slot; lazy `visual` layers: values for every slot, keys for
 text slots only; lazy `all` layers: values only), the Q Cache ring, and the
-attention object of every layer.
+attention object of every layer. With FastV, layers from K on cache only the
+kept tokens; lazy layers there must inherit from layers that are also at or
+after K (the token set changes at K), and layer K-1, which scores the image
+tokens, must be active.
 """
 
 from __future__ import annotations
 
 import torch
 
-from minilazy.attention import FullAttention
+from minilazy.attention import FullAttention, LayerSetup
+from minilazy.errors import InputError
+from minilazy.fastv import FastV, FastVScorer, FastVTransition
 from minilazy.kv_cache import KVCache
 from minilazy.lazy.attention import AnchorAttention, LazyAllAttention, LazyVisualAttention
 from minilazy.lazy.plan import LayerPlan
 from minilazy.lazy.state import LazyState
 
 
-class LazyRuntime:
-    def __init__(self, plan: LayerPlan, fast_decode: bool = True, image_mask: torch.Tensor | None = None):
-        """`image_mask [B, T]` overrides which prompt tokens count as image tokens (default: the image token id)."""
-        self.plan, self.fast_decode, self.image_mask = plan, fast_decode, image_mask
-        self.state: LazyState | None = None
+def check_fastv_plan(plan: LayerPlan, fastv: FastV) -> None:
+    k = fastv.layer
+    if k >= plan.num_layers:
+        raise InputError(f"FastV layer {k} is past the model's last layer ({plan.num_layers - 1})")
+    if plan.is_lazy(k - 1):
+        raise InputError(f"with FastV at layer {k}, layer {k - 1} scores the image tokens and must be active")
+    for layer in plan.lazy_layers:
+        if layer >= k > plan.anchors[layer]:
+            raise InputError(f"lazy layer {layer} inherits from layer {plan.anchors[layer]} across the FastV layer "
+                             f"{k}; with FastV, layers from {k} on must inherit from layers at or after {k}")
 
-    def __call__(self, model, ids: torch.Tensor, lengths: torch.Tensor, total: int, chunk: int):
-        plan, cfg = self.plan, model.config.text
-        plan.check_layers(cfg.num_hidden_layers)
+
+class LazyRuntime:
+    def __init__(self, plan: LayerPlan | None = None, fast_decode: bool = True, image_mask: torch.Tensor | None = None,
+                 fastv: FastV | None = None):
+        """`image_mask [B, T]` overrides which prompt tokens count as image tokens (default: the image token id)."""
+        self.plan, self.fast_decode, self.image_mask, self.fastv = plan, fast_decode, image_mask, fastv
+        self.state: LazyState | None = None  # the state of the first segment (before FastV's layer)
+        self.states: list[LazyState] = []
+        self.transition: FastVTransition | None = None
+
+    def image_slots_mask(self, model, ids: torch.Tensor, lengths: torch.Tensor, total: int) -> torch.Tensor:
         batch, width = ids.shape
         is_image = torch.zeros(batch, total, dtype=torch.bool, device=ids.device)
         if self.image_mask is not None:
@@ -34,25 +52,73 @@ class LazyRuntime:
         elif model.config.image_token_id is not None:
             is_image[:, :width] = ids == model.config.image_token_id
         is_image[:, :width] &= torch.arange(width, device=ids.device)[None, :] < lengths[:, None]
+        return is_image
+
+    def __call__(self, model, ids: torch.Tensor, lengths: torch.Tensor, total: int, chunk: int) -> LayerSetup:
+        cfg = model.config.text
+        plan = self.plan or LayerPlan.full(cfg.num_hidden_layers)
+        plan.check_layers(cfg.num_hidden_layers)
+        batch, width = ids.shape
+        is_image = self.image_slots_mask(model, ids, lengths, total)
+        boundary = cfg.num_hidden_layers
+        if self.fastv is not None:
+            check_fastv_plan(plan, self.fastv)
+            boundary, chunk = self.fastv.layer, width  # FastV scores the whole prompt at once
+        q_cache = torch.empty(plan.depth, batch * chunk, cfg.num_attention_heads, cfg.head_dim, dtype=model.dtype,
+                              device=ids.device)
         fast = self.fast_decode and plan.scope == "visual"
-        state = LazyState(is_image, plan.depth, batch * chunk, cfg.num_attention_heads, cfg.head_dim, model.dtype,
-                          anchors_with_fast_decode=plan.anchor_layers if fast else ())
-        self.state = state
+
+        def state_for(mask, text_capacity=None, layers=range(cfg.num_hidden_layers)):
+            anchors = [a for a in plan.anchor_layers if a in layers] if fast else []
+            return LazyState(mask, q_cache, text_capacity, anchors)
+
+        segments = [(range(0, boundary), state_for(is_image, layers=range(0, boundary)), total)]
+        if self.fastv is not None:
+            n_img = is_image.sum(1)
+            kept = self.fastv.kept(n_img)
+            pruned_total = int((lengths - n_img + kept).max()) + total - width
+            placeholder = torch.arange(pruned_total, device=ids.device)[None, :] < kept[:, None]  # counts only
+            later = range(boundary, cfg.num_hidden_layers)
+            state2 = state_for(placeholder, int((pruned_total - kept).max()), later)
+            segments.append((later, state2, pruned_total))
+        self.states = [s for _, s, _ in segments]
+        self.state = self.states[0]
 
         shapes, attention = [], []
         anchors = set(plan.anchor_layers)
-        for layer, weights in enumerate(model.decoder.layers):
-            anchor = plan.anchors[layer]
-            slot = plan.ring_slot(anchor)
-            if not plan.is_lazy(layer):
-                shapes.append((total, total))
-                attention.append(AnchorAttention(cfg, weights, model.ops, layer, state, slot) if layer in anchors
-                                 else FullAttention(cfg, weights, model.ops, layer))
-            elif plan.scope == "visual":
-                shapes.append((state.text_capacity, total))
-                attention.append(LazyVisualAttention(cfg, weights, model.ops, layer, anchor, state, slot, fast))
-            else:
-                shapes.append((None, total))
-                attention.append(LazyAllAttention(cfg, weights, model.ops, layer, anchor, state, slot))
+        for layers, state, slots in segments:
+            for layer in layers:
+                weights, anchor = model.decoder.layers[layer], plan.anchors[layer]
+                ring = plan.ring_slot(anchor)
+                if not plan.is_lazy(layer):
+                    shapes.append((slots, slots))
+                    attention.append(AnchorAttention(cfg, weights, model.ops, layer, state, ring) if layer in anchors
+                                     else FullAttention(cfg, weights, model.ops, layer))
+                elif plan.scope == "visual":
+                    shapes.append((state.text_capacity, slots))
+                    attention.append(LazyVisualAttention(cfg, weights, model.ops, layer, anchor, state, ring, fast))
+                else:
+                    shapes.append((None, slots))
+                    attention.append(LazyAllAttention(cfg, weights, model.ops, layer, anchor, state, ring))
         cache = KVCache.allocate(shapes, batch, cfg.num_key_value_heads, cfg.head_dim, model.dtype, ids.device)
-        return cache, attention
+        self.transition = None
+        if self.fastv is not None:
+            k = self.fastv.layer
+            attention[k - 1] = scorer = FastVScorer(attention[k - 1])
+            later_state = self.states[1]
+
+            def relocate(kept_image):  # [B, T'] which kept tokens are image tokens, in pruned slots
+                mask = torch.zeros_like(later_state.is_image)
+                mask[:, : kept_image.shape[1]] = kept_image
+                later_state.set_image_mask(mask)
+
+            self.transition = FastVTransition(self.fastv, is_image, scorer, on_prune=relocate)
+        return LayerSetup(cache, attention, self.transition, prefill_chunk=chunk)
+
+    def projection_rows(self) -> dict[str, int]:
+        """Token rows whose Wq / Wk projections the lazy layers skipped, summed over segments."""
+        total = {"wq_skipped": 0, "wk_skipped": 0}
+        for state in self.states:
+            for key, value in state.projection_rows.items():
+                total[key] += value
+        return total

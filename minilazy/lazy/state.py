@@ -30,27 +30,37 @@ class TextRows:
 
 
 class LazyState:
-    def __init__(self, is_image: torch.Tensor, depth: int, max_step_tokens: int, heads: int, head_dim: int,
-                 dtype: torch.dtype, anchors_with_fast_decode=()):
-        """`is_image [B, S]` marks the slots that hold image tokens for the whole generation."""
-        batch, slots = is_image.shape
+    def __init__(self, is_image: torch.Tensor, q_cache: torch.Tensor, text_capacity: int | None = None,
+                 fast_decode_anchors=()):
+        """`is_image [B, S]` marks the slots that hold image tokens; `q_cache [R, T_max, H, d]` is the ring.
+
+        `text_capacity` (default: the most text slots of any sequence) sizes the text-slot table.
+        """
+        batch, _ = is_image.shape
         device = is_image.device
-        self.is_image = is_image
-        self.n_img = is_image.sum(1).int()  # [B]
-        n_img_max = max(int(self.n_img.max()), 1)
-        # slots of the image tokens, in order, padded with 0 past n_img[b] (never read)
-        order = torch.argsort((~is_image).int(), dim=1, stable=True)  # image slots first
-        self.image_slots = order[:, :n_img_max].int().contiguous()  # [B, N_img]
-        self.text_capacity = int((~is_image).sum(1).max())
+        self.image_width = max(int(is_image.sum(1).max()), 1)  # columns of image_slots
+        self.set_image_mask(is_image)
+        self.text_capacity = text_capacity or int((~is_image).sum(1).max())
         self.text_slots = torch.zeros(batch, self.text_capacity, dtype=torch.int32, device=device)
         self.n_text = torch.zeros(batch, dtype=torch.int32, device=device)
-        self.q_cache = torch.empty(depth, max_step_tokens, heads, head_dim, dtype=dtype, device=device)
+        self.q_cache = q_cache
+        heads = q_cache.shape[2]
         self.image_logits = {
-            a: torch.zeros(batch, heads, n_img_max, dtype=torch.float32, device=device)
-            for a in anchors_with_fast_decode
+            a: torch.zeros(batch, heads, self.image_width, dtype=torch.float32, device=device)
+            for a in fast_decode_anchors
         }
         self._step, self._rows = None, None
-        self.projection_rows = {"tokens": 0, "wq_skipped": 0, "wk_skipped": 0}  # token rows, summed over layers
+        self.projection_rows = {"wq_skipped": 0, "wk_skipped": 0}  # token rows, summed over layers
+
+    def set_image_mask(self, is_image: torch.Tensor) -> None:
+        """Mark which slots hold image tokens (FastV moves them when it prunes; counts must not grow)."""
+        self.is_image = is_image
+        self.n_img = is_image.sum(1).int()  # [B]
+        if int(self.n_img.max()) > self.image_width:
+            raise ValueError("more image tokens than the lazy state was sized for")
+        # slots of the image tokens, in order, padded past n_img[b] (never read)
+        order = torch.argsort((~is_image).int(), dim=1, stable=True)  # image slots first
+        self.image_slots = order[:, : self.image_width].int().contiguous()  # [B, N_img]
 
     def q_slot(self, ring_slot: int, batch: int, tokens: int) -> torch.Tensor:
         """A view of ring slot `ring_slot` as `[B, T, H, d]` (no copy)."""
@@ -80,6 +90,5 @@ class LazyState:
         b_idx, t_idx = is_text.nonzero(as_tuple=True)
         self.text_slots[b_idx, write[b_idx, t_idx]] = step.slots[b_idx, t_idx].int()
         self.n_text = rows.count
-        self.projection_rows["tokens"] += int(step.q_len.sum())
         self._step, self._rows = step, rows
         return rows

@@ -37,12 +37,15 @@ class LlamaDecoder:
         """`ids [B, T]` -> `[B, T, D]`."""
         return self.ops.embedding(ids, self.embed_tokens)
 
-    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        """Run every layer on `x [B, T, D]`; returns the final-normed hidden states `[B, T, D]`."""
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> tuple[torch.Tensor, ForwardContext]:
+        """Run every layer on `x [B, T, D]`; returns the final-normed hidden states `[B, T', D]` and the
+        context of the last layer (T' < T and a different step when a transition dropped tokens)."""
         ops, eps = self.ops, self.cfg.rms_norm_eps
         residual, update = None, x
         attention = ctx.attention or self.attention
         for i, w in enumerate(self.layers):
+            if ctx.transition is not None:
+                update, residual, ctx = ctx.transition(i, update, residual, ctx)
             h, residual = self._norm(update, residual, w["input_layernorm.weight"])
             update = attention[i].forward(h, ctx)
             h, residual = ops.rms_norm(update, w["post_attention_layernorm.weight"], eps, residual=residual)
@@ -50,7 +53,7 @@ class LlamaDecoder:
             up = ops.linear(h, w["mlp.up_proj.weight"])
             update = ops.linear(ops.swiglu(gate, up), w["mlp.down_proj.weight"])
         h, _ = self._norm(update, residual, self.norm)
-        return h
+        return h, ctx
 
     def _norm(self, update, residual, weight):
         if residual is None:  # first layer: the residual stream is the embedding itself

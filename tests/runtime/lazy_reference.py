@@ -9,11 +9,11 @@ with one causal softmax and its own values; a lazy `all` layer uses
 import torch
 
 
-def rope(x, theta):
-    """HF rotate-half RoPE on `x [T, H, d]` at positions 0..T-1."""
-    t, _, d = x.shape
+def rope(x, theta, positions):
+    """HF rotate-half RoPE on `x [T, H, d]` at `positions [T]`."""
+    d = x.shape[-1]
     inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
-    freqs = torch.arange(t, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    freqs = positions.float()[:, None] * inv_freq[None, :]
     emb = torch.cat([freqs, freqs], dim=-1)[:, None, :]  # [T, 1, d]
     x1, x2 = x[..., : d // 2], x[..., d // 2 :]
     return x * emb.cos() + torch.cat([-x2, x1], dim=-1) * emb.sin()
@@ -23,22 +23,30 @@ def rms(x, w, eps):
     return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
 
 
-def lazy_reference_logits(weights: dict, cfg, anchors, scope: str, embeds: torch.Tensor, is_image: torch.Tensor):
-    """`embeds [T, D]` (one sequence), `is_image [T]` -> logits `[T, V]`."""
-    t = embeds.shape[0]
-    h_, g_, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    causal = torch.ones(t, t, dtype=torch.bool).tril()
+def lazy_reference_logits(weights: dict, cfg, anchors, scope: str, embeds: torch.Tensor, is_image: torch.Tensor,
+                          prune=None):
+    """`embeds [T, D]` (one sequence), `is_image [T]` -> logits `[T', V]`.
+
+    `prune = (K, kept)`: from layer K on only the tokens `kept` (indices, in order) remain,
+    with their original positions (FastV).
+    """
     x = embeds
+    positions = torch.arange(x.shape[0])
+    h_, g_, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     qs, ks = {}, {}
     for layer in range(cfg.num_hidden_layers):
+        if prune is not None and layer == prune[0]:
+            x, positions, is_image = x[prune[1]], positions[prune[1]], is_image[prune[1]]
+        t = x.shape[0]
+        causal = torch.ones(t, t, dtype=torch.bool).tril()
         w = {k.removeprefix(f"text.layers.{layer}."): v for k, v in weights.items()
              if k.startswith(f"text.layers.{layer}.")}
         h = rms(x, w["input_layernorm.weight"], cfg.rms_norm_eps)
         v = (h @ w["self_attn.v_proj.weight"].T).view(t, g_, d).repeat_interleave(h_ // g_, dim=1)  # [T, H, d]
         anchor = anchors[layer]
         if anchor == layer or scope == "visual":
-            qs[layer] = rope((h @ w["self_attn.q_proj.weight"].T).view(t, h_, d), cfg.rope_theta)
-            ks[layer] = rope((h @ w["self_attn.k_proj.weight"].T).view(t, g_, d), cfg.rope_theta).repeat_interleave(
+            qs[layer] = rope((h @ w["self_attn.q_proj.weight"].T).view(t, h_, d), cfg.rope_theta, positions)
+            ks[layer] = rope((h @ w["self_attn.k_proj.weight"].T).view(t, g_, d), cfg.rope_theta, positions).repeat_interleave(
                 h_ // g_, dim=1)
         own = torch.einsum("qhd,khd->hqk", qs.get(layer, qs[anchor]), ks.get(layer, ks[anchor]))  # [H, T, T]
         inherited = torch.einsum("qhd,khd->hqk", qs[anchor], ks[anchor])

@@ -1,0 +1,104 @@
+"""FastV token pruning (Chen et al., ECCV 2024), the baseline Lazy Attention is compared with.
+
+In prefill, layer K-1 scores every image token by the attention the last
+prompt token gives it (averaged over heads); before layer K, only the top
+`round(n_img * (1 - R))` image tokens and every text token are kept, in their
+original order and with their original RoPE positions. Layers K and later see
+and cache only the kept tokens; decode steps attend to the kept set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from minilazy.attention import ForwardContext
+from minilazy.errors import InputError
+from minilazy.step import Step
+
+
+@dataclass(frozen=True)
+class FastV:
+    layer: int  # K: the first layer that sees the pruned sequence
+    ratio: float  # R: share of image tokens dropped
+
+    def __post_init__(self):
+        if self.layer < 1:
+            raise InputError(f"FastV layer must be at least 1 (layer K-1 scores the image tokens), got {self.layer}")
+        if not 0 <= self.ratio <= 1:
+            raise InputError(f"FastV ratio must be in [0, 1], got {self.ratio}")
+
+    def kept(self, n_img: torch.Tensor) -> torch.Tensor:
+        """Image tokens kept per sequence, `[B]`."""
+        return torch.round(n_img.double() * (1 - self.ratio)).long()
+
+
+class FastVScorer:
+    """Wraps the attention of layer K-1: in prefill it also scores every key by the last prompt token's attention."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.scores: torch.Tensor | None = None  # [B, S]
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        out = self.inner.forward(x, ctx)
+        step = ctx.step
+        if step.is_decode:
+            return out
+        inner, cfg = self.inner, self.inner.cfg
+        batch = torch.arange(x.shape[0], device=x.device)
+        last = step.q_len.long() - 1
+        q = inner.project(x[batch, last][:, None], inner.wq, cfg.num_attention_heads)  # [B, 1, H, d]
+        q = inner.ops.rope(q, step.positions[batch, last][:, None], cfg.rope_theta)
+        keys = ctx.cache[inner.layer].k.float()  # [B, S, G, d]
+        keys = keys.repeat_interleave(cfg.num_attention_heads // cfg.num_key_value_heads, dim=2)  # [B, S, H, d]
+        logits = torch.einsum("bhd,bshd->bhs", q[:, 0].float(), keys) * inner.scale  # [B, H, S]
+        visible = torch.arange(keys.shape[1], device=x.device)[None, :] < step.kv_len[:, None]
+        logits = logits.masked_fill(~visible[:, None, :], float("-inf"))
+        self.scores = logits.softmax(-1).mean(1)  # [B, S]
+        return out
+
+
+class FastVTransition:
+    """Before layer K: prune the prefill sequence, and map decode steps onto the pruned caches."""
+
+    def __init__(self, fastv: FastV, is_image: torch.Tensor, scorer: FastVScorer, on_prune=None):
+        self.fastv, self.is_image, self.scorer, self.on_prune = fastv, is_image, scorer, on_prune
+        self.dropped: torch.Tensor | None = None  # [B] tokens dropped per sequence
+        self.kept_slots: torch.Tensor | None = None  # [B, T'] original slot of each kept token
+
+    def __call__(self, layer: int, h: torch.Tensor, residual: torch.Tensor, ctx: ForwardContext):
+        if layer != self.fastv.layer:
+            return h, residual, ctx
+        step = ctx.step
+        if step.is_decode:
+            if self.dropped is None:
+                raise RuntimeError("FastV: decode step before the prompt was pruned")
+            d = self.dropped.to(step.slots.dtype)
+            pruned = Step(step.positions, torch.where(step.slots >= 0, step.slots - d[:, None], -1),
+                          (step.q_start - d).int(), step.q_len, (step.kv_len - d).int())
+            return h, residual, ForwardContext(pruned, ctx.cache, ctx.attention, ctx.transition)
+        if int(step.q_start.max()) != 0:
+            raise RuntimeError("FastV needs the whole prompt in one prefill step")
+        valid = step.slots >= 0
+        image = valid & self.is_image.gather(1, step.slots.clamp(min=0))  # [B, T]
+        scores = self.scorer.scores.gather(1, step.slots.clamp(min=0)).masked_fill(~image, float("-inf"))
+        rank = scores.argsort(dim=1, descending=True).argsort(dim=1)  # [B, T] rank of each image token
+        keep = (valid & ~image) | (image & (rank < self.fastv.kept(image.sum(1))[:, None]))
+        n_kept = keep.sum(1)
+        width = int(n_kept.max())
+        order = torch.argsort((~keep).int(), dim=1, stable=True)[:, :width]  # [B, T'] kept tokens, in order
+        columns = torch.arange(width, device=h.device)[None, :]
+        inside = columns < n_kept[:, None]
+        self.dropped = step.q_len.long() - n_kept
+        self.kept_slots = torch.where(inside, step.slots.gather(1, order), -1)
+        if self.on_prune is not None:
+            self.on_prune(image.gather(1, order) & inside)
+
+        def take(t):  # [B, T, D] -> [B, T', D]
+            return t.gather(1, order[:, :, None].expand(-1, -1, t.shape[-1]))
+
+        pruned = Step(torch.where(inside, step.positions.gather(1, order), 0), torch.where(inside, columns, -1),
+                      torch.zeros_like(step.q_start), n_kept.int(), n_kept.int())
+        return take(h), take(residual), ForwardContext(pruned, ctx.cache, ctx.attention, ctx.transition)
