@@ -139,15 +139,19 @@ def check_lengths(name: str, t: torch.Tensor, batch: int) -> None:
 def check_caches(k_cache, v_cache, n_heads, head_dim, key_slots, batch):
     """Shapes shared by attention and decode_attention; returns the kv head count G."""
     if k_cache.dim() != 4 or v_cache.dim() != 4:
-        raise ValueError(f"k_cache and v_cache must be [B, S, G, d]; got {tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
+        raise ValueError(f"k_cache and v_cache must be [B, S, G, d]; got {tuple(k_cache.shape)}, "
+                         f"{tuple(v_cache.shape)}")
     if k_cache.shape[0] != batch or v_cache.shape[0] != batch:
         raise ValueError(f"caches hold {k_cache.shape[0]}/{v_cache.shape[0]} sequences; expected {batch}")
     n_kv = k_cache.shape[2]
     if v_cache.shape[2] != n_kv or k_cache.shape[3] != head_dim or v_cache.shape[3] != head_dim:
-        raise ValueError(f"k_cache {tuple(k_cache.shape)} and v_cache {tuple(v_cache.shape)} disagree with head_dim {head_dim}")
+        raise ValueError(f"k_cache {tuple(k_cache.shape)} and v_cache {tuple(v_cache.shape)} disagree "
+                         f"with head_dim {head_dim}")
     if n_heads % n_kv:
         raise ValueError(f"{n_heads} query heads are not a multiple of {n_kv} key/value heads")
-    if key_slots is not None and (key_slots.dtype != torch.int32 or key_slots.dim() != 2 or key_slots.shape[0] != batch):
+    slots_ok = key_slots is None or (key_slots.dtype == torch.int32 and key_slots.dim() == 2
+                                     and key_slots.shape[0] == batch)
+    if not slots_ok:
         raise ValueError(f"key_slots must be int32 [{batch}, N]; got {key_slots.dtype} {tuple(key_slots.shape)}")
     for t in (k_cache, v_cache):
         if t.stride(-1) != 1:
@@ -254,8 +258,8 @@ def _compile_cases():
             "q_ptr": ptr, "k_ptr": ptr, "v_ptr": ptr, "o_ptr": ptr, "lse_ptr": "*fp32",
             "q_start_ptr": "*i32", "q_len_ptr": "*i32", "kv_len_ptr": "*i32", "slots_ptr": "*i32",
             "Tq": "i32", "head_dim": "i32", "group_size": "i32", "scale": "fp32",
-            **{f"stride_{t}{s}": "i32" for t, dims in (("q", "bth"), ("k", "bng"), ("v", "bng"), ("o", "bth"), ("l", "bth"))
-               for s in dims},
+            **{f"stride_{t}{s}": "i32"
+               for t, dims in (("q", "bth"), ("k", "bng"), ("v", "bng"), ("o", "bth"), ("l", "bth")) for s in dims},
             "stride_sb": "i32",
         }
         # every dtype at d = 128 (also d = 80, 96, 112), bf16 also at d = 64: compiles take seconds each

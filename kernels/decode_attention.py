@@ -193,7 +193,8 @@ def decode_attention(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, k_co
         raise ValueError("k_compact=True needs key_slots")
     n_keys = key_slots.shape[1] if key_slots is not None else k_cache.shape[1]
     if logits_out is not None:
-        if logits_out.shape != (batch, n_heads, n_keys) or logits_out.dtype != torch.float32 or logits_out.stride(-1) != 1:
+        expected = (batch, n_heads, n_keys)
+        if logits_out.shape != expected or logits_out.dtype != torch.float32 or logits_out.stride(-1) != 1:
             raise ValueError(f"logits_out must be fp32 [{batch}, {n_heads}, {n_keys}] with a contiguous last "
                              f"dimension; got {logits_out.dtype} {tuple(logits_out.shape)}")
     mode = NO_LOGITS if logits_out is None else WRITE_LOGITS
