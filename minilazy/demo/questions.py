@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from minilazy.demo.scenes import CELL_NAMES, COLORS, GRID, SHAPES, SIZES, Scene, SceneObject
+from minilazy.demo.scenes import CELL_NAMES, COLORS, SHAPES, SIZES, Scene, SceneObject
 
 FAMILIES = ("color", "shape", "count", "exist", "relation", "describe")
 DESCRIBE_QUESTION = "Describe the image."
@@ -142,6 +142,3 @@ def sample_questions(scene: Scene, rng: random.Random, count: int, families=FAMI
             questions[qa.question] = qa
     return list(questions.values())
 
-
-def grid_cells() -> list[tuple[int, int]]:
-    return [(r, c) for r in range(GRID) for c in range(GRID)]
