@@ -1,0 +1,164 @@
+"""`python cli.py` as a user runs it: answers, --stats, --help, and one-line errors for bad input.
+
+Every run is a subprocess (the repository's cli.py under this Python) on a tiny LLaVA
+checkpoint saved with transformers, with a character-level tokenizer.json holding `<image>`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from minilazy.generate import generate
+from minilazy.pipeline import Pipeline
+from minilazy.sampler import SamplingParams
+from tests.runtime.tiny_models import TOKENIZER_VOCAB, save_llava, save_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+QUESTION = "How many?"
+NEW_TOKENS = 8
+FLAGS = ["--image", "--prompt", "--model", "--backend", "--dtype", "--max-new-tokens", "--temperature", "--top-p",
+         "--top-k", "--seed", "--lazy", "--lazy-ratio", "--lazy-scope", "--q-cache-depth", "--no-fast-decode",
+         "--stats"]
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "cli.py", *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """The tiny model, a good image, and every kind of bad input."""
+    root = tmp_path_factory.mktemp("cli")
+    model = root / "model"
+    save_llava(model, image_size=28, patch=7, vision_hidden=32, vision_layers=2,
+               text=dict(vocab=TOKENIZER_VOCAB, hidden=32, layers=2))
+    save_tokenizer(model)
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(root / "image.png")
+    Image.fromarray(pixels).save(root / "image.jpg")
+    jpeg = (root / "image.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (root / "not_an_image.png").write_text("this is text, not a picture\n")
+    (root / "huge.png").write_bytes(png_header_only(8000, 7000))  # 56 Mpixels claimed, above the 50 M limit
+    unreadable = root / "unreadable.png"
+    shutil.copy(root / "image.png", unreadable)
+    unreadable.chmod(0)
+    if os.access(unreadable, os.R_OK):  # root reads anything: a directory cannot be read as an image either
+        unreadable = root / "directory.png"
+        unreadable.mkdir()
+    return dict(root=root, model=model, image=root / "image.png", unreadable=unreadable)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with almost no pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + \
+        chunk(b"IEND", b"")
+
+
+def model_variant(files, name: str, drop: str | None = None, config=None, weights: bytes | None = None) -> Path:
+    """A copy of the tiny model with a file removed, its config edited, or its weights replaced."""
+    path = files["root"] / name
+    if not path.exists():
+        shutil.copytree(files["model"], path)
+        if drop:
+            (path / drop).unlink()
+        if config:
+            data = json.loads((path / "config.json").read_text())
+            config(data)
+            (path / "config.json").write_text(json.dumps(data))
+        if weights is not None:
+            (path / "model.safetensors").write_bytes(weights)
+    return path
+
+
+def test_answer_streams_the_greedy_tokens(files):
+    pipeline = Pipeline.load(files["model"], backend="torch")
+    request = pipeline.request(QUESTION, files["image"])
+    tokens = generate(pipeline.model, [request], SamplingParams(NEW_TOKENS), stop_ids=pipeline.stop_ids).tokens[0]
+    expected = pipeline.decode(tokens)
+    assert expected.strip(), "the tiny model should answer with some visible text"
+    result = run_cli("--model", files["model"], "--image", files["image"], "--prompt", QUESTION,
+                     "--max-new-tokens", NEW_TOKENS, "--backend", "torch")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected + "\n"
+    assert result.stderr == ""
+
+
+def test_stats(files):
+    pipeline = Pipeline.load(files["model"], backend="torch")
+    request = pipeline.request(QUESTION, files["image"])
+    stats = generate(pipeline.model, [request], SamplingParams(NEW_TOKENS), stop_ids=pipeline.stop_ids).stats
+    result = run_cli("--model", files["model"], "--image", files["image"], "--prompt", QUESTION,
+                     "--max-new-tokens", NEW_TOKENS, "--stats")
+    assert result.returncode == 0, result.stderr
+    report = result.stdout + result.stderr
+    lines = {line.split()[0]: line for line in report.splitlines() if line.strip()}
+    assert " ms " in lines["prefill"] and "tokens/s" in lines["prefill"], report
+    assert " ms " in lines["decode"] and "tokens/s" in lines["decode"], report
+    assert f"{stats.kv_cache_bytes:,} bytes" in lines["KV"], report
+    assert stats.kv_cache_bytes > 0
+
+
+def test_help_mentions_every_flag():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for flag in FLAGS:
+        assert flag in result.stdout, f"--help does not mention {flag}"
+
+
+def _context_window_of_30(config):
+    config["text_config"]["max_position_embeddings"] = 30  # the prompt alone is 41 tokens
+
+
+def _mistral(config):
+    config["model_type"] = "mistral"
+
+
+# name -> (arguments replacing the defaults, what the message must say)
+BAD_INPUTS = {
+    "missing image": (lambda f: {"--image": f["root"] / "missing.png"}, "not found"),
+    "unreadable image": (lambda f: {"--image": f["unreadable"]}, "cannot read the file"),
+    "not an image": (lambda f: {"--image": f["root"] / "not_an_image.png"}, "not an image"),
+    "truncated image": (lambda f: {"--image": f["root"] / "truncated.jpg"}, "truncated"),
+    "too many pixels": (lambda f: {"--image": f["root"] / "huge.png"}, "above the limit"),
+    "empty prompt": (lambda f: {"--prompt": "  "}, "empty"),
+    "longer than the context": (lambda f: {"--model": model_variant(f, "short", config=_context_window_of_30)},
+                                "context window"),
+    "no config": (lambda f: {"--model": model_variant(f, "no_config", drop="config.json")}, "config.json"),
+    "no weights": (lambda f: {"--model": model_variant(f, "no_weights", drop="model.safetensors")}, "weights"),
+    "no tokenizer": (lambda f: {"--model": model_variant(f, "no_tokenizer", drop="tokenizer.json")}, "tokenizer"),
+    "corrupt weights": (lambda f: {"--model": model_variant(f, "corrupt", weights=b"\x10\0\0\0\0\0\0\0{\"a\":")},
+                        "safetensors"),
+    "unsupported model": (lambda f: {"--model": model_variant(f, "mistral", config=_mistral)}, "mistral"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_error(files, case):
+    overrides, says = BAD_INPUTS[case]
+    args = {"--model": files["model"], "--image": files["image"], "--prompt": QUESTION, "--max-new-tokens": 4}
+    args.update(overrides(files))
+    result = run_cli(*[part for pair in args.items() for part in pair])
+    assert result.returncode == 2, f"{case}: exit status {result.returncode}, stderr:\n{result.stderr}"
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"{case}: stderr is not one error line:\n{result.stderr}"
+    if case == "unreadable image" and f"{files['unreadable']}".endswith("directory.png"):
+        says = "not a regular file"
+    assert says in lines[0], f"{case}: {lines[0]!r} does not say {says!r}"
+    assert "Traceback" not in result.stderr and result.stdout.strip() == ""
