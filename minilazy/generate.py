@@ -38,6 +38,7 @@ class GenerationStats:
     kv_cache_bytes: int = 0
     decode_steps: int = 0
     batch: int = 1
+    cache_slots: int = 0  # slots per sequence the cache was allocated for (longest prompt + max new tokens)
 
 
 @dataclass
@@ -80,7 +81,7 @@ def generate(model: Model, requests: list[Request], params: SamplingParams, stop
     for b, r in enumerate(requests):
         ids[b, : len(r.input_ids)] = torch.tensor(r.input_ids, device=device)
 
-    stats = GenerationStats(prompt_tokens=int(lengths.sum()), batch=batch)
+    stats = GenerationStats(prompt_tokens=int(lengths.sum()), batch=batch, cache_slots=total)
     start = time.perf_counter()
     x = model.embed(ids, image_features_for(model, requests))
     chunk = min(prefill_chunk, width)

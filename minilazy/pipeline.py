@@ -81,7 +81,7 @@ class Pipeline:
         if not prompt or not prompt.strip():
             raise InputError("the prompt is empty: give a question or instruction")
         if image is None:
-            return Request(build_prompt(self.kind, self.tokenizer, prompt))
+            return Request(self.check_vocabulary(build_prompt(self.kind, self.tokenizer, prompt)))
         if self.processor is None:
             raise InputError(f"this {self.config.model_type} model is text-only: it cannot take an image")
         picture = load_image(image)
@@ -91,8 +91,16 @@ class Pipeline:
         else:
             tiles = self.processor([picture])
             pixels, layout = tiles.pixel_values, ImageLayout(tokens, tiles.rows[0], tiles.cols[0])
-        ids = build_prompt(self.kind, self.tokenizer, prompt, layout)
+        ids = self.check_vocabulary(build_prompt(self.kind, self.tokenizer, prompt, layout))
         return Request(ids, pixels.to(self.model.dtype))
+
+    def check_vocabulary(self, ids: list[int]) -> list[int]:
+        """Refuse token ids the model has no embedding for (a tokenizer from another model)."""
+        vocab = self.config.text.vocab_size
+        if ids and max(ids) >= vocab:
+            raise InputError(f"{self.model_dir}: the tokenizer gives token id {max(ids)} but the model's vocabulary "
+                             f"has {vocab} entries: tokenizer.json does not belong to this model")
+        return ids
 
     def decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)

@@ -35,6 +35,10 @@ def add_lazy_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --lazy-ratio: Q Cache slots, i.e. how many recent active layers may be anchors")
     p.add_argument("--no-fast-decode", action="store_true",
                    help="recompute anchor logits over image keys in decode instead of reusing them")
+    p.add_argument("--fastv-layer", type=int, metavar="K",
+                   help="FastV token pruning: from layer K on, keep only the most-attended image tokens")
+    p.add_argument("--fastv-ratio", type=float, metavar="R",
+                   help="FastV: share of image tokens to drop (with --fastv-layer; the paper uses K=2, R=0.5)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -54,34 +58,50 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def lazy_runtime(args, pipeline, request):
-    """The LazyRuntime the lazy flags ask for, or None."""
+def fastv_from(args):
+    """The FastV setting the flags ask for, or None."""
+    from minilazy.fastv import FastV
+
+    if (args.fastv_layer is None) != (args.fastv_ratio is None):
+        raise InputError("FastV needs both --fastv-layer K and --fastv-ratio R")
+    return None if args.fastv_layer is None else FastV(args.fastv_layer, args.fastv_ratio)
+
+
+def lazy_runtime(args, pipeline, samples):
+    """The LazyRuntime the lazy and FastV flags ask for (None for plain attention).
+
+    `--lazy-ratio` calibrates on `samples`, a list of (image, prompt) pairs.
+    """
     if args.lazy and args.lazy_ratio is not None:
         raise InputError("give either --lazy PLAN.json or --lazy-ratio, not both")
-    if args.lazy is None and args.lazy_ratio is None:
+    fastv = fastv_from(args)
+    if args.lazy is None and args.lazy_ratio is None and fastv is None:
         return None
     from minilazy.lazy.calibrate import measure_divergence, plan_for_ratio
     from minilazy.lazy.plan import LayerPlan
     from minilazy.lazy.runtime import LazyRuntime
 
+    plan = None
     if args.lazy:
         plan = LayerPlan.load(args.lazy)
-    else:
+    elif args.lazy_ratio is not None:
         if not 0 <= args.lazy_ratio < 1:
             raise InputError(f"--lazy-ratio must be in [0, 1), got {args.lazy_ratio}")
-        if args.image is None:
+        if any(image is None for image, _ in samples):
             raise InputError("--lazy-ratio calibrates on the image: give --image (or a stored plan with --lazy)")
-        js = measure_divergence(pipeline, [(args.image, args.prompt)], progress=False)
-        plan, _ = plan_for_ratio(js, args.lazy_ratio, args.q_cache_depth, args.lazy_scope)
-    plan.check_layers(pipeline.config.text.num_hidden_layers)
-    return LazyRuntime(plan, fast_decode=not args.no_fast_decode)
+        js = measure_divergence(pipeline, samples, progress=False)
+        plan, _ = plan_for_ratio(js, args.lazy_ratio, args.q_cache_depth, args.lazy_scope,
+                                 fastv.layer if fastv else None)
+    if plan is not None:
+        plan.check_layers(pipeline.config.text.num_hidden_layers)
+    return LazyRuntime(plan, fast_decode=not args.no_fast_decode, fastv=fastv)
 
 
 def run(args) -> int:
     pipeline = Pipeline.load(args.model, args.dtype, args.backend)
     params = SamplingParams(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
     request = pipeline.request(args.prompt, args.image)
-    runtime = lazy_runtime(args, pipeline, request)
+    runtime = lazy_runtime(args, pipeline, [(args.image, args.prompt)])
     produced: list[int] = []
     printed = ""
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 
 
-def full_attention_bytes(config, tokens: int, element_size: int) -> int:
-    """KV bytes of the plain model for `tokens` slots: every layer keeps keys and values."""
+def full_attention_bytes(config, sequences: int, slots: int, element_size: int) -> int:
+    """KV bytes of the plain model for `slots` slots per sequence: every layer keeps keys and values."""
     t = config.text
-    return 2 * t.num_hidden_layers * tokens * t.num_key_value_heads * t.head_dim * element_size
+    return 2 * t.num_hidden_layers * sequences * slots * t.num_key_value_heads * t.head_dim * element_size
 
 
 def print_stats(stats, pipeline, request, runtime, file=sys.stderr) -> None:
@@ -22,9 +22,7 @@ def print_stats(stats, pipeline, request, runtime, file=sys.stderr) -> None:
     line("prompt tokens", f"{stats.prompt_tokens} ({sum(1 for t in request.input_ids if t == pipeline.config.image_token_id)} image)")
     line("prefill", f"{stats.prefill_seconds * 1000:.1f} ms ({prefill_tps:.1f} tokens/s)")
     line("decode", f"{stats.decode_steps} steps in {stats.decode_seconds * 1000:.1f} ms ({decode_tps:.1f} tokens/s)")
-    element = pipeline.model.dtype.itemsize
-    slots = stats.prompt_tokens + stats.decode_steps + 1
-    full = full_attention_bytes(pipeline.config, slots, element)
+    full = full_attention_bytes(pipeline.config, stats.batch, stats.cache_slots, pipeline.model.dtype.itemsize)
     line("KV cache", f"{stats.kv_cache_bytes:,} bytes")
     if runtime is None:
         return

@@ -7,7 +7,8 @@ by object-level precision / recall / F1 of the (size, colour, shape, cell) tuple
 
 `teacher_forced_correct` scores a batch in one forward pass: greedy decoding reproduces the
 answer exactly when every answer token (and the closing `</s>`) is the argmax given the right
-prefix, so this equals greedy exact match; training uses it for its quick validation.
+prefix, so this equals greedy exact match; training uses it for its quick validation, and
+`greedy_answers` goes through `minilazy.generate` (prefill, KV cache, decode steps) like the CLI.
 
     python -m minilazy.demo.evaluate --model weights/demo --n 1000
 """
@@ -25,9 +26,6 @@ import torch
 from minilazy.demo.dataset import EVAL_SEED_START, conversation_ids, pad_batch
 from minilazy.demo.questions import FAMILIES, QA, ask, parse_description
 from minilazy.demo.scenes import make_scene, render
-from minilazy.demo.tokenizer import EOS, load_tokenizer
-from minilazy.image_processing.clip import ClipImageProcessor
-from minilazy.prompts import ImageLayout, build_prompt
 
 
 def held_out_questions(n: int, seed_offset: int = 0) -> list[tuple[int, QA]]:
@@ -55,27 +53,15 @@ def teacher_forced_correct(model, tokenizer, processor, items: list[tuple[int, Q
     return hits.all(dim=1).tolist()
 
 
-@torch.no_grad()
-def greedy_answers(model, tokenizer, processor, items, image_tokens: int, max_new_tokens: int) -> list[str]:
-    """Greedy answers by re-running the teacher-forced forward pass (no KV cache: a scoring fallback)."""
-    eos = tokenizer.token_to_id(EOS)
-    prompts = [build_prompt("llava", tokenizer, qa.question, ImageLayout(image_tokens)) for _, qa in items]
-    pixels = processor([render(make_scene(seed)) for seed, _ in items])
-    answers: list[list[int]] = [[] for _ in items]
-    done = [False] * len(items)
-    for _ in range(max_new_tokens):
-        sequences = [(p + a, [False] * (len(p) + len(a))) for p, a in zip(prompts, answers)]
-        batch = pad_batch(tokenizer, sequences, pixels)
-        logits = model.forward_logits(batch.input_ids, batch.pixel_values, batch.lengths)
-        last = logits[torch.arange(len(items)), batch.lengths - 1].argmax(-1).tolist()  # [B]
-        for i, token in enumerate(last):
-            if not done[i]:
-                done[i] = token == eos
-                if not done[i]:
-                    answers[i].append(token)
-        if all(done):
-            break
-    return [tokenizer.decode(a) for a in answers]
+def greedy_answers(pipeline, items: list[tuple[int, QA]], max_new_tokens: int, cache_layout=None) -> list[str]:
+    """Greedy answers through minilazy's generation loop (`cache_layout`: e.g. a Lazy Attention plan)."""
+    from minilazy.generate import generate
+    from minilazy.sampler import SamplingParams
+
+    requests = [pipeline.request(qa.question, render(make_scene(seed))) for seed, qa in items]
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+    result = generate(pipeline.model, requests, params, stop_ids=pipeline.stop_ids, cache_layout=cache_layout)
+    return [pipeline.decode(tokens) for tokens in result.tokens]
 
 
 def description_scores(predicted: str, expected: str) -> tuple[int, int, int]:
@@ -84,22 +70,24 @@ def description_scores(predicted: str, expected: str) -> tuple[int, int, int]:
     return len(found & truth), len(found), len(truth)
 
 
-def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_size: int = 32,
-             max_new_tokens: int = 64, backend: str = "torch", out_json: str | Path | None = None) -> dict:
-    """Score the demo model in `model_dir` on `n` held-out questions; return (and optionally write) the figures."""
-    from minilazy.model import Model
+def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_size: int = 50,
+             max_new_tokens: int = 64, backend: str = "auto", dtype: str = "fp32", cache_layout=None,
+             out_json: str | Path | None = None) -> dict:
+    """Score the demo model in `model_dir` on `n` held-out questions; return (and optionally write) the figures.
 
-    if n < 1:
-        raise ValueError(f"n must be a positive number of questions, got {n}")
-    model = Model.from_pretrained(model_dir, backend=backend)
-    tokenizer = load_tokenizer(model_dir)
-    image_tokens = model.config.image_tokens_per_image
-    processor = ClipImageProcessor.from_config(None, model.config.vision.image_size)
+    `backend`, `dtype` and `cache_layout` (a `minilazy.generate` cache layout, e.g. Lazy Attention)
+    are passed to the generation, so the same questions measure what a runtime option costs.
+    """
+    from minilazy.pipeline import Pipeline
+
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"n and batch_size must be positive, got n={n}, batch_size={batch_size}")
+    pipeline = Pipeline.load(model_dir, dtype=dtype, backend=backend)
     items = held_out_questions(n, seed_offset)
     start = time.time()
     answers = []
     for i in range(0, n, batch_size):
-        answers += greedy_answers(model, tokenizer, processor, items[i: i + batch_size], image_tokens, max_new_tokens)
+        answers += greedy_answers(pipeline, items[i: i + batch_size], max_new_tokens, cache_layout)
     per_family: dict[str, list[int]] = {f: [0, 0] for f in FAMILIES}
     tp = n_pred = n_true = 0
     for (_, qa), answer in zip(items, answers):
@@ -117,6 +105,8 @@ def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_s
         "describe_objects": {"precision": precision, "recall": recall,
                              "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0},
         "seconds": time.time() - start,
+        "examples": [{"seed": seed, "family": qa.family, "question": qa.question, "expected": qa.answer,
+                      "answer": answer} for (seed, qa), answer in zip(items[:20], answers)],
     }
     if out_json is not None:
         Path(out_json).write_text(json.dumps(result, indent=2) + "\n")
@@ -138,11 +128,14 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default="weights/demo", help="model directory (default: weights/demo)")
     parser.add_argument("--n", type=int, default=1000, help="number of held-out questions (default 1000)")
     parser.add_argument("--seed-offset", type=int, default=0, help="first held-out scene seed after the split")
-    parser.add_argument("--batch-size", type=int, default=32, help="questions per forward pass")
+    parser.add_argument("--batch-size", type=int, default=50, help="questions generated together")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="longest answer generated")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"), help="kernel backend")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help="weights dtype")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    result = evaluate(args.model, args.n, args.seed_offset, args.batch_size, args.max_new_tokens, out_json=args.json)
+    result = evaluate(args.model, args.n, args.seed_offset, args.batch_size, args.max_new_tokens,
+                      backend=args.backend, dtype=args.dtype, out_json=args.json)
     print(format_table(result))
 
 

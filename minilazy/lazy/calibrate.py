@@ -87,13 +87,21 @@ def divergence_matrix(records: list, num_layers: int) -> torch.Tensor:
     return js
 
 
-def walk(js: torch.Tensor, threshold: float, depth: int = 1, scope: str = "visual") -> LayerPlan:
-    """Lazy when close enough to one of the last `depth` active layers, else active."""
+def walk(js: torch.Tensor, threshold: float, depth: int = 1, scope: str = "visual",
+         fastv_layer: int | None = None) -> LayerPlan:
+    """Lazy when close enough to one of the last `depth` active layers, else active.
+
+    With FastV at layer K, layers K-1 and K stay active and layers from K on
+    inherit only from layers at or after K (the token set changes at K).
+    """
     anchors, active = [0], [0]
     for layer in range(1, js.shape[0]):
         candidates = active[-depth:]
-        best = min(candidates, key=lambda a: float(js[layer, a]))
-        if float(js[layer, best]) < threshold:
+        if fastv_layer is not None and layer >= fastv_layer:
+            candidates = [a for a in candidates if a >= fastv_layer]
+        forced = fastv_layer is not None and layer in (fastv_layer - 1, fastv_layer)
+        best = min(candidates, key=lambda a: float(js[layer, a])) if candidates else None
+        if not forced and best is not None and float(js[layer, best]) < threshold:
             anchors.append(best)
         else:
             anchors.append(layer)
@@ -101,7 +109,8 @@ def walk(js: torch.Tensor, threshold: float, depth: int = 1, scope: str = "visua
     return LayerPlan(tuple(anchors), depth, scope)
 
 
-def plan_for_ratio(js: torch.Tensor, ratio: float, depth: int = 1, scope: str = "visual") -> tuple[LayerPlan, float]:
+def plan_for_ratio(js: torch.Tensor, ratio: float, depth: int = 1, scope: str = "visual",
+                   fastv_layer: int | None = None) -> tuple[LayerPlan, float]:
     """The plan whose lazy ratio is closest to `ratio` (ties: the smaller threshold); returns it and its threshold."""
     num_layers = js.shape[0]
     target = round(ratio * num_layers)
@@ -110,7 +119,7 @@ def plan_for_ratio(js: torch.Tensor, ratio: float, depth: int = 1, scope: str = 
     for t in thresholds:
         # a threshold just above a divergence value admits that value
         thr = t if t == float("inf") else t * (1 + 1e-6) + 1e-12
-        plan = walk(js, thr, depth, scope)
+        plan = walk(js, thr, depth, scope, fastv_layer)
         gap = abs(len(plan.lazy_layers) - target)
         if best is None or gap < best[0]:
             best = (gap, plan, thr)
