@@ -58,9 +58,14 @@ def _check(x, weight, residual):
     if x.dtype not in DTYPES:
         raise ValueError(f"rms_norm: dtype {x.dtype} unsupported; expected one of {DTYPES}")
     if tuple(weight.shape) != (x.shape[-1],) or weight.dtype != x.dtype:
-        raise ValueError(f"rms_norm: weight must be [{x.shape[-1]}] {x.dtype}, got {tuple(weight.shape)} {weight.dtype}")
+        raise ValueError(
+            f"rms_norm: weight must be [{x.shape[-1]}] {x.dtype}, got {tuple(weight.shape)} {weight.dtype}"
+        )
     if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype):
-        raise ValueError(f"rms_norm: residual must match x {tuple(x.shape)} {x.dtype}, got {tuple(residual.shape)} {residual.dtype}")
+        raise ValueError(
+            f"rms_norm: residual must match x {tuple(x.shape)} {x.dtype}, "
+            f"got {tuple(residual.shape)} {residual.dtype}"
+        )
     for t in (x, weight, residual):
         if t is not None and t.stride(-1) != 1:
             raise ValueError("rms_norm: the last dimension of x, weight and residual must be contiguous")

@@ -33,7 +33,9 @@ def _swiglu_kernel(g_ptr, u_ptr, y_ptr, I, stride_g, stride_u, stride_y, BLOCK: 
 def swiglu(gate, up):
     """silu(gate) * up for gate, up [..., I] -> [..., I] (contiguous)."""
     if gate.shape != up.shape or gate.dtype != up.dtype:
-        raise ValueError(f"swiglu: gate {tuple(gate.shape)} {gate.dtype} and up {tuple(up.shape)} {up.dtype} must match")
+        raise ValueError(
+            f"swiglu: gate {tuple(gate.shape)} {gate.dtype} and up {tuple(up.shape)} {up.dtype} must match"
+        )
     if gate.dtype not in DTYPES:
         raise ValueError(f"swiglu: dtype {gate.dtype} unsupported; expected one of {DTYPES}")
     if gate.stride(-1) != 1 or up.stride(-1) != 1:

@@ -33,7 +33,8 @@ for case in module.COMPILE_CASES:
             compiled = compile_case(case, capability)
             results.append({{"case": case.name, "capability": capability, "shared": compiled.metadata.shared}})
         except Exception as error:  # reported, with the case, by the test
-            results.append({{"case": case.name, "capability": capability, "error": f"{{type(error).__name__}}: {{error}}"[:3000]}})
+            message = f"{{type(error).__name__}}: {{error}}"[:3000]
+            results.append({{"case": case.name, "capability": capability, "error": message}})
 print({RESULT_MARKER!r} + json.dumps(results))
 """
 

@@ -57,7 +57,8 @@ def test_kernel_modules_are_found():
 
 @pytest.mark.parametrize("module_name", kernel_modules())
 def test_kernel_module_has_tests(module_name):
-    assert (TESTS_DIR / f"test_{module_name}.py").exists(), f"kernels/{module_name}.py has no tests/kernels/test_{module_name}.py"
+    test_file = TESTS_DIR / f"test_{module_name}.py"
+    assert test_file.exists(), f"kernels/{module_name}.py has no tests/kernels/{test_file.name}"
 
 
 @pytest.mark.parametrize("module_name", kernel_modules())
