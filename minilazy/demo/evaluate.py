@@ -53,14 +53,20 @@ def teacher_forced_correct(model, tokenizer, processor, items: list[tuple[int, Q
     return hits.all(dim=1).tolist()
 
 
-def greedy_answers(pipeline, items: list[tuple[int, QA]], max_new_tokens: int, cache_layout=None) -> list[str]:
-    """Greedy answers through minilazy's generation loop (`cache_layout`: e.g. a Lazy Attention plan)."""
+def greedy_answers(pipeline, items: list[tuple[int, QA]], max_new_tokens: int, cache_layout=None,
+                   stats: list | None = None) -> list[str]:
+    """Greedy answers through minilazy's generation loop (`cache_layout`: e.g. a Lazy Attention plan).
+
+    `stats`, when given, receives the call's `GenerationStats` (timings, KV-cache bytes allocated).
+    """
     from minilazy.generate import generate
     from minilazy.sampler import SamplingParams
 
     requests = [pipeline.request(qa.question, render(make_scene(seed))) for seed, qa in items]
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     result = generate(pipeline.model, requests, params, stop_ids=pipeline.stop_ids, cache_layout=cache_layout)
+    if stats is not None:
+        stats.append(result.stats)
     return [pipeline.decode(tokens) for tokens in result.tokens]
 
 
@@ -72,22 +78,31 @@ def description_scores(predicted: str, expected: str) -> tuple[int, int, int]:
 
 def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_size: int = 50,
              max_new_tokens: int = 64, backend: str = "auto", dtype: str = "fp32", cache_layout=None,
-             out_json: str | Path | None = None) -> dict:
+             out_json: str | Path | None = None, pipeline=None, progress: bool = False) -> dict:
     """Score the demo model in `model_dir` on `n` held-out questions; return (and optionally write) the figures.
 
     `backend`, `dtype` and `cache_layout` (a `minilazy.generate` cache layout, e.g. Lazy Attention)
     are passed to the generation, so the same questions measure what a runtime option costs.
+    `pipeline` reuses an already loaded model (then `model_dir`, `backend` and `dtype` only label the result);
+    `progress` shows a progress bar over the batches. The KV-cache figures are the bytes the caches
+    actually allocated, and what full attention would allocate for the same batches, summed over batches.
     """
+    from tqdm import tqdm
+
+    from minilazy.commands.stats import full_attention_bytes
     from minilazy.pipeline import Pipeline
 
     if n < 1 or batch_size < 1:
         raise ValueError(f"n and batch_size must be positive, got n={n}, batch_size={batch_size}")
-    pipeline = Pipeline.load(model_dir, dtype=dtype, backend=backend)
+    pipeline = pipeline or Pipeline.load(model_dir, dtype=dtype, backend=backend)
     items = held_out_questions(n, seed_offset)
     start = time.time()
-    answers = []
-    for i in range(0, n, batch_size):
-        answers += greedy_answers(pipeline, items[i: i + batch_size], max_new_tokens, cache_layout)
+    answers, stats = [], []
+    for i in tqdm(range(0, n, batch_size), desc="evaluating", unit="batch", disable=not progress):
+        answers += greedy_answers(pipeline, items[i: i + batch_size], max_new_tokens, cache_layout, stats)
+    kv_bytes = sum(s.kv_cache_bytes for s in stats)
+    kv_full = sum(full_attention_bytes(pipeline.config, s.batch, s.cache_slots, pipeline.model.dtype.itemsize)
+                  for s in stats)
     per_family: dict[str, list[int]] = {f: [0, 0] for f in FAMILIES}
     tp = n_pred = n_true = 0
     for (_, qa), answer in zip(items, answers):
@@ -105,6 +120,7 @@ def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_s
         "describe_objects": {"precision": precision, "recall": recall,
                              "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0},
         "seconds": time.time() - start,
+        "kv_cache_bytes": kv_bytes, "kv_cache_bytes_full": kv_full, "kv_saved": 1 - kv_bytes / kv_full,
         "examples": [{"seed": seed, "family": qa.family, "question": qa.question, "expected": qa.answer,
                       "answer": answer} for (seed, qa), answer in zip(items[:20], answers)],
     }
