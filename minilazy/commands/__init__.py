@@ -20,4 +20,7 @@ DEFAULT_COMMAND = "generate"
 COMMANDS = {
     "generate": _Lazy("minilazy.commands.generate"),
     "calibrate": _Lazy("minilazy.commands.calibrate"),
+    "perplexity": _Lazy("minilazy.commands.perplexity"),
+    "eval": _Lazy("minilazy.commands.evaluate"),
+    "study": _Lazy("minilazy.commands.study"),
 }

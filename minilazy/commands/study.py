@@ -1,0 +1,44 @@
+"""`python cli.py study`: KV cache saved versus accuracy for Lazy Attention, FastV and both, in one command."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from minilazy.commands.evaluate import add_eval_arguments, check_eval_arguments
+from minilazy.commands.generate import add_model_arguments
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python cli.py study",
+                                description="Calibrate once on training scenes, then answer the same held-out "
+                                "questions with full attention, Lazy Attention at lazy ratios 0.25-0.9 (visual "
+                                "scope; scope 'all' at 0.25 and 0.5 as an ablation), FastV (K=2, R=0.5 and 0.75) "
+                                "and lazy 0.5 + FastV; write study.json, study.md, study.png and heatmap.png.")
+    add_model_arguments(p)
+    add_eval_arguments(p, n_default=1000)
+    p.add_argument("--out", default="study", metavar="DIR", help="output directory (default: ./study)")
+    return p
+
+
+def reproduce_command(args) -> str:
+    parts = ["python", "cli.py", "study", "--model", args.model, "--n", args.n, "--calib", args.calib,
+             "--seed-offset", args.seed_offset, "--batch-size", args.batch_size, "--max-new-tokens",
+             args.max_new_tokens, "--backend", args.backend, "--dtype", args.dtype, "--out", args.out]
+    return shlex.join(map(str, parts))
+
+
+def run(args) -> int:
+    from minilazy.pipeline import Pipeline
+    from minilazy.study import markdown_table, run_study, write_report
+
+    check_eval_arguments(args)
+    pipeline = Pipeline.load(args.model, args.dtype, args.backend)
+    study = run_study(pipeline, args.model, args.n, args.calib, args.seed_offset, args.batch_size,
+                      args.max_new_tokens)
+    study["command"] = reproduce_command(args)
+    paths = write_report(study, args.out)
+    print(markdown_table(study))
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+    print(f"reproduce with: {study['command']}")
+    return 0

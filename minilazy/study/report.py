@@ -1,0 +1,83 @@
+"""The study's outputs: study.json, a markdown table, the accuracy-versus-KV-saved plot and the heatmap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from minilazy.lazy.calibrate import plan_for_ratio
+from minilazy.lazy.heatmap import plot_divergence
+
+HEATMAP_RATIO = 0.5  # the heatmap shows the anchors of this lazy ratio
+KIND_STYLES = {  # kind -> (marker, colour, legend label)
+    "full": ("*", "black", "full attention"),
+    "lazy": ("o", "tab:blue", "Lazy Attention (visual scope)"),
+    "lazy-all": ("s", "tab:orange", "Lazy Attention (scope all, ablation)"),
+    "fastv": ("^", "tab:red", "FastV"),
+    "lazy+fastv": ("D", "tab:green", "Lazy Attention + FastV"),
+}
+
+
+def markdown_table(study: dict) -> str:
+    runs = study["runs"]
+    families = list(runs[0]["per_family"]) if runs else []
+    header = ["run", "lazy layers", "KV bytes", "KV saved", "overall", *families, "describe F1", "seconds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run in runs:
+        layers = len(run["plan"]["anchors"]) if run["plan"] else len(study["divergence"])
+        cells = [run["name"], f"{run['lazy_layers']}/{layers}", f"{run['kv_cache_bytes']:,}",
+                 f"{run['kv_saved_percent']:.1f}%", f"{run['accuracy']:.1%}",
+                 *(f"{run['per_family'][f]:.1%}" for f in families), f"{run['describe_f1']:.1%}",
+                 f"{run['seconds']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_study(study: dict, path: str | Path) -> None:
+    """Overall accuracy and description F1 versus KV cache saved, one labelled marker per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    for ax, key, label in ((axes[0], "accuracy", "accuracy, all questions"),
+                           (axes[1], "describe_f1", "description object F1")):
+        for kind, (marker, colour, legend) in KIND_STYLES.items():
+            runs = sorted((r for r in study["runs"] if r["settings"]["kind"] == kind), key=lambda r: r["kv_saved_percent"])
+            if not runs:
+                continue
+            xs, ys = [r["kv_saved_percent"] for r in runs], [100 * r[key] for r in runs]
+            ax.plot(xs, ys, marker=marker, color=colour, label=legend, markersize=8,
+                    linestyle="-" if len(runs) > 1 else "none", alpha=0.85)
+            for run, x, y in zip(runs, xs, ys):
+                ax.annotate(run["name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xlabel("KV cache saved vs full attention (%, allocated bytes)")
+        ax.set_ylabel(f"{label} (%)")
+        ax.grid(alpha=0.3)
+    settings = study["settings"]
+    fig.suptitle(f"KV cache saved vs accuracy on {settings['n']} held-out questions "
+                 f"(calibration: {settings['calib']} training scenes)")
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(study: dict, out_dir: str | Path) -> dict[str, Path]:
+    """Write study.json, study.md, study.png and heatmap.png into `out_dir`; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / file for name, file in
+             (("json", "study.json"), ("md", "study.md"), ("png", "study.png"), ("heatmap", "heatmap.png"))}
+    paths["json"].write_text(json.dumps(study, indent=2) + "\n")
+    command = study.get("command", "")
+    paths["md"].write_text(f"# KV cache saved vs accuracy\n\nReproduce with `{command}`.\n\n"
+                           + markdown_table(study) + "\n")
+    plot_study(study, paths["png"])
+    js = torch.tensor(study["divergence"])
+    plan, _ = plan_for_ratio(js, HEATMAP_RATIO)
+    plot_divergence(js, plan, paths["heatmap"])
+    return paths

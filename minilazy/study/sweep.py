@@ -1,0 +1,109 @@
+"""The study's sweep: calibrate once, then score every runtime setting on the same held-out questions.
+
+Calibration runs full attention on `calib` training scenes (seeds 0, 1, ...; evaluation seeds are
+disjoint) with the prompt "Describe the image." and measures the Jensen-Shannon divergence between
+the layers' attention over image keys. Every lazy plan is picked from that one divergence matrix
+(plans combined with FastV are walked with its layer, so they are valid for it). Every setting then
+answers the same `n` held-out questions greedily, in a fixed order, so the result is reproducible.
+The KV figures are the bytes of the caches the generation actually allocated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm import tqdm
+
+from minilazy.demo.evaluate import evaluate
+from minilazy.demo.scenes import make_scene, render
+from minilazy.fastv import FastV
+from minilazy.lazy.calibrate import measure_divergence, plan_for_ratio
+from minilazy.lazy.plan import LayerPlan
+from minilazy.lazy.runtime import LazyRuntime
+
+CALIBRATION_PROMPT = "Describe the image."
+LAZY_RATIOS = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9)
+ALL_SCOPE_RATIOS = (0.25, 0.5)
+FASTV_LAYER = 2
+FASTV_RATIOS = (0.5, 0.75)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One runtime setting: a share of lazy layers (0: none) with a scope, and optionally FastV."""
+
+    name: str
+    kind: str  # "full", "lazy", "lazy-all", "fastv" or "lazy+fastv": the plot draws each kind alike
+    lazy_ratio: float = 0.0
+    scope: str = "visual"
+    fastv_layer: int | None = None
+    fastv_ratio: float | None = None
+
+
+def default_runs() -> list[RunSpec]:
+    """Full attention, the lazy sweep, the scope-`all` ablation, FastV, and Lazy Attention with FastV."""
+    runs = [RunSpec("full attention", "full")]
+    runs += [RunSpec(f"lazy {r:g}", "lazy", r) for r in LAZY_RATIOS]
+    runs += [RunSpec(f"lazy-all {r:g}", "lazy-all", r, scope="all") for r in ALL_SCOPE_RATIOS]
+    runs += [RunSpec(f"FastV K={FASTV_LAYER} R={r:g}", "fastv", fastv_layer=FASTV_LAYER, fastv_ratio=r)
+             for r in FASTV_RATIOS]
+    runs.append(RunSpec(f"lazy 0.5 + FastV K={FASTV_LAYER} R=0.5", "lazy+fastv", 0.5, fastv_layer=FASTV_LAYER,
+                        fastv_ratio=0.5))
+    return runs
+
+
+def calibration_samples(n: int, prompt: str = CALIBRATION_PROMPT) -> list:
+    """(image, prompt) pairs of the first `n` training scenes."""
+    return [(render(make_scene(seed)), prompt) for seed in range(n)]
+
+
+def runtime_for(spec: RunSpec, js: torch.Tensor, depth: int = 1) -> tuple[LazyRuntime | None, LayerPlan | None, float | None]:
+    """The cache layout of a setting, its plan and the divergence threshold that picked it (None: plain model)."""
+    fastv = FastV(spec.fastv_layer, spec.fastv_ratio) if spec.fastv_layer is not None else None
+    plan = threshold = None
+    if spec.lazy_ratio > 0:
+        plan, threshold = plan_for_ratio(js, spec.lazy_ratio, depth, spec.scope, spec.fastv_layer)
+    if plan is None and fastv is None:
+        return None, None, None
+    return LazyRuntime(plan, fastv=fastv), plan, threshold
+
+
+def run_record(spec: RunSpec, plan: LayerPlan | None, threshold: float | None, result: dict) -> dict:
+    """What the study keeps of one setting's evaluation."""
+    return {
+        "name": spec.name, "settings": asdict(spec),
+        "plan": None if plan is None else {"anchors": list(plan.anchors), "lazy_layers": plan.lazy_layers,
+                                           "depth": plan.depth, "scope": plan.scope, "threshold": threshold},
+        "lazy_layers": 0 if plan is None else len(plan.lazy_layers),
+        "kv_cache_bytes": result["kv_cache_bytes"], "kv_cache_bytes_full": result["kv_cache_bytes_full"],
+        "kv_saved_percent": 100 * result["kv_saved"],
+        "accuracy": result["accuracy"],
+        "per_family": {family: row["accuracy"] for family, row in result["per_family"].items()},
+        "describe_f1": result["describe_objects"]["f1"],
+        "describe_objects": result["describe_objects"],
+        "seconds": result["seconds"],
+    }
+
+
+def run_study(pipeline, model_dir: str, n: int = 1000, calib: int = 64, seed_offset: int = 0, batch_size: int = 50,
+              max_new_tokens: int = 64, runs: list[RunSpec] | None = None, progress: bool = True) -> dict:
+    """Calibrate once, evaluate every run in order; returns the settings, the divergence matrix and the runs."""
+    runs = default_runs() if runs is None else runs
+    js = measure_divergence(pipeline, calibration_samples(calib), progress=progress)
+    records = []
+    for spec in runs:
+        runtime, plan, threshold = runtime_for(spec, js)
+        if progress:
+            tqdm.write(f"[{len(records) + 1}/{len(runs)}] {spec.name}")
+        result = evaluate(model_dir, n, seed_offset, batch_size, max_new_tokens, cache_layout=runtime,
+                          pipeline=pipeline, progress=progress)
+        records.append(run_record(spec, plan, threshold, result))
+    return {
+        "settings": {"model": str(model_dir), "n": n, "calib": calib, "calibration_prompt": CALIBRATION_PROMPT,
+                     "calibration_seeds": [0, calib], "seed_offset": seed_offset, "batch_size": batch_size,
+                     "max_new_tokens": max_new_tokens, "backend": pipeline.model.ops.backend,
+                     "dtype": str(pipeline.model.dtype).removeprefix("torch."), "q_cache_depth": 1},
+        "divergence": js.tolist(),
+        "runs": records,
+    }

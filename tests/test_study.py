@@ -1,0 +1,118 @@
+"""`python cli.py study` and `python cli.py eval` on a tiny random LLaVA checkpoint.
+
+The tiny model cannot answer the demo questions (its tokenizer is character-level and its
+weights random), so these tests check the machinery: every run of the sweep is present with
+every field, the KV cache saving comes from the allocated caches and grows with the lazy
+layers, the outputs are written, and `eval` runs end to end and rejects bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import cli
+from minilazy.commands.stats import full_attention_bytes
+from minilazy.config import parse_config
+from minilazy.demo.questions import FAMILIES
+from minilazy.study import default_runs
+from tests.runtime.tiny_models import TOKENIZER_VOCAB, save_llava, save_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+LAYERS = 6
+SMALL = ["--n", "2", "--calib", "1", "--batch-size", "2", "--max-new-tokens", "2", "--backend", "torch"]
+RUN_FIELDS = {"name", "settings", "plan", "lazy_layers", "kv_cache_bytes", "kv_cache_bytes_full", "kv_saved_percent",
+              "accuracy", "per_family", "describe_f1", "describe_objects", "seconds"}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("study") / "model"
+    save_llava(path, image_size=28, patch=7, vision_hidden=32, vision_layers=1,
+               text=dict(vocab=TOKENIZER_VOCAB, hidden=32, layers=LAYERS))
+    save_tokenizer(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("study_out")
+    status = cli.main(["study", "--model", str(model), *SMALL, "--out", str(out)])
+    return status, out, json.loads((out / "study.json").read_text())
+
+
+def test_study_has_every_run_with_every_field(study):
+    status, out, data = study
+    assert status == 0
+    assert [r["name"] for r in data["runs"]] == [spec.name for spec in default_runs()]
+    for run in data["runs"]:
+        assert RUN_FIELDS <= set(run), f"{run['name']} lacks {RUN_FIELDS - set(run)}"
+        assert set(run["per_family"]) == set(FAMILIES)
+        assert 0 <= run["accuracy"] <= 1 and 0 <= run["describe_f1"] <= 1 and run["seconds"] > 0
+    assert data["settings"]["n"] == 2 and data["settings"]["calib"] == 1
+    assert len(data["divergence"]) == LAYERS
+    assert "python cli.py study" in data["command"] and "--n 2" in data["command"]
+    for name in ("study.md", "study.png", "heatmap.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_kv_saving_is_measured_and_grows_with_lazy_layers(study, model):
+    _, _, data = study
+    runs = {r["name"]: r for r in data["runs"]}
+    full = runs["full attention"]
+    assert full["kv_saved_percent"] == 0 and full["kv_cache_bytes"] == full["kv_cache_bytes_full"] > 0
+    # the full-attention figure is the formula for the allocation; the other runs' bytes are what they allocated
+    config = parse_config(json.loads((model / "config.json").read_text()))
+    slots = full["kv_cache_bytes_full"] // full_attention_bytes(config, 2, 1, 4)
+    assert full_attention_bytes(config, 2, slots, 4) == full["kv_cache_bytes_full"]
+    lazy = sorted((r for r in data["runs"] if r["settings"]["kind"] == "lazy"), key=lambda r: r["settings"]["lazy_ratio"])
+    assert lazy[0]["lazy_layers"] > 0 and lazy[-1]["lazy_layers"] > lazy[0]["lazy_layers"]
+    for a, b in zip(lazy, lazy[1:]):
+        assert b["lazy_layers"] >= a["lazy_layers"]
+        # every extra lazy layer drops its image keys: strictly more saved, the same layers save the same
+        assert (b["kv_saved_percent"] > a["kv_saved_percent"]) == (b["lazy_layers"] > a["lazy_layers"])
+    assert all(r["kv_saved_percent"] > 0 and r["kv_cache_bytes"] < r["kv_cache_bytes_full"]
+               for r in data["runs"] if r["name"] != "full attention")
+    # scope `all` also drops text keys; FastV drops image tokens from layer 2 on, more at a higher ratio
+    assert runs["lazy-all 0.5"]["kv_saved_percent"] > runs["lazy 0.5"]["kv_saved_percent"]
+    assert runs["FastV K=2 R=0.75"]["kv_saved_percent"] > runs["FastV K=2 R=0.5"]["kv_saved_percent"]
+    combo = runs["lazy 0.5 + FastV K=2 R=0.5"]
+    assert combo["plan"]["anchors"][1] == 1 and combo["plan"]["anchors"][2] == 2  # valid with FastV at layer 2
+    assert combo["kv_saved_percent"] > runs["FastV K=2 R=0.5"]["kv_saved_percent"]
+
+
+def test_eval_command_end_to_end(model, tmp_path):
+    out = tmp_path / "eval.json"
+    result = subprocess.run([sys.executable, "cli.py", "eval", "--model", str(model), *SMALL, "--lazy-ratio", "0.5",
+                             "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert {"accuracy", "per_family", "describe_objects", "kv_cache_bytes", "kv_cache_bytes_full", "kv_saved",
+            "settings", "seconds"} <= set(data)
+    assert data["n"] == 2 and data["settings"]["calib"] == 1 and len(data["settings"]["lazy_plan"]["lazy_layers"]) == 3
+    assert 0 < data["kv_saved"] < 1 and data["kv_cache_bytes"] < data["kv_cache_bytes_full"]
+    for word in ("overall", "describe objects", "KV cache", "saved"):
+        assert word in result.stdout
+
+
+@pytest.mark.parametrize("flags, says", [(["--n", "0"], "--n must be a positive number"),
+                                         (["--n", "2", "--fastv-layer", "2"], "FastV needs both")])
+def test_eval_bad_input_is_one_line_error(model, capsys, flags, says):
+    assert cli.main(["eval", "--model", str(model), "--backend", "torch", *flags]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
+
+
+def test_help_mentions_every_flag():
+    for command, flags in (("eval", ["--model", "--n", "--seed-offset", "--batch-size", "--json", "--lazy",
+                                     "--lazy-ratio", "--lazy-scope", "--q-cache-depth", "--no-fast-decode",
+                                     "--fastv-layer", "--fastv-ratio", "--calib"]),
+                           ("study", ["--model", "--n", "--calib", "--out", "--seed-offset", "--batch-size"])):
+        text = cli.COMMANDS[command].parser().format_help()
+        for flag in flags:
+            assert flag in text, f"{command} --help does not mention {flag}"
