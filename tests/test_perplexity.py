@@ -1,0 +1,108 @@
+"""The perplexity study: its corpus, its perplexity against transformers, its plans and its command."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from cli import main
+from minilazy.lazy.calibrate import plan_for_ratio
+from minilazy.lazy.plan import LayerPlan
+from minilazy.model import Model
+from minilazy.perplexity.corpus import build_corpus, docstrings
+from minilazy.perplexity.study import calibrate, kv_bytes, perplexity
+from tests.runtime.tiny_models import TOKENIZER_VOCAB, save_llama, save_tokenizer
+
+LAYERS, SPAN, TAIL = 4, 24, 8
+STOPWORDS = {"the", "a", "of", "to", "is", "and", "in", "if", "be", "for", "or", "an", "this", "that", "it", "are"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny random Llama checkpoint with the character tokenizer, its transformers twin, and the corpus."""
+    path = tmp_path_factory.mktemp("tiny_llama")
+    reference = save_llama(path, vocab=TOKENIZER_VOCAB, layers=LAYERS)
+    tokenizer = save_tokenizer(path)
+    model = Model.from_pretrained(path, backend="torch")
+    return path, reference, model, build_corpus(tokenizer, SPAN + TAIL)
+
+
+def test_corpus_is_deterministic_english_prose():
+    first, second = docstrings(), docstrings()
+    assert first == second and len(first) > 200 and len(set(first)) == len(first)
+    words = " ".join(first).lower().split()
+    assert sum(w in STOPWORDS for w in words) > 0.12 * len(words)  # English function words, not code
+    assert "Return" in " ".join(first)
+
+
+def test_windows_have_the_right_length_and_disjoint_splits(tiny):
+    corpus = tiny[3]
+    assert corpus.num_windows > 100 and corpus.windows().shape == (corpus.num_windows, SPAN + TAIL)
+    evaluation, calibration = corpus.splits(6, 3)
+    assert evaluation.shape == (6, SPAN + TAIL) and calibration.shape == (3, SPAN + TAIL)
+    assert not any(torch.equal(e, c) for e in evaluation for c in calibration)
+    again, _ = corpus.splits(6, 5)  # the evaluation windows do not depend on the calibration split's size
+    assert torch.equal(evaluation, again)
+
+
+def test_full_attention_perplexity_is_exp_mean_nll_of_transformers(tiny):
+    _, reference, model, corpus = tiny
+    windows, _ = corpus.splits(5, 1)
+    with torch.no_grad():
+        logits = reference(windows).logits  # [N, T, V]
+    nll = torch.nn.functional.cross_entropy(logits[:, SPAN - 1 : -1].reshape(-1, logits.shape[-1]).double(),
+                                            windows[:, SPAN:].reshape(-1))
+    expected = math.exp(float(nll))
+    got = perplexity(model, windows, SPAN, None, batch_size=2, progress=False)
+    assert got == pytest.approx(expected, rel=1e-4)
+
+
+def test_ratio_zero_plan_equals_full_and_lazy_plans_differ(tiny):
+    _, _, model, corpus = tiny
+    evaluation, calibration = corpus.splits(4, 2)
+    js = calibrate(model, calibration, SPAN, progress=False)
+    assert js.shape == (LAYERS, LAYERS) and bool((js[~torch.eye(LAYERS, dtype=torch.bool)] > 0).all())
+    none_lazy, _ = plan_for_ratio(js, 0.0)
+    assert none_lazy.lazy_layers == []
+    full = perplexity(model, evaluation, SPAN, None, progress=False)
+    assert perplexity(model, evaluation, SPAN, none_lazy, progress=False) == pytest.approx(full, rel=1e-6)
+    lazy, _ = plan_for_ratio(js, 0.25, scope="all")
+    assert len(lazy.lazy_layers) == 1
+    assert perplexity(model, evaluation, SPAN, lazy, progress=False) != pytest.approx(full, rel=1e-3)
+    cfg = model.config.text
+    assert kv_bytes(model, LayerPlan.full(LAYERS), SPAN, SPAN + TAIL) == (
+        LAYERS * 2 * cfg.num_key_value_heads * cfg.head_dim * (SPAN + TAIL) * 4)
+
+
+def test_command_writes_table_json_and_plots(tiny, tmp_path, capsys):
+    path = tiny[0]
+    argv = ["perplexity", "--model", str(path), "--windows", "4", "--calib", "2", "--span", str(SPAN), "--tail",
+            str(TAIL), "--ratios", "0.25", "0.5", "--batch-size", "4", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "full attention" in printed and "reproduce: python cli.py perplexity --model" in printed
+    result = json.loads((tmp_path / "perplexity.json").read_text())
+    for field in ("model", "command", "corpus", "span", "tail", "full", "plans", "divergence", "seconds"):
+        assert field in result
+    assert result["span"] == SPAN and result["tail"] == TAIL and result["scored_tokens"] == 4 * TAIL
+    assert [(p["scope"], p["ratio"]) for p in result["plans"]] == [
+        ("visual", 0.25), ("visual", 0.5), ("all", 0.25), ("all", 0.5)]
+    for plan in result["plans"]:
+        assert len(plan["lazy_layers"]) >= 1
+        assert plan["kv_saved"] == pytest.approx(plan["kv_saved_formula"], abs=1e-12) and plan["kv_saved"] > 0
+        assert math.isfinite(plan["perplexity"])
+        assert plan["increase"] == pytest.approx(plan["perplexity"] / result["full"]["perplexity"] - 1)
+    for name in ("perplexity.png", "divergence.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--span", "0"], "--span must be at least 1"),
+    (["--ratios", "1.0"], "--ratios must each be in [0, 1)"),
+    (["--windows", "100000"], "do not fit"),
+])
+def test_bad_input_is_one_line_error(tiny, tmp_path, capsys, flags, message):
+    argv = ["perplexity", "--model", str(tiny[0]), "--calib", "1", "--out", str(tmp_path), "--no-progress", *flags]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
