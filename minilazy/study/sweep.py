@@ -10,6 +10,7 @@ The KV figures are the bytes of the caches the generation actually allocated.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -90,7 +91,9 @@ def run_study(pipeline, model_dir: str, n: int = 1000, calib: int = 64, seed_off
               max_new_tokens: int = 64, runs: list[RunSpec] | None = None, progress: bool = True) -> dict:
     """Calibrate once, evaluate every run in order; returns the settings, the divergence matrix and the runs."""
     runs = default_runs() if runs is None else runs
+    start = time.time()
     js = measure_divergence(pipeline, calibration_samples(calib), progress=progress)
+    calibration_seconds = time.time() - start
     records = []
     for spec in runs:
         runtime, plan, threshold = runtime_for(spec, js)
@@ -102,7 +105,8 @@ def run_study(pipeline, model_dir: str, n: int = 1000, calib: int = 64, seed_off
     return {
         "settings": {"model": str(model_dir), "n": n, "calib": calib, "calibration_prompt": CALIBRATION_PROMPT,
                      "calibration_seeds": [0, calib], "seed_offset": seed_offset, "batch_size": batch_size,
-                     "max_new_tokens": max_new_tokens, "backend": pipeline.model.ops.backend,
+                     "max_new_tokens": max_new_tokens, "calibration_seconds": calibration_seconds,
+                     "backend": pipeline.model.ops.backend,
                      "dtype": str(pipeline.model.dtype).removeprefix("torch."), "q_cache_depth": 1},
         "divergence": js.tolist(),
         "runs": records,
