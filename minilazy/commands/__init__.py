@@ -20,6 +20,7 @@ DEFAULT_COMMAND = "generate"
 COMMANDS = {
     "generate": _Lazy("minilazy.commands.generate"),
     "calibrate": _Lazy("minilazy.commands.calibrate"),
+    "bench": _Lazy("minilazy.commands.bench"),
     "perplexity": _Lazy("minilazy.commands.perplexity"),
     "eval": _Lazy("minilazy.commands.evaluate"),
     "study": _Lazy("minilazy.commands.study"),

@@ -1,0 +1,159 @@
+"""`python cli.py bench`: prefill and decode speed, KV bytes and peak memory of every attention variant,
+against full attention and against transformers' `generate`, in one run on the same inputs."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from minilazy.bench import measure, report, variants
+from minilazy.commands.generate import add_model_arguments
+from minilazy.errors import InputError
+from minilazy.pipeline import DTYPES, Pipeline
+
+DEFAULT_PROMPT = "Describe this image in detail."
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python cli.py bench", description=__doc__)
+    add_model_arguments(p)
+    p.add_argument("--image", help="image file (default: a generated 1024x1024 picture; SmolVLM splits it into "
+                                   "4x4 tiles + a global image, about 1,100 prompt tokens)")
+    p.add_argument("--prompt", default=DEFAULT_PROMPT, help="the question asked about the image")
+    p.add_argument("--no-split", action="store_true", help="one image tile instead of the tile grid (short prompts)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16], metavar="B")
+    p.add_argument("--new-tokens", type=int, default=32, metavar="N", help="tokens generated per sequence")
+    p.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.8], metavar="F", help="lazy-layer ratios")
+    p.add_argument("--plans", choices=variants.PLAN_KINDS, default="calibrated",
+                   help="calibrate the lazy plans on the bench image, or space active layers evenly")
+    p.add_argument("--budget-gb", type=float, default=2.0, help="KV memory budget for the capacity figure")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-transformers", action="store_true", help="skip the transformers reference")
+    p.add_argument("--out", default="out/bench", metavar="DIR", help="where bench.json and bench.png go")
+    p.add_argument("--quick", action="store_true",
+                   help="a short run: one image tile, 8 new tokens, evenly spaced plans, a smaller copy test")
+    return p
+
+
+def bench_image(path: str | None) -> Image.Image:
+    """The given picture, or a deterministic 1024x1024 test pattern."""
+    if path is not None:
+        from minilazy.images import load_image
+
+        return load_image(path)
+    y, x = np.mgrid[0:1024, 0:1024]
+    pixels = np.stack([x % 256, y % 256, (x // 4 + y // 4) % 256], axis=-1).astype(np.uint8)  # [H, W, 3]
+    return Image.fromarray(pixels)
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def check(args) -> None:
+    if args.quick:
+        args.no_split, args.new_tokens, args.plans = True, min(args.new_tokens, 8), "even"
+    if args.new_tokens < 2:
+        raise InputError(f"--new-tokens must be at least 2 (one prefill token and one decode step), got {args.new_tokens}")
+    if any(b < 1 for b in args.batch_sizes):
+        raise InputError(f"--batch-sizes must be positive, got {args.batch_sizes}")
+    if any(not 0 < r < 1 for r in args.ratios):
+        raise InputError(f"--ratios must be in (0, 1), got {args.ratios}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads must be positive, got {args.threads}")
+        torch.set_num_threads(args.threads)
+
+
+def run(args) -> int:
+    check(args)
+    command = "python cli.py bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    batches = sorted(set(args.batch_sizes))
+    progress(f"loading {args.model} ({args.dtype})")
+    pipeline = Pipeline.load(args.model, args.dtype, args.backend)
+    model, device = pipeline.model, pipeline.model.device
+    if args.no_split and pipeline.processor is not None and hasattr(pipeline.processor, "do_image_splitting"):
+        pipeline.processor = dataclasses.replace(pipeline.processor, do_image_splitting=False)
+    image = bench_image(args.image) if model.vision is not None else None
+    request = pipeline.request(args.prompt, image)
+    n_image = sum(1 for t in request.input_ids if t == model.config.image_token_id)
+    progress(f"prompt: {len(request.input_ids)} tokens ({n_image} image)")
+
+    progress("copy bandwidth")
+    bandwidth = measure.copy_bandwidth(device, 64 if args.quick else 512)
+    features, vision_seconds = None, None
+    if request.pixel_values is not None:
+        start = time.perf_counter()
+        features = model.image_features(request.pixel_values)
+        measure.synchronize(device)
+        vision_seconds = time.perf_counter() - start
+        progress(f"vision tower: {request.pixel_values.shape[0]} tiles in {vision_seconds:.1f} s")
+        measure.with_cached_features(model, features)
+
+    layers = model.config.text.num_hidden_layers
+    divergence = None
+    if args.plans == "calibrated":
+        from minilazy.lazy.calibrate import measure_divergence
+
+        progress("calibrating lazy plans on the bench image")
+        divergence = measure_divergence(pipeline, [(image, args.prompt)], max_new_tokens=4, progress=False)
+    plans = variants.build_plans(args.plans, args.ratios, layers, divergence)
+    chosen = variants.variants(plans, args.ratios)
+
+    runs = {}
+    for variant in chosen:
+        runs[variant.name] = {}
+        for b in batches:
+            progress(f"{variant.name}, batch {b}")
+            runs[variant.name][b] = measure.run_minilazy(model, request, b, args.new_tokens, variant.runtime)
+    if not args.no_transformers:
+        from minilazy.bench.hf import load_transformers_model, run_transformers
+
+        progress("transformers: loading")
+        hf_model = load_transformers_model(args.model, DTYPES[args.dtype], device)
+        runs[report.HF] = {}
+        for b in batches:
+            progress(f"transformers, batch {b}")
+            runs[report.HF][b] = run_transformers(hf_model, request.input_ids, features, model.config.image_token_id,
+                                                  b, args.new_tokens)
+        del hf_model
+
+    weight_bytes = measure.decoder_weight_bytes(model)
+    summary = report.summarise(runs, batches, int(args.budget_gb * 1e9), bandwidth, weight_bytes)
+    data = {
+        "command": command,
+        "machine": {"platform": platform.platform(), "device": str(device), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "copy_bandwidth_bytes_per_s": bandwidth},
+        "model": {"dir": str(args.model), "dtype": args.dtype, "backend": model.ops.backend, "layers": layers,
+                  "decode_weight_bytes": weight_bytes},
+        "inputs": {"prompt_tokens": len(request.input_ids), "image_tokens": n_image, "new_tokens": args.new_tokens,
+                   "batch_sizes": batches, "split_image": not args.no_split,
+                   "tiles": None if request.pixel_values is None else request.pixel_values.shape[0]},
+        "vision_seconds": vision_seconds,
+        "plans": {"kind": args.plans, "ratios": args.ratios},
+        "variants": {v.name: v.describe() for v in chosen},
+        "kv_budget_bytes": int(args.budget_gb * 1e9),
+        "runs": {name: {str(b): r for b, r in by_batch.items()} for name, by_batch in runs.items()},
+        "summary": summary,
+    }
+    report.write_json(out_dir / "bench.json", data)
+    from minilazy.bench.plot import plot_bench
+
+    plot_bench(summary, batches, args.budget_gb, out_dir / "bench.png")
+    print(f"command: {command}")
+    print(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s; prompt {len(request.input_ids)} tokens ({n_image} image); "
+          f"{args.new_tokens} new tokens; plans: {args.plans}")
+    print(report.table(summary, batches))
+    print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
+    return 0

@@ -1,0 +1,97 @@
+"""The benchmark command on a tiny Idefics3 model, and the bench-model builder on shrunken shapes."""
+
+import json
+
+import pytest
+import torch
+
+from minilazy.bench.variants import even_plan
+from tests.runtime.tiny_models import save_idefics3, save_llama, save_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_idefics3(tmp_path_factory):
+    path = tmp_path_factory.mktemp("idefics3")
+    save_idefics3(path, image_size=32, patch=8, scale=2, text={"vocab": 128, "layers": 5})
+    save_tokenizer(path, bos=False)
+    return path
+
+
+def test_bench_writes_every_figure(tiny_idefics3, tmp_path, capsys):
+    from cli import main
+
+    out = tmp_path / "bench"
+    rc = main(["bench", "--model", str(tiny_idefics3), "--backend", "torch", "--batch-sizes", "1", "2",
+               "--new-tokens", "3", "--ratios", "0.4", "0.6", "--plans", "calibrated", "--budget-gb", "0.001",
+               "--threads", "1", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "command: python cli.py bench" in printed and "transformers" in printed
+    data = json.loads((out / "bench.json").read_text())
+    assert (out / "bench.png").stat().st_size > 1000
+    names = ["full", "lazy-0.4", "lazy-0.4-nofast", "lazy-0.6", "lazy-0.6-nofast", "fastv", "lazy-0.6+fastv",
+             "transformers"]
+    assert list(data["runs"]) == names and list(data["summary"]) == names
+    assert data["machine"]["copy_bandwidth_bytes_per_s"] > 0 and data["vision_seconds"] > 0
+    for name in names:
+        for b in ("1", "2"):
+            run = data["runs"][name][b]
+            assert run["decode_steps"] == 2 and run["prefill_tokens_per_s"] > 0 and run["decode_tokens_per_s"] > 0
+            assert run["kv_cache_bytes"] > 0
+        row = data["summary"][name]
+        for key in ("decode_vs_full_b2", "decode_vs_transformers_b1", "prefill_vs_transformers", "sequences_in_budget",
+                    "kv_saved_vs_full", "bandwidth_share_b1", "roofline_tokens_per_s_b1"):
+            assert row[key] is not None, (name, key)
+    summary = data["summary"]
+    assert summary["full"]["decode_vs_full_b2"] == 1.0 and summary["full"]["kv_saved_vs_full"] == 0
+    assert summary["lazy-0.6"]["kv_saved_vs_full"] > summary["lazy-0.4"]["kv_saved_vs_full"] > 0
+    assert summary["lazy-0.6"]["sequences_in_budget"] > summary["full"]["sequences_in_budget"]
+    # every minilazy variant without lazy layers or pruning generates the same tokens as transformers
+    assert data["runs"]["full"]["1"]["first_tokens"] == data["runs"]["transformers"]["1"]["first_tokens"]
+    assert data["runs"]["lazy-0.6"]["1"]["first_tokens"] == data["runs"]["lazy-0.6-nofast"]["1"]["first_tokens"]
+
+
+def test_even_plan_spacing_and_fastv():
+    plan = even_plan(10, 0.6)
+    assert len(plan.lazy_layers) == 6 and plan.anchors[0] == 0
+    with_fastv = even_plan(10, 0.8, fastv_layer=2)
+    assert not with_fastv.is_lazy(1) and not with_fastv.is_lazy(2)
+
+
+def test_bench_model_builder_loads_in_minilazy_and_transformers(tmp_path):
+    from transformers import Idefics3ForConditionalGeneration
+
+    from minilazy.pipeline import Pipeline
+    from weights.build_bench_model import VisionShape, build_bench_model
+
+    text_dir = tmp_path / "text"
+    save_llama(text_dir, vocab=96, hidden=64, layers=2, tie=True)
+    save_tokenizer(text_dir, bos=False)
+    vision = VisionShape(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         patch_size=8, image_size=32, scale_factor=2, max_tiles_per_side=2)
+    out = build_bench_model(tmp_path / "bench", text_dir, vision, vocab_multiple=64)
+    config = json.loads((out / "config.json").read_text())
+    assert config["text_config"]["vocab_size"] == 128 and not config["tie_word_embeddings"]
+
+    pipeline = Pipeline.load(out)
+    tokenizer = pipeline.tokenizer
+    assert config["image_token_id"] == tokenizer.token_to_id("<image>")
+    assert tokenizer.token_to_id("<row_2_col_2>") is not None and pipeline.config.image_tokens_per_image == 4
+    text_weights = pipeline.model.decoder.layers[1]["self_attn.q_proj.weight"]
+    reference = Idefics3ForConditionalGeneration.from_pretrained(text_dir.parent / "bench").eval()
+    hf_q = reference.model.text_model.layers[1].self_attn.q_proj.weight
+    assert torch.equal(text_weights, hf_q)
+    from transformers import LlamaForCausalLM
+
+    source = LlamaForCausalLM.from_pretrained(text_dir)
+    assert torch.equal(source.model.layers[1].self_attn.q_proj.weight, hf_q)  # the decoder is the source's
+    assert torch.equal(reference.lm_head.weight[:96], source.lm_head.weight)  # untied, its rows kept
+
+    from PIL import Image
+
+    request = pipeline.request("What is it?", Image.new("RGB", (40, 40), (200, 30, 30)))
+    ids = torch.tensor([request.input_ids])
+    with torch.no_grad():
+        expected = reference(input_ids=ids, pixel_values=request.pixel_values[None]).logits[0, -1]
+    actual = pipeline.model.forward_logits(ids, request.pixel_values, torch.tensor([ids.shape[1]]))[0, -1]
+    torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-4)
