@@ -7,6 +7,8 @@ import json
 import shlex
 from pathlib import Path
 
+import torch
+
 from kernels import BACKENDS
 from minilazy.errors import InputError
 from minilazy.lazy.plan import SCOPES
@@ -86,8 +88,6 @@ def run(args) -> int:
     from minilazy.perplexity.plot import plot_perplexity
     from minilazy.perplexity.study import run_study
 
-    import torch
-
     check_args(args)
     if args.model:
         model_dir = args.model
@@ -116,8 +116,9 @@ def run(args) -> int:
     plot_perplexity(result, plot_path)
     # the heatmap shows the plan closest to half the layers lazy, the middle of the sweep
     middle = min(args.ratios, key=lambda r: abs(r - 0.5))
-    plan, _ = plan_for_ratio(torch.tensor(result["divergence"]), middle, args.depth, args.scopes[0])
-    plot_divergence(torch.tensor(result["divergence"]), plan, out / "divergence.png",
+    js = torch.tensor(result["divergence"])  # [L, L]
+    plan, _ = plan_for_ratio(js, middle, args.depth, args.scopes[0])
+    plot_divergence(js, plan, out / "divergence.png",
                     title=f"attention to the span, {len(plan.lazy_layers)} of {plan.num_layers} layers lazy "
                     f"(ratio {middle:g})")
 
