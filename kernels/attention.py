@@ -25,11 +25,18 @@ from kernels.backend import interpreting
 LOG2E = 1.4426950408889634
 
 
+GPU_HEAD_BLOCKS = (64, 128)  # the padded head sizes compiled for GPUs (see COMPILE_CASES)
+
+
 def head_block(head_dim: int) -> int:
-    """Padded head dimension: a power of two, at least 16 (the smallest tl.dot tile)."""
-    if head_dim > 256:
-        raise ValueError(f"head_dim {head_dim} is not supported; expected at most 256")
-    return max(16, triton.next_power_of_2(head_dim))
+    """Padded head dimension. On a GPU one of GPU_HEAD_BLOCKS, so that every launch is a
+    configuration the compile test covers; when interpreting, the next power of two (>= 16)."""
+    limit = 256 if interpreting() else GPU_HEAD_BLOCKS[-1]
+    if head_dim > limit:
+        raise ValueError(f"head_dim {head_dim} is not supported; expected at most {limit}")
+    if interpreting():
+        return max(16, triton.next_power_of_2(head_dim))
+    return next(b for b in GPU_HEAD_BLOCKS if head_dim <= b)
 
 
 def gpu_attention_blocks(block_d: int, dtype: torch.dtype) -> tuple[int, int, int]:
@@ -262,8 +269,7 @@ def _compile_cases():
                for t, dims in (("q", "bth"), ("k", "bng"), ("v", "bng"), ("o", "bth"), ("l", "bth")) for s in dims},
             "stride_sb": "i32",
         }
-        # every dtype at d = 128 (also d = 80, 96, 112), bf16 also at d = 64: compiles take seconds each
-        for block_d in (64, 128) if dtype == torch.bfloat16 else (128,):
+        for block_d in GPU_HEAD_BLOCKS:
             block_m, block_n, num_warps = gpu_attention_blocks(block_d, dtype)
             for causal in (False, True):
                 for has_slots, k_compact in ((False, False), (True, False), (True, True)):

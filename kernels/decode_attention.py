@@ -11,16 +11,20 @@ it can store the scaled logits it computes (`logits_out`), and
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import triton
 import triton.language as tl
 
 from kernels.aot import CompileCase, pointer
-from kernels.attention import check_caches, check_lengths, gather_keys_ref, head_block, softmax_attend_ref
+from kernels.attention import (GPU_HEAD_BLOCKS, check_caches, check_lengths, gather_keys_ref, head_block,
+                               softmax_attend_ref)
 from kernels.backend import interpreting
 
 # what the kernel does with the logits buffer
 NO_LOGITS, WRITE_LOGITS, READ_LOGITS = 0, 1, 2
+GPU_BLOCK_H = 16  # query heads per kv group one GPU program holds (compiled for exactly this)
 
 
 @triton.jit
@@ -153,6 +157,9 @@ def _launch(q, k_cache, v_cache, logits, kv_len, key_slots, k_compact, scale, mo
     batch, _, n_kv, head_dim = v_cache.shape
     group_size = n_heads // n_kv
     block_d = head_block(head_dim)
+    block_h = max(16, triton.next_power_of_2(group_size)) if interpreting() else GPU_BLOCK_H
+    if group_size > block_h:
+        raise ValueError(f"decode attention supports at most {block_h} query heads per kv head, got {group_size}")
     block_n, keys_per_split = decode_blocks(n_keys, batch * n_kv, v_cache.device)
     n_splits = max(1, triton.cdiv(n_keys, keys_per_split))
     part_o = torch.empty(batch, n_heads, n_splits, head_dim, device=v_cache.device, dtype=torch.float32)
@@ -165,7 +172,7 @@ def _launch(q, k_cache, v_cache, logits, kv_len, key_slots, k_compact, scale, mo
         *q.stride()[:2], *k_cache.stride()[:3], *v_cache.stride()[:3], *logits.stride()[:2], slots.stride(0),
         *part_lse.stride(),
         HAS_SLOTS=key_slots is not None, K_COMPACT=bool(k_compact), LOGITS=mode, UPCAST=upcast,
-        BLOCK_H=max(16, triton.next_power_of_2(group_size)), BLOCK_N=block_n, BLOCK_D=block_d,
+        BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d,
     )
     o = torch.empty(batch, n_heads, head_dim, device=v_cache.device, dtype=out_dtype)
     lse = torch.empty(batch, n_heads, device=v_cache.device, dtype=torch.float32)
@@ -267,16 +274,16 @@ def _compile_cases():
             }
             key_modes = ((False, False), (True, False)) if mode == READ_LOGITS else \
                 ((False, False), (True, False), (True, True))
-            for has_slots, k_compact in key_modes:
+            for (has_slots, k_compact), block_d in itertools.product(key_modes, GPU_HEAD_BLOCKS):
                 cases.append(CompileCase(_decode_split_kernel, signature, dict(
                     HAS_SLOTS=has_slots, K_COMPACT=k_compact, LOGITS=mode, UPCAST=False,
-                    BLOCK_H=16, BLOCK_N=64, BLOCK_D=128)))
+                    BLOCK_H=GPU_BLOCK_H, BLOCK_N=64, BLOCK_D=block_d)))
         reduce_signature = {
             "part_o_ptr": "*fp32", "part_lse_ptr": "*fp32", "o_ptr": ptr, "lse_ptr": "*fp32",
             "head_dim": i32, "n_splits": i32, "stride_pb": i32, "stride_ph": i32, "stride_ps": i32,
             "stride_ob": i32, "stride_oh": i32, "stride_lb": i32, "stride_lh": i32,
         }
-        cases.append(CompileCase(_decode_reduce_kernel, reduce_signature, dict(BLOCK_D=128)))
+        cases += [CompileCase(_decode_reduce_kernel, reduce_signature, dict(BLOCK_D=d)) for d in GPU_HEAD_BLOCKS]
     return cases
 
 
