@@ -35,7 +35,9 @@ def held_out_questions(n: int, seed_offset: int = 0) -> list[tuple[int, QA]]:
     while len(items) < n:
         seed = EVAL_SEED_START + seed_offset + index
         scene = make_scene(seed)
-        qa = ask(scene, FAMILIES[len(items) % len(FAMILIES)], random.Random(seed))
+        # a question RNG of its own: random.Random(seed) would replay the draws that made the scene,
+        # tying e.g. "is there..." answers to the number of objects
+        qa = ask(scene, FAMILIES[len(items) % len(FAMILIES)], random.Random(f"question {seed}"))
         if qa is not None:  # e.g. no uniquely named object: take the next scene
             items.append((seed, qa))
         index += 1

@@ -31,7 +31,7 @@ def example_items() -> list[tuple[int, list]]:
     items, seed = [], EVAL_SEED_START + EXAMPLES_OFFSET
     while len(items) < len(FAMILY_ROTATION):
         scene = make_scene(seed)
-        rng = random.Random(seed)
+        rng = random.Random(f"question {seed}")
         qas = [ask(scene, family, rng) for family in FAMILY_ROTATION[len(items)]]
         if 3 <= len(scene.objects) <= 5 and all(qas):
             items.append((seed, qas))

@@ -36,9 +36,10 @@ from minilazy.demo.dataset import IMAGE_TOKENS, SceneStream, tokenizer_corpus
 from minilazy.demo.evaluate import held_out_questions, teacher_forced_correct
 from minilazy.demo.init import demo_config, init_weights
 from minilazy.demo.scenes import COLORS, GRID, SHAPES, SIZES
-from minilazy.demo.tokenizer import IMAGE, PAD, build_tokenizer, save_tokenizer
+from minilazy.demo.tokenizer import IMAGE, PAD, build_tokenizer, load_tokenizer, save_tokenizer
 from minilazy.image_processing.clip import CLIP_MEAN, CLIP_STD, ClipImageProcessor
 from minilazy.model import Model
+from weights.loader import load_weights
 from weights.saver import save_llava_checkpoint
 
 VALIDATION_OFFSET = 500_000_000  # validation scenes: held out, and apart from evaluate's default range
@@ -166,10 +167,20 @@ def train_questions(model, weights, stream: SceneStream, tokenizer, processor, s
         save({"stage": "done", "step": step, "validation_exact_match": accuracy})
 
 
+def load_start(model_dir: Path) -> tuple:
+    """Tokenizer, config dict and fp32 weights of an earlier checkpoint, to train further from it."""
+    config_dict = json.loads((model_dir / "config.json").read_text())
+    weights = load_weights(model_dir, parse_config(config_dict), dtype=torch.float32)
+    return load_tokenizer(model_dir), config_dict, {n: w.clone() for n, w in weights.items()}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Train the demo LLaVA model on generated scenes (CPU, torch backend).")
     p.add_argument("--out", default="weights/demo", help="checkpoint directory (default: weights/demo)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and of the training scenes")
+    p.add_argument("--init-from", default=None,
+                   help="start from this checkpoint (its tokenizer, config and weights) instead of a random init; "
+                        "use --vision-steps 0 to go straight to question answering")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared, busy CPU one thread is faster than two)")
     p.add_argument("--layers", type=int, default=12, help="decoder layers")
@@ -211,15 +222,20 @@ def main(argv=None) -> None:
         log_file.flush()
 
     log(f"arguments: {vars(args)}")
-    tokenizer = build_tokenizer(tokenizer_corpus(3000, seed=args.seed))
-    config_dict = demo_config(tokenizer.get_vocab_size(), tokenizer.token_to_id(IMAGE), tokenizer.token_to_id(PAD),
-                              layers=args.layers, hidden=args.hidden, vision_hidden=args.vision_hidden)
+    if args.init_from:
+        tokenizer, config_dict, weights = load_start(Path(args.init_from))
+    else:
+        tokenizer = build_tokenizer(tokenizer_corpus(3000, seed=args.seed))
+        config_dict = demo_config(tokenizer.get_vocab_size(), tokenizer.token_to_id(IMAGE),
+                                  tokenizer.token_to_id(PAD), layers=args.layers, hidden=args.hidden,
+                                  vision_hidden=args.vision_hidden)
+        weights = init_weights(config_dict, args.seed)
     config = parse_config(config_dict)
     if config.image_tokens_per_image != IMAGE_TOKENS:
         raise ValueError(f"the config gives {config.image_tokens_per_image} image tokens, the data expects {IMAGE_TOKENS}")
     save_tokenizer(tokenizer, out, model_max_length=config.text.max_position_embeddings)
     write_preprocessor_config(out, config.vision.image_size)
-    weights = {n: w.requires_grad_() for n, w in init_weights(config_dict, args.seed).items()}
+    weights = {n: w.requires_grad_() for n, w in weights.items()}
     log(f"parameters: {sum(w.numel() for w in weights.values()):,}; vocabulary {tokenizer.get_vocab_size()}")
     model = Model.from_weights(config, weights, backend="torch")
     processor = ClipImageProcessor.from_config(None, config.vision.image_size)
@@ -230,9 +246,10 @@ def main(argv=None) -> None:
         save_checkpoint(out, config_dict, weights, info)
         log(f"checkpoint written to {out} ({extra})")
 
-    vision_stream = SceneStream(tokenizer, processor, args.seed, args.vision_batch_size, 0, 0.0)
-    train_vision(model, weights, vision_stream, args, log)
-    save({"stage": "vision", "step": 0})
+    if args.vision_steps > 0 and args.vision_minutes > 0:
+        vision_stream = SceneStream(tokenizer, processor, args.seed, args.vision_batch_size, 0, 0.0)
+        train_vision(model, weights, vision_stream, args, log)
+        save({"stage": "vision", "step": 0})
     qa_stream = SceneStream(tokenizer, processor, args.seed + 1, args.batch_size, args.questions_per_image,
                             args.describe_prob)
     train_questions(model, weights, qa_stream, tokenizer, processor, save, args, log)
