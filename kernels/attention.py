@@ -50,7 +50,7 @@ def attention_blocks(block_d: int, dtype: torch.dtype) -> tuple[int, int, int]:
     return (128, 128, 4) if interpreting() else gpu_attention_blocks(block_d, dtype)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["has_slots", "k_compact"])  # one compiled variant for both values
 def _attention_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr,
     q_start_ptr, q_len_ptr, kv_len_ptr, slots_ptr,
@@ -60,10 +60,10 @@ def _attention_kernel(
     stride_vb, stride_vn, stride_vg,
     stride_ob, stride_ot, stride_oh,
     stride_lb, stride_lt, stride_lh,
-    stride_sb,
-    CAUSAL: tl.constexpr, HAS_SLOTS: tl.constexpr, K_COMPACT: tl.constexpr,
-    UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    stride_sb, has_slots, k_compact,
+    CAUSAL: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
+    # has_slots / k_compact are runtime flags (0 or 1), not constexprs: one compiled kernel serves all key modes
     row_block = tl.program_id(0)
     b = tl.program_id(1)
     g = tl.program_id(2)
@@ -91,21 +91,17 @@ def _attention_kernel(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     n_keys = kv_len
-    if CAUSAL and not HAS_SLOTS:
-        # key j sits at slot j, so keys past the last query's slot are never visible
+    if CAUSAL:
+        # without slots key j sits at slot j, so keys past the last query's slot are never visible
         last_slot = q_start + tl.minimum(q_len, (row_block * BLOCK_M + BLOCK_M - 1) // group_size + 1) - 1
-        n_keys = tl.minimum(kv_len, last_slot + 1)
+        n_keys = kv_len * has_slots + tl.minimum(kv_len, last_slot + 1) * (1 - has_slots)
     for start_n in range(0, n_keys, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         key_valid = offs_n < n_keys
-        if HAS_SLOTS:
-            key_slot = tl.load(slots_ptr + b64 * stride_sb + offs_n, mask=key_valid, other=0)
-        else:
-            key_slot = offs_n
-        if K_COMPACT:
-            k_rows = offs_n
-        else:
-            k_rows = key_slot
+        # flags are 0/1 integers: arithmetic selects the mode (a scalar bool cannot mask a load)
+        gathered = tl.load(slots_ptr + b64 * stride_sb + offs_n, mask=offs_n < n_keys * has_slots, other=0)
+        key_slot = gathered + offs_n * (1 - has_slots)
+        k_rows = offs_n * k_compact + key_slot * (1 - k_compact)
         kv_mask = key_valid[:, None] & d_valid[None, :]
         k = tl.load(k_ptr + b64 * stride_kb + k_rows[:, None] * stride_kn + g * stride_kg + offs_d[None, :],
                     mask=kv_mask, other=0.0)
@@ -189,9 +185,8 @@ def attention(q, k_cache, v_cache, q_start, q_len, kv_len, *, scale, causal, key
         q, k_cache, v_cache, o, lse, q_start, q_len, kv_len, slots,
         n_queries, head_dim, group_size, float(scale),
         *q.stride()[:3], *k_cache.stride()[:3], *v_cache.stride()[:3], *o.stride()[:3], *lse.stride(),
-        slots.stride(0),
-        CAUSAL=bool(causal), HAS_SLOTS=key_slots is not None, K_COMPACT=bool(k_compact),
-        UPCAST=interpreting() and q.dtype == torch.bfloat16,
+        slots.stride(0), int(key_slots is not None), int(bool(k_compact)),
+        CAUSAL=bool(causal), UPCAST=interpreting() and q.dtype == torch.bfloat16,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps,
     )
     return o, lse
@@ -267,15 +262,14 @@ def _compile_cases():
             "Tq": "i32", "head_dim": "i32", "group_size": "i32", "scale": "fp32",
             **{f"stride_{t}{s}": "i32"
                for t, dims in (("q", "bth"), ("k", "bng"), ("v", "bng"), ("o", "bth"), ("l", "bth")) for s in dims},
-            "stride_sb": "i32",
+            "stride_sb": "i32", "has_slots": "i32", "k_compact": "i32",
         }
         for block_d in GPU_HEAD_BLOCKS:
             block_m, block_n, num_warps = gpu_attention_blocks(block_d, dtype)
             for causal in (False, True):
-                for has_slots, k_compact in ((False, False), (True, False), (True, True)):
-                    cases.append(CompileCase(_attention_kernel, signature, dict(
-                        CAUSAL=causal, HAS_SLOTS=has_slots, K_COMPACT=k_compact, UPCAST=False,
-                        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d), num_warps=num_warps))
+                cases.append(CompileCase(_attention_kernel, signature, dict(
+                    CAUSAL=causal, UPCAST=False, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d),
+                    num_warps=num_warps))
     return cases
 
 

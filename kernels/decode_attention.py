@@ -11,8 +11,6 @@ it can store the scaled logits it computes (`logits_out`), and
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 import triton
 import triton.language as tl
@@ -27,7 +25,7 @@ NO_LOGITS, WRITE_LOGITS, READ_LOGITS = 0, 1, 2
 GPU_BLOCK_H = 16  # query heads per kv group one GPU program holds (compiled for exactly this)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["has_slots", "k_compact"])  # one compiled variant for both values
 def _decode_split_kernel(
     q_ptr, k_ptr, v_ptr, logits_ptr, kv_len_ptr, slots_ptr, part_o_ptr, part_lse_ptr,
     head_dim, group_size, keys_per_split, scale,
@@ -37,9 +35,11 @@ def _decode_split_kernel(
     stride_lb, stride_lh,
     stride_sb,
     stride_pb, stride_ph, stride_ps,
-    HAS_SLOTS: tl.constexpr, K_COMPACT: tl.constexpr, LOGITS: tl.constexpr, UPCAST: tl.constexpr,
+    has_slots, k_compact,
+    LOGITS: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
+    # has_slots / k_compact are runtime flags (0 or 1), not constexprs: one compiled kernel serves all key modes
     b = tl.program_id(0)
     g = tl.program_id(1)
     split = tl.program_id(2)
@@ -67,18 +67,14 @@ def _decode_split_kernel(
         key_valid = offs_n < end
         visible = row_valid[:, None] & key_valid[None, :]
         logit_ptrs = logits_ptr + b64 * stride_lb + head[:, None] * stride_lh + offs_n[None, :]
-        if HAS_SLOTS:
-            key_slot = tl.load(slots_ptr + b64 * stride_sb + offs_n, mask=key_valid, other=0)
-        else:
-            key_slot = offs_n
+        # flags are 0/1 integers: arithmetic selects the mode (a scalar bool cannot mask a load)
+        gathered = tl.load(slots_ptr + b64 * stride_sb + offs_n, mask=offs_n < end * has_slots, other=0)
+        key_slot = gathered + offs_n * (1 - has_slots)
         kv_mask = key_valid[:, None] & d_valid[None, :]
         if LOGITS == 2:
             s = tl.load(logit_ptrs, mask=visible, other=float("-inf"))
         else:
-            if K_COMPACT:
-                k_rows = offs_n
-            else:
-                k_rows = key_slot
+            k_rows = offs_n * k_compact + key_slot * (1 - k_compact)
             k = tl.load(k_ptr + b64 * stride_kb + k_rows[:, None] * stride_kn + g * stride_kg + offs_d[None, :],
                         mask=kv_mask, other=0.0)
             if UPCAST:
@@ -170,8 +166,8 @@ def _launch(q, k_cache, v_cache, logits, kv_len, key_slots, k_compact, scale, mo
         q, k_cache, v_cache, logits, kv_len, slots, part_o, part_lse,
         head_dim, group_size, keys_per_split, float(scale),
         *q.stride()[:2], *k_cache.stride()[:3], *v_cache.stride()[:3], *logits.stride()[:2], slots.stride(0),
-        *part_lse.stride(),
-        HAS_SLOTS=key_slots is not None, K_COMPACT=bool(k_compact), LOGITS=mode, UPCAST=upcast,
+        *part_lse.stride(), int(key_slots is not None), int(bool(k_compact)),
+        LOGITS=mode, UPCAST=upcast,
         BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d,
     )
     o = torch.empty(batch, n_heads, head_dim, device=v_cache.device, dtype=out_dtype)
@@ -271,13 +267,11 @@ def _compile_cases():
                 "stride_qb": i32, "stride_qh": i32, "stride_kb": i32, "stride_kn": i32, "stride_kg": i32,
                 "stride_vb": i32, "stride_vn": i32, "stride_vg": i32, "stride_lb": i32, "stride_lh": i32,
                 "stride_sb": i32, "stride_pb": i32, "stride_ph": i32, "stride_ps": i32,
+                "has_slots": i32, "k_compact": i32,
             }
-            key_modes = ((False, False), (True, False)) if mode == READ_LOGITS else \
-                ((False, False), (True, False), (True, True))
-            for (has_slots, k_compact), block_d in itertools.product(key_modes, GPU_HEAD_BLOCKS):
+            for block_d in GPU_HEAD_BLOCKS:
                 cases.append(CompileCase(_decode_split_kernel, signature, dict(
-                    HAS_SLOTS=has_slots, K_COMPACT=k_compact, LOGITS=mode, UPCAST=False,
-                    BLOCK_H=GPU_BLOCK_H, BLOCK_N=64, BLOCK_D=block_d)))
+                    LOGITS=mode, UPCAST=False, BLOCK_H=GPU_BLOCK_H, BLOCK_N=64, BLOCK_D=block_d)))
         reduce_signature = {
             "part_o_ptr": "*fp32", "part_lse_ptr": "*fp32", "o_ptr": ptr, "lse_ptr": "*fp32",
             "head_dim": i32, "n_splits": i32, "stride_pb": i32, "stride_ph": i32, "stride_ps": i32,
