@@ -192,17 +192,24 @@ def attention(q, k_cache, v_cache, q_start, q_len, kv_len, *, scale, causal, key
     return o, lse
 
 
+KEY_BUCKET = 128  # the twins attend to key lists padded to a multiple of this
+
+
 def gather_keys_ref(k_cache, v_cache, key_slots, k_compact, kv_len):
     """Keys, values and slots of the key list: ([B, N, G, d], [B, N, G, d], slot [B, N] int64).
 
-    N stops at the longest kv_len, so a large preallocated cache costs nothing past the keys in use.
+    N stops near the longest kv_len, so a large preallocated cache costs little past the keys in use.
+    It is rounded up to a multiple of KEY_BUCKET (masked keys): CPU matmul libraries spend milliseconds
+    preparing each new shape, and without buckets every decode step would have a new one.
     """
     batch = k_cache.shape[0]
-    n_used = max(1, int(kv_len.max())) if batch else 1  # one masked key keeps the softmax shapes non-empty
+    longest = max(1, int(kv_len.max())) if batch else 1  # one masked key keeps the softmax shapes non-empty
+    n_used = -(-longest // KEY_BUCKET) * KEY_BUCKET
     if key_slots is None:
         n_keys = min(k_cache.shape[1], v_cache.shape[1], n_used)
         slot = torch.arange(n_keys, device=k_cache.device).expand(batch, n_keys)  # [B, N]
         return k_cache[:, :n_keys], v_cache[:, :n_keys], slot
+    n_used = min(n_used, key_slots.shape[1], k_cache.shape[1] if k_compact else n_used)
     slot = key_slots[:, :n_used].long()  # [B, N]
     rows = torch.arange(batch, device=slot.device)[:, None]  # [B, 1]
     # slots past kv_len may be garbage (e.g. -1): clamp so the gather stays in bounds; they are masked later
