@@ -1,7 +1,9 @@
 """Writing canonical weights as a LLaVA checkpoint in the original llava-hf key layout.
 
 The result (`config.json` + `model.safetensors`) loads both in minilazy and in
-transformers' `LlavaForConditionalGeneration.from_pretrained`.
+transformers' `LlavaForConditionalGeneration.from_pretrained`. CLIP layers past the feature
+layer and the tower's post-LayerNorm are never used: when the weights lack them they are
+written as zeros (LayerNorm weights as ones), so that transformers finds every tensor it has.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ def save_llava_checkpoint(out_dir: str | Path, config_dict: dict, weights: dict[
     out_dir.mkdir(parents=True, exist_ok=True)
     # safetensors refuses tensors that share storage (e.g. a tied head): give each its own copy.
     tensors = {original_llava_key(n): t.detach().to("cpu").contiguous().clone() for n, t in weights.items()}
+    for name, shape in unused.items():
+        if name.startswith("vision.") and name not in weights:
+            fill = 1.0 if "norm" in name and name.endswith(".weight") else 0.0
+            tensors[original_llava_key(name)] = torch.full(shape, fill)
     save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     (out_dir / "config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
     return out_dir

@@ -87,10 +87,12 @@ class SceneStream:
         scenes = self.scenes(max_objects)
         sequences = []
         for scene in scenes:
-            qas = sample_questions(scene, self.rng, self.questions_per_image)
-            # The description goes last so that no earlier answer can be read off it.
+            # A description is a conversation of its own, asked first as at inference time; were it
+            # followed by questions, their answers could be read off it instead of the image.
             if self.rng.random() < self.describe_prob:
-                qas.append(QA("describe", DESCRIBE_QUESTION, describe(scene)))
+                qas = [QA("describe", DESCRIBE_QUESTION, describe(scene))]
+            else:
+                qas = sample_questions(scene, self.rng, self.questions_per_image)
             sequences.append(conversation_ids(self.tokenizer, qas))
         return pad_batch(self.tokenizer, sequences, self.processor([render(s) for s in scenes]))
 

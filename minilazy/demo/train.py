@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -67,9 +68,15 @@ def cell_of_patch(patches_per_side: int) -> torch.Tensor:
     return (cell_1d[:, None] * GRID + cell_1d[None, :]).reshape(-1)  # [S, S] -> [P]
 
 
-def save_checkpoint(out: Path, config_dict: dict, weights: dict, info: dict) -> None:
+def earlier_runs(model_dir: Path | None) -> list[dict]:
+    """The training runs recorded in a checkpoint's training_info.json (none for a fresh start)."""
+    path = model_dir / "training_info.json" if model_dir else None
+    return json.loads(path.read_text())["runs"] if path and path.exists() else []
+
+
+def save_checkpoint(out: Path, config_dict: dict, weights: dict, runs: list[dict]) -> None:
     save_llava_checkpoint(out, config_dict, {n: w.detach() for n, w in weights.items()})
-    (out / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    (out / "training_info.json").write_text(json.dumps({"runs": runs}, indent=2) + "\n")
 
 
 def write_preprocessor_config(out: Path, image_size: int) -> None:
@@ -196,7 +203,7 @@ def parse_args(argv=None):
     p.add_argument("--tower-lr-scale", type=float, default=0.1, help="stage 2 vision tower lr / lr (0 freezes it)")
     p.add_argument("--batch-size", type=int, default=16, help="stage 2 images (conversations) per step")
     p.add_argument("--questions-per-image", type=int, default=10, help="short questions per conversation")
-    p.add_argument("--describe-prob", type=float, default=0.5, help="chance a conversation ends with the description")
+    p.add_argument("--describe-prob", type=float, default=0.5, help="chance a conversation is the description alone (else questions only)")
     p.add_argument("--curriculum", type=float, default=0.3,
                    help="fraction of stage 2 over which scenes grow from 2 to 6 objects at most")
     p.add_argument("--warmup", type=int, default=100, help="warm-up steps of each stage")
@@ -241,9 +248,12 @@ def main(argv=None) -> None:
     processor = ClipImageProcessor.from_config(None, config.vision.image_size)
     started = time.time()
 
+    runs = earlier_runs(Path(args.init_from) if args.init_from else None)
+    command = "python -m minilazy.demo.train " + " ".join(argv if argv is not None else sys.argv[1:])
+
     def save(extra: dict) -> None:
-        info = {"arguments": vars(args), "minutes": (time.time() - started) / 60, **extra}
-        save_checkpoint(out, config_dict, weights, info)
+        run = {"command": command, "arguments": vars(args), "minutes": (time.time() - started) / 60, **extra}
+        save_checkpoint(out, config_dict, weights, runs + [run])
         log(f"checkpoint written to {out} ({extra})")
 
     if args.vision_steps > 0 and args.vision_minutes > 0:

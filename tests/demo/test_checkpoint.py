@@ -4,9 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from minilazy.config import load_config
 from minilazy.demo.evaluate import greedy_answers, held_out_questions
+from minilazy.demo.scenes import make_scene, render
 from minilazy.pipeline import Pipeline
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "weights" / "demo"
@@ -51,3 +53,23 @@ def test_answers_depend_on_the_image(pipeline, sample):
     answers = greedy_answers(pipeline, swapped, max_new_tokens=64)
     right = sum(got == qa.answer for (_, qa), got in zip(swapped, answers))
     assert right <= 30, f"{right} of 50 right with the wrong images"
+
+
+def test_transformers_gives_the_same_greedy_answers(pipeline, sample):
+    # one question of each family; transformers' own image processor makes its pixel values
+    transformers = pytest.importorskip("transformers")
+    reference, loading = transformers.LlavaForConditionalGeneration.from_pretrained(MODEL_DIR, output_loading_info=True)
+    assert not loading["missing_keys"] and not loading["unexpected_keys"], loading
+    reference.eval()
+    processor = transformers.CLIPImageProcessor.from_pretrained(MODEL_DIR)
+    for seed, qa in sample[:6]:
+        request = pipeline.request(qa.question, render(make_scene(seed)))
+        pixels = processor(images=render(make_scene(seed)), return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            out = reference.generate(input_ids=torch.tensor([request.input_ids]), pixel_values=pixels,
+                                     attention_mask=torch.ones(1, len(request.input_ids), dtype=torch.long),
+                                     max_new_tokens=64, do_sample=False, eos_token_id=sorted(pipeline.stop_ids),
+                                     pad_token_id=pipeline.tokenizer.token_to_id("<pad>"))
+        expected = out[0, len(request.input_ids):].tolist()
+        got = greedy_answers(pipeline, [(seed, qa)], max_new_tokens=64)[0]
+        assert got == pipeline.decode(expected), (qa.question, got, pipeline.decode(expected))
