@@ -21,9 +21,7 @@ import triton.language as tl
 
 from kernels.aot import CompileCase, pointer
 from kernels.backend import interpreting
-
-LOG2E = 1.4426950408889634
-
+from kernels.online_softmax import LOG2_E, online_softmax_finish, online_softmax_step
 
 GPU_HEAD_BLOCKS = (64, 128)  # the padded head sizes compiled for GPUs (see COMPILE_CASES)
 
@@ -85,7 +83,7 @@ def _attention_kernel(
     q = tl.load(q_ptrs, mask=row_valid[:, None] & d_valid[None, :], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
-    qk_scale = scale * 1.4426950408889634  # logits in base 2: exp(x) = exp2(x * log2(e))
+    qk_scale = scale * LOG2_E  # logits in base 2
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -115,18 +113,9 @@ def _attention_kernel(
         if CAUSAL:
             visible = visible & (key_slot[None, :] <= query_slot[:, None])
         s = tl.where(visible, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        # rows with nothing visible yet keep m = -inf; subtract 0 instead so exp2 gives 0, not NaN
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(s, v, m_i, l_i, acc)
 
-    has_key = l_i > 0.0
-    o = acc / tl.where(has_key, l_i, 1.0)[:, None]
-    lse = tl.where(has_key, (m_i + tl.log2(tl.where(has_key, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
+    o, lse = online_softmax_finish(m_i, l_i, acc)
     in_bounds = query < Tq
     o_ptrs = o_ptr + b64 * stride_ob + query[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :]
     tl.store(o_ptrs, o.to(o_ptr.dtype.element_ty), mask=in_bounds[:, None] & d_valid[None, :])

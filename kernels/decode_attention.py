@@ -19,6 +19,7 @@ from kernels.aot import CompileCase, pointer
 from kernels.attention import (GPU_HEAD_BLOCKS, check_caches, check_lengths, gather_keys_ref, head_block,
                                softmax_attend_ref)
 from kernels.backend import interpreting
+from kernels.online_softmax import LOG2_E, online_softmax_finish, online_softmax_step
 
 # what the kernel does with the logits buffer
 NO_LOGITS, WRITE_LOGITS, READ_LOGITS = 0, 1, 2
@@ -82,23 +83,14 @@ def _decode_split_kernel(
             s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale  # [BLOCK_H, BLOCK_N]
             if LOGITS == 1:
                 tl.store(logit_ptrs, s, mask=visible)
-        s = tl.where(visible, s * 1.4426950408889634, float("-inf"))  # base 2: exp(x) = exp2(x * log2(e))
+        s = tl.where(visible, s * LOG2_E, float("-inf"))  # base 2
         v = tl.load(v_ptr + b64 * stride_vb + key_slot[:, None] * stride_vn + g * stride_vg + offs_d[None, :],
                     mask=kv_mask, other=0.0)
         if UPCAST:
             v = v.to(tl.float32)
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        # rows with nothing visible yet keep m = -inf; subtract 0 instead so exp2 gives 0, not NaN
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(s, v, m_i, l_i, acc)
 
-    has_key = l_i > 0.0
-    o = acc / tl.where(has_key, l_i, 1.0)[:, None]
-    lse = tl.where(has_key, (m_i + tl.log2(tl.where(has_key, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
+    o, lse = online_softmax_finish(m_i, l_i, acc)
     part = b64 * stride_pb + head * stride_ph + split * stride_ps  # [BLOCK_H] offsets into [B, H, splits]
     tl.store(part_o_ptr + part[:, None] * head_dim + offs_d[None, :], o, mask=row_valid[:, None] & d_valid[None, :])
     tl.store(part_lse_ptr + part, lse, mask=row_valid)
