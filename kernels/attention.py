@@ -200,14 +200,21 @@ def gather_keys_ref(k_cache, v_cache, key_slots, k_compact, kv_len):
         return k_cache[:, :n_keys], v_cache[:, :n_keys], slot
     n_used = min(n_used, key_slots.shape[1], k_cache.shape[1] if k_compact else n_used)
     slot = key_slots[:, :n_used].long()  # [B, N]
-    rows = torch.arange(batch, device=slot.device)[:, None]  # [B, 1]
-    # slots past kv_len may be garbage (e.g. -1): clamp so the gather stays in bounds; they are masked later
-    v = v_cache[rows, slot.clamp(0, v_cache.shape[1] - 1)]  # [B, N, G, d]
-    if k_compact:
-        k = k_cache[:, : slot.shape[1]]
-    else:
-        k = k_cache[rows, slot.clamp(0, k_cache.shape[1] - 1)]  # [B, N, G, d]
-    return k, v, slot
+    k = k_cache[:, : slot.shape[1]] if k_compact else gather_slots(k_cache, slot)
+    return k, gather_slots(v_cache, slot), slot
+
+
+def gather_slots(cache: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+    """Rows `slot [B, N]` of `cache [B, S, G, d]` as a `[B, N, G, d]` view of head-major storage.
+
+    Head-major like the KV cache, so the attention matmuls read it without another copy.
+    Slots past kv_len may be garbage (e.g. -1): they are clamped into bounds and masked later.
+    """
+    batch, _, heads, _ = cache.shape
+    rows = torch.arange(batch, device=slot.device)[:, None, None]  # [B, 1, 1]
+    head = torch.arange(heads, device=slot.device)[None, :, None]  # [1, G, 1]
+    index = slot.clamp(0, cache.shape[1] - 1)[:, None, :]  # [B, 1, N]
+    return cache.transpose(1, 2)[rows, head, index].transpose(1, 2)  # [B, G, N, d] -> [B, N, G, d] view
 
 
 def softmax_attend_ref(logits, visible, v):

@@ -1,7 +1,10 @@
 """The KV cache: per-layer key and value buffers allocated once per generation call.
 
 Layout `[B, S, G, d]` (sequence, slot, key/value head, head size): slot `s` of
-sequence `b` holds the token the step wrote there. Layers may hold different
+sequence `b` holds the token the step wrote there. The storage underneath is
+head-major, `[B, G, S, d]`: one head's keys are contiguous, so attending over them
+is a batched matmul on a strided view, with no copy of the cache (the kernels take
+strides, so they read either layout). Layers may hold different
 caches (a lazy layer keeps values for every token but keys for text tokens
 only), so each layer owns its own pair and `None` means "not stored".
 """
@@ -35,7 +38,8 @@ class KVCache:
         def buffer(slots):
             if slots is None:
                 return None
-            return torch.zeros(batch, slots, heads, head_dim, dtype=dtype, device=device)
+            storage = torch.zeros(batch, heads, slots, head_dim, dtype=dtype, device=device)  # [B, G, S, d]
+            return storage.transpose(1, 2)  # [B, S, G, d] view
 
         return cls([LayerCache(buffer(ks), buffer(vs)) for ks, vs in shapes])
 

@@ -16,17 +16,23 @@ def make_keys(batch, n_slots, n_kv, head_dim, mode, kv_len, n_keys=None, lowest_
     """Caches and key_slots for one key mode: 'none' (rows 0..), 'gathered' or 'compact'.
 
     Gathered keys are sorted distinct slots >= lowest_slot; entries past kv_len are -1, which the
-    contract allows to be anything since they are never read.
+    contract allows to be anything since they are never read. Mode 'none' stores the caches
+    token-major; the others head-major, as minilazy's KV cache does: the kernels take both.
     """
-    v_cache = torch.randn(batch, n_slots, n_kv, head_dim)
     if mode == "none":
-        return torch.randn(batch, n_slots, n_kv, head_dim), v_cache, None
+        return torch.randn(batch, n_slots, n_kv, head_dim), torch.randn(batch, n_slots, n_kv, head_dim), None
+    v_cache = head_major(torch.randn(batch, n_slots, n_kv, head_dim))
     key_slots = torch.full((batch, n_keys), -1, dtype=torch.int32)
     for b, length in enumerate(kv_len):
         chosen = lowest_slot + torch.randperm(n_slots - lowest_slot)[:length]
         key_slots[b, :length] = chosen.sort().values.int()
     rows = n_keys if mode == "compact" else n_slots
-    return torch.randn(batch, rows, n_kv, head_dim), v_cache, key_slots
+    return head_major(torch.randn(batch, rows, n_kv, head_dim)), v_cache, key_slots
+
+
+def head_major(cache):
+    """The same `[B, S, G, d]` values over `[B, G, S, d]` storage."""
+    return cache.transpose(1, 2).contiguous().transpose(1, 2)  # [B, G, S, d] storage, [B, S, G, d] view
 
 
 # name: (B, Tq, H, G, d, causal, mode, q_start, q_len, kv_len, n_slots, n_keys, lowest_slot)
