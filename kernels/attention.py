@@ -21,6 +21,7 @@ import triton.language as tl
 
 from kernels.aot import CompileCase, pointer
 from kernels.backend import interpreting
+from kernels.key_list import key_list_ref
 from kernels.online_softmax import LOG2_E, online_softmax_finish, online_softmax_step
 
 GPU_HEAD_BLOCKS = (64, 128)  # the padded head sizes compiled for GPUs (see COMPILE_CASES)
@@ -181,42 +182,6 @@ def attention(q, k_cache, v_cache, q_start, q_len, kv_len, *, scale, causal, key
     return o, lse
 
 
-KEY_BUCKET = 128  # the twins attend to key lists padded to a multiple of this
-
-
-def gather_keys_ref(k_cache, v_cache, key_slots, k_compact, kv_len):
-    """Keys, values and slots of the key list: ([B, N, G, d], [B, N, G, d], slot [B, N] int64).
-
-    N stops near the longest kv_len, so a large preallocated cache costs little past the keys in use.
-    It is rounded up to a multiple of KEY_BUCKET (masked keys): CPU matmul libraries spend milliseconds
-    preparing each new shape, and without buckets every decode step would have a new one.
-    """
-    batch = k_cache.shape[0]
-    longest = max(1, int(kv_len.max())) if batch else 1  # one masked key keeps the softmax shapes non-empty
-    n_used = -(-longest // KEY_BUCKET) * KEY_BUCKET
-    if key_slots is None:
-        n_keys = min(k_cache.shape[1], v_cache.shape[1], n_used)
-        slot = torch.arange(n_keys, device=k_cache.device).expand(batch, n_keys)  # [B, N]
-        return k_cache[:, :n_keys], v_cache[:, :n_keys], slot
-    n_used = min(n_used, key_slots.shape[1], k_cache.shape[1] if k_compact else n_used)
-    slot = key_slots[:, :n_used].long()  # [B, N]
-    k = k_cache[:, : slot.shape[1]] if k_compact else gather_slots(k_cache, slot)
-    return k, gather_slots(v_cache, slot), slot
-
-
-def gather_slots(cache: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-    """Rows `slot [B, N]` of `cache [B, S, G, d]` as a `[B, N, G, d]` view of head-major storage.
-
-    Head-major like the KV cache, so the attention matmuls read it without another copy.
-    Slots past kv_len may be garbage (e.g. -1): they are clamped into bounds and masked later.
-    """
-    batch, _, heads, _ = cache.shape
-    rows = torch.arange(batch, device=slot.device)[:, None, None]  # [B, 1, 1]
-    head = torch.arange(heads, device=slot.device)[None, :, None]  # [1, G, 1]
-    index = slot.clamp(0, cache.shape[1] - 1)[:, None, :]  # [B, 1, N]
-    return cache.transpose(1, 2)[rows, head, index].transpose(1, 2)  # [B, G, N, d] -> [B, N, G, d] view
-
-
 def softmax_attend_ref(logits, visible, v):
     """Masked softmax of logits [B, G, R, T, N] over N and its weighted sum of v [B, N, G, d].
 
@@ -242,16 +207,15 @@ def attention_ref(q, k_cache, v_cache, q_start, q_len, kv_len, *, scale, causal,
     """Torch twin of `attention`: masks and a softmax in fp32, differentiable."""
     batch, n_queries, n_heads, head_dim = q.shape
     n_kv = k_cache.shape[2]
-    k, v, slot = gather_keys_ref(k_cache, v_cache, key_slots, k_compact, kv_len)
+    keys = key_list_ref(k_cache, v_cache, key_slots, k_compact, kv_len)
     qg = q.float().reshape(batch, n_queries, n_kv, n_heads // n_kv, head_dim)  # [B, T, G, R, d]
-    logits = torch.einsum("btgrd,bngd->bgrtn", qg, k.float()) * scale  # [B, G, R, T, N]
+    logits = torch.einsum("btgrd,bngd->bgrtn", qg, keys.k.float()) * scale  # [B, G, R, T, N]
     query = torch.arange(n_queries, device=q.device)
-    key = torch.arange(slot.shape[1], device=q.device)
-    visible = (query[None, :, None] < q_len.long()[:, None, None]) & (key[None, None, :] < kv_len.long()[:, None, None])
+    visible = (query[None, :, None] < q_len.long()[:, None, None]) & keys.listed[:, None, :]  # [B, T, N]
     if causal:
         query_slot = q_start.long()[:, None] + query[None, :]  # [B, T]
-        visible = visible & (slot[:, None, :] <= query_slot[:, :, None])  # [B, T, N]
-    o, lse = softmax_attend_ref(logits, visible[:, None, None], v)
+        visible = visible & (keys.slot[:, None, :] <= query_slot[:, :, None])  # [B, T, N]
+    o, lse = softmax_attend_ref(logits, visible[:, None, None], keys.v)
     return o.to(q.dtype), lse
 
 

@@ -16,9 +16,10 @@ import triton
 import triton.language as tl
 
 from kernels.aot import CompileCase, pointer
-from kernels.attention import (GPU_HEAD_BLOCKS, check_caches, check_lengths, gather_keys_ref, head_block,
+from kernels.attention import (GPU_HEAD_BLOCKS, check_caches, check_lengths, head_block,
                                softmax_attend_ref)
 from kernels.backend import interpreting
+from kernels.key_list import KeyList, key_list_ref
 from kernels.online_softmax import LOG2_E, online_softmax_finish, online_softmax_step
 
 # what the kernel does with the logits buffer
@@ -221,27 +222,44 @@ def decode_attention_ref(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, 
     """Torch twin of `decode_attention` (fp32 math, differentiable)."""
     batch, n_heads, head_dim = q.shape
     n_kv = k_cache.shape[2]
-    k, v, _ = gather_keys_ref(k_cache, v_cache, key_slots, k_compact, kv_len)
+    keys = key_list_ref(k_cache, v_cache, key_slots, k_compact, kv_len)
     qg = q.float().reshape(batch, n_kv, n_heads // n_kv, head_dim)  # [B, G, R, d]
-    logits = torch.einsum("bgrd,bngd->bgrn", qg, k.float()) * scale  # [B, G, R, N]
-    valid = torch.arange(k.shape[1], device=q.device)[None, :] < kv_len.long()[:, None]  # [B, N]
+    logits = torch.einsum("bgrd,bngd->bgrn", qg, keys.k.float()) * scale  # [B, G, R, N]
     if logits_out is not None:
-        flat = logits.reshape(batch, n_heads, -1)  # [B, H, N]
-        written = logits_out[:, :, : flat.shape[2]]
-        written.copy_(torch.where(valid[:, None, :], flat, written))
-    o, lse = softmax_attend_ref(logits[:, :, :, None], valid[:, None, None, None], v)
+        write_listed_logits(logits_out, logits.reshape(batch, n_heads, -1), keys, key_slots, kv_len)  # [B, H, N]
+    o, lse = softmax_attend_ref(logits[:, :, :, None], keys.listed[:, None, None, None], keys.v)
     return o[:, 0].to(q.dtype), lse[:, 0]
+
+
+def write_listed_logits(logits_out, logits, keys: KeyList, key_slots, kv_len) -> None:
+    """Store the logits `[B, H, N]` of the key list's first kv_len keys at their list positions."""
+    if keys.by_slot:  # column key_slots[b, i] holds key i
+        n = min(logits_out.shape[2], key_slots.shape[1])
+        columns = key_slots[:, :n].long().clamp(0, logits.shape[2] - 1)  # [B, n]
+        logits = logits.gather(2, columns[:, None, :].expand(-1, logits.shape[1], -1))  # [B, H, n]
+    n = min(logits_out.shape[2], logits.shape[2])
+    listed = torch.arange(n, device=logits.device)[None, :] < kv_len.long()[:, None]  # [B, n]
+    written = logits_out[:, :, :n]
+    written.copy_(torch.where(listed[:, None, :], logits[:, :, :n], written))
 
 
 def decode_attention_from_logits_ref(logits, v_cache, kv_len, *, key_slots=None):
     """Torch twin of `decode_attention_from_logits`."""
     batch, n_heads, _ = logits.shape
     n_kv = v_cache.shape[2]
-    _, v, _ = gather_keys_ref(v_cache, v_cache, key_slots, False, kv_len)  # [B, N, G, d]
-    n_used = v.shape[1]
-    grouped = logits[:, :, :n_used].float().reshape(batch, n_kv, n_heads // n_kv, 1, n_used)  # [B, G, R, 1, N]
-    valid = torch.arange(n_used, device=logits.device)[None, :] < kv_len.long()[:, None]  # [B, N]
-    o, lse = softmax_attend_ref(grouped, valid[:, None, None, None], v)
+    keys = key_list_ref(v_cache, v_cache, key_slots, False, kv_len)
+    n_cols = keys.v.shape[1]
+    if keys.by_slot:  # key i's logit goes to column key_slots[b, i]; columns no key names stay -inf
+        n = min(logits.shape[2], key_slots.shape[1])
+        listed = torch.arange(n, device=logits.device)[None, :] < kv_len.long()[:, None]  # [B, n]
+        listed_logits = torch.where(listed[:, None, :], logits[:, :, :n].float(), float("-inf"))  # [B, H, n]
+        columns = key_slots[:, :n].long().clamp(0, n_cols - 1)[:, None, :].expand(-1, n_heads, -1)  # [B, H, n]
+        by_column = torch.full((batch, n_heads, n_cols), float("-inf"), device=logits.device)
+        by_column.scatter_reduce_(2, columns, listed_logits, "amax")  # [B, H, N]
+    else:
+        by_column = logits[:, :, :n_cols].float()  # [B, H, N]
+    grouped = by_column.reshape(batch, n_kv, n_heads // n_kv, 1, n_cols)  # [B, G, R, 1, N]
+    o, lse = softmax_attend_ref(grouped, keys.listed[:, None, None, None], keys.v)
     return o[:, 0].to(v_cache.dtype), lse[:, 0]
 
 

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.attention import attention, attention_ref
+from kernels.key_list import key_list_ref
 from tests.helpers import TOLERANCES, assert_close
 
 
@@ -43,6 +44,8 @@ CASES = {
     "causal_gathered_empty_rows": (2, 7, 6, 2, 32, True, "gathered", [100, 0], [7, 7], [50, 20], 130, 50, 5),
     "causal_compact": (2, 37, 4, 2, 32, True, "compact", [150, 60], [37, 30], [130, 64], 200, 130, 0),
     "bidirectional_gathered_no_keys": (2, 1, 4, 1, 32, False, "gathered", [0, 0], [1, 1], [50, 0], 130, 50, 0),
+    # slots naming most of their span: the twins read the span in place and mask the others
+    "causal_gathered_dense": (2, 5, 4, 2, 32, True, "gathered", [120, 0], [5, 5], [110, 70], 130, 110, 3),
 }
 
 
@@ -133,3 +136,13 @@ def test_rejects_bad_shapes():
         attention(*args[:4], args[4].long(), args[5], **kwargs)
     with pytest.raises(ValueError, match="multiple"):
         attention(args[0][:, :, :5], *args[1:], **kwargs)
+
+
+@pytest.mark.parametrize("name, by_slot", [("causal_gathered_dense", True), ("causal_gathered_empty_rows", False)])
+def test_twin_reads_dense_key_lists_in_place(name, by_slot):
+    args, kwargs = make_case(name)
+    keys = key_list_ref(args[1], args[2], kwargs["key_slots"], False, args[5])
+    assert keys.by_slot == by_slot
+    if by_slot:  # views of the caches, no copies
+        assert keys.k.data_ptr() == args[1].data_ptr() and keys.v.data_ptr() == args[2].data_ptr()
+        assert keys.listed.sum(1).tolist() == args[5].tolist()

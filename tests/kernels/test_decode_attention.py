@@ -18,6 +18,7 @@ CASES = {
     "gqa_ragged": (3, 6, 2, 32, "none", [130, 1, 50], 130, None),
     "mha_gathered_empty": (2, 4, 4, 16, "gathered", [50, 0], 130, 50),
     "one_kv_head_compact": (2, 8, 1, 24, "compact", [130, 7], 200, 130),
+    "gqa_gathered_dense": (3, 6, 2, 32, "gathered", [120, 90, 1], 130, 120),  # read in place, masked
 }
 
 
