@@ -1,6 +1,8 @@
 """The shipped demo checkpoint: its shape is as documented, and it answers held-out questions by looking."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,16 @@ def test_transformers_gives_the_same_greedy_answers(pipeline, sample):
         expected = out[0, len(request.input_ids):].tolist()
         got = greedy_answers(pipeline, [(seed, qa)], max_new_tokens=64)[0]
         assert got == pipeline.decode(expected), (qa.question, got, pipeline.decode(expected))
+
+
+def test_readme_quick_start_gets_the_right_answer():
+    repo = MODEL_DIR.parents[1]
+    command = 'python cli.py --image examples/scene_1.png --prompt "What color is the triangle?"'
+    assert command in (repo / "README.md").read_text(), "the README's quick start changed: update this test"
+    key = [line.split("\t") for line in (repo / "examples" / "questions.txt").read_text().splitlines()
+           if line and not line.startswith("#")]
+    assert ["scene_1.png", "What color is the triangle?", "red"] in key
+    result = subprocess.run([sys.executable, "cli.py", "--image", "examples/scene_1.png", "--prompt",
+                             "What color is the triangle?"], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "red"
