@@ -204,18 +204,30 @@ def softmax_attend_ref(logits, visible, v):
 
 
 def attention_ref(q, k_cache, v_cache, q_start, q_len, kv_len, *, scale, causal, key_slots=None, k_compact=False):
-    """Torch twin of `attention`: masks and a softmax in fp32, differentiable."""
-    batch, n_queries, n_heads, head_dim = q.shape
-    n_kv = k_cache.shape[2]
+    """Torch twin of `attention`: torch's fused CPU flash attention under the same masks, fp32, differentiable."""
+    batch, n_queries, n_heads, _ = q.shape
     keys = key_list_ref(k_cache, v_cache, key_slots, k_compact, kv_len)
-    qg = q.float().reshape(batch, n_queries, n_kv, n_heads // n_kv, head_dim)  # [B, T, G, R, d]
-    logits = torch.einsum("btgrd,bngd->bgrtn", qg, keys.k.float()) * scale  # [B, G, R, T, N]
     query = torch.arange(n_queries, device=q.device)
     visible = (query[None, :, None] < q_len.long()[:, None, None]) & keys.listed[:, None, :]  # [B, T, N]
     if causal:
         query_slot = q_start.long()[:, None] + query[None, :]  # [B, T]
         visible = visible & (keys.slot[:, None, :] <= query_slot[:, :, None])  # [B, T, N]
-    o, lse = softmax_attend_ref(logits, visible[:, None, None], keys.v)
+    has_key = visible.any(-1)  # [B, T]
+    group = n_heads // keys.k.shape[2]
+    k = keys.k.float().transpose(1, 2).repeat_interleave(group, dim=1)  # [B, N, G, d] -> [B, H, N, d]
+    v = keys.v.float().transpose(1, 2).repeat_interleave(group, dim=1)  # [B, N, G, d] -> [B, H, N, d]
+    plain_causal = causal and key_slots is None and bool(
+        (q_start == 0).all() and (q_len == n_queries).all() and (kv_len == n_queries).all())
+    if plain_causal:  # a whole prompt from slot 0 in every row: the kernel's own causal mask skips masked blocks
+        k, v, bias = k[:, :, :n_queries], v[:, :, :n_queries], None
+    else:
+        # a row with no visible key looks at key 0 instead, so no pass meets an all -inf row; it is zeroed below
+        visible[:, :, 0] |= ~has_key
+        bias = torch.zeros(visible.shape, device=q.device).masked_fill(~visible, float("-inf"))[:, None]  # [B, 1, T, N]
+    o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q.float().transpose(1, 2), k, v, 0.0, plain_causal, attn_mask=bias, scale=scale)  # [B, H, T, d], [B, H, T]
+    o = torch.where(has_key[:, :, None, None], o.transpose(1, 2), 0.0)  # [B, T, H, d]
+    lse = torch.where(has_key[:, :, None], lse.transpose(1, 2), float("-inf"))  # [B, T, H]
     return o.to(q.dtype), lse
 
 
