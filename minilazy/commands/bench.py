@@ -30,12 +30,16 @@ def parser() -> argparse.ArgumentParser:
                                    "4x4 tiles + a global image, about 1,100 prompt tokens)")
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="the question asked about the image")
     p.add_argument("--no-split", action="store_true", help="one image tile instead of the tile grid (short prompts)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16], metavar="B")
-    p.add_argument("--new-tokens", type=int, default=32, metavar="N", help="tokens generated per sequence")
-    p.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.8], metavar="F", help="lazy-layer ratios")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16], metavar="B",
+                   help="decode batch sizes: each runs B copies of the request together (default: 1 4 16)")
+    p.add_argument("--new-tokens", type=int, default=32, metavar="N",
+                   help="tokens generated per sequence (default: 32)")
+    p.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.8], metavar="F",
+                   help="lazy-layer ratios (default: 0.5 0.8)")
     p.add_argument("--plans", choices=variants.PLAN_KINDS, default="calibrated",
                    help="calibrate the lazy plans on the bench image, or space active layers evenly")
-    p.add_argument("--budget-gb", type=float, default=2.0, help="KV memory budget for the capacity figure")
+    p.add_argument("--budget-gb", type=float, default=2.0,
+                   help="KV memory budget in GB for the capacity figure: how many sequences fit (default: 2)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-transformers", action="store_true", help="skip the transformers reference")
     p.add_argument("--out", default="out/bench", metavar="DIR", help="where bench.json and bench.png go")
