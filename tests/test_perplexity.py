@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cli import main
-from minilazy.lazy.calibrate import plan_for_ratio
+from minilazy.lazy.calibrate import divergence_matrix, js_divergence, plan_for_ratio
 from minilazy.lazy.plan import LayerPlan
 from minilazy.model import Model
 from minilazy.perplexity.corpus import build_corpus, docstrings
@@ -106,3 +106,14 @@ def test_bad_input_is_one_line_error(tiny, tmp_path, capsys, flags, message):
     argv = ["perplexity", "--model", str(tiny[0]), "--calib", "1", "--out", str(tmp_path), "--no-progress", *flags]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_per_head_divergence_sees_heads_that_the_head_average_hides():
+    # layer 1's two heads are layer 0's swapped: the head averages are identical, the heads are not
+    heads = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.2, 0.7]])  # [H, N]
+    records = [(0, heads[None]), (1, heads.flip(0)[None])]  # [Tq=1, H, N] each
+    averaged = divergence_matrix(records, 2)
+    per_head = divergence_matrix(records, 2, per_head=True)
+    assert float(averaged[0, 1]) == pytest.approx(0.0, abs=1e-7)
+    expected = float(js_divergence(heads[0], heads[1]))
+    assert float(per_head[0, 1]) == pytest.approx(expected) and expected > 0.1

@@ -42,6 +42,9 @@ def parser() -> argparse.ArgumentParser:
                    help="lazy scopes to measure (default: visual all)")
     p.add_argument("--depth", type=int, default=1, metavar="R",
                    help="Q Cache slots: a lazy layer may inherit from any of the last R active layers")
+    p.add_argument("--per-head", action="store_true",
+                   help="calibrate on the divergence between same-index heads, averaged over heads (what a lazy "
+                        "layer inherits), instead of the divergence of head-averaged attention (the paper's)")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="windows per forward pass (default: 8)")
     p.add_argument("--out", default="out/perplexity", metavar="DIR", help="output directory (default: out/perplexity)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -55,7 +58,7 @@ def reproduce_command(args) -> str:
     parts += ["--backend", args.backend, "--dtype", args.dtype, "--windows", str(args.windows), "--calib",
               str(args.calib), "--span", str(args.span), "--tail", str(args.tail), "--ratios",
               *[f"{r:g}" for r in args.ratios], "--scopes", *args.scopes, "--depth", str(args.depth),
-              "--batch-size", str(args.batch_size), "--out", args.out]
+              *(["--per-head"] if args.per_head else []), "--batch-size", str(args.batch_size), "--out", args.out]
     return shlex.join(parts)
 
 
@@ -104,7 +107,7 @@ def run(args) -> int:
     pipeline.check_vocabulary(corpus.tokens.tolist())
     evaluation, calibration = corpus.splits(args.windows, args.calib)
     result = run_study(pipeline.model, evaluation, calibration, args.span, args.ratios, args.scopes, args.depth,
-                       args.batch_size, progress=not args.no_progress)
+                       args.batch_size, progress=not args.no_progress, per_head=args.per_head)
     command = reproduce_command(args)
     result = {"model": str(model_dir), "backend": args.backend, "dtype": args.dtype, "command": command,
               "corpus": corpus.describe(), **result}

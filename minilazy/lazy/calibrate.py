@@ -8,6 +8,10 @@ similar their visual attention is. The plan walks the layers: a layer becomes
 lazy when its divergence to one of the last `depth` active layers is under a
 threshold (inheriting from the closest), otherwise it becomes active. A target
 lazy ratio picks the threshold.
+
+`per_head=True` compares head h of one layer with head h of the other and
+averages the divergences over heads instead: a lazy layer inherits each head's
+logits from the same head of its anchor, which the head average cannot see.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 class RecordingAttention(FullAttention):
-    """Plain attention that also records, per text query, its head-averaged attention over image keys."""
+    """Plain attention that also records, per text query and head, its attention over image keys."""
 
     def __init__(self, cfg, weights, ops, layer, is_image: torch.Tensor, records: list):
         super().__init__(cfg, weights, ops, layer)
@@ -57,8 +61,7 @@ class RecordingAttention(FullAttention):
         k = cache.k[0, :n_keys].float().repeat_interleave(self.cfg.num_attention_heads // self.cfg.num_key_value_heads,
                                                            dim=1)  # [S, H, d]
         probs = torch.einsum("qhd,khd->hqk", q, k).mul(self.scale).softmax(-1)  # [H, Tq, S]; keys all precede
-        visual = probs[:, :, image].mean(0)  # [Tq, N_img]
-        self.records.append((self.layer, visual / visual.sum(-1, keepdim=True)))
+        self.records.append((self.layer, probs[:, :, image].transpose(0, 1)))  # [Tq, H, N_img]
         return out
 
 
@@ -77,9 +80,12 @@ def recording_layout(is_image: torch.Tensor, records: list):
     return layout
 
 
-def divergence_matrix(records: list, num_layers: int) -> torch.Tensor:
-    """Mean JS divergence `[L, L]` between layers over every recorded query."""
-    per_layer = [torch.cat([r for layer, r in records if layer == l]) for l in range(num_layers)]  # [Q, N] each
+def divergence_matrix(records: list, num_layers: int, per_head: bool = False) -> torch.Tensor:
+    """Mean JS divergence `[L, L]` between layers over every recorded query (and head, with `per_head`)."""
+    per_layer = [torch.cat([r for layer, r in records if layer == l]) for l in range(num_layers)]  # [Q, H, N] each
+    if not per_head:
+        per_layer = [r.mean(1, keepdim=True) for r in per_layer]  # [Q, 1, N]
+    per_layer = [r / r.sum(-1, keepdim=True) for r in per_layer]  # renormalised over the image keys
     js = torch.zeros(num_layers, num_layers)
     for i in range(num_layers):
         for j in range(i):
@@ -129,7 +135,7 @@ def plan_for_ratio(js: torch.Tensor, ratio: float, depth: int = 1, scope: str = 
 
 
 def measure_divergence(pipeline, samples, max_new_tokens: int = 16, progress: bool = True,
-                       image_masks=None) -> torch.Tensor:
+                       image_masks=None, per_head: bool = False) -> torch.Tensor:
     """Mean JS divergence `[L, L]` over `samples`, a list of `(image, prompt)` pairs (image: path, PIL or None).
 
     `image_masks[i]` (optional, `[T]` bool) marks which prompt tokens of sample i count as image tokens;
@@ -145,4 +151,4 @@ def measure_divergence(pipeline, samples, max_new_tokens: int = 16, progress: bo
             raise InputError(f"calibration sample {i} has no image tokens: calibration needs image+prompt pairs")
         generate(model, [request], SamplingParams(max_new_tokens=max_new_tokens), stop_ids=pipeline.stop_ids,
                  cache_layout=recording_layout(is_image, records))
-    return divergence_matrix(records, model.config.text.num_hidden_layers)
+    return divergence_matrix(records, model.config.text.num_hidden_layers, per_head)

@@ -50,7 +50,7 @@ def check_windows(windows: torch.Tensor, span: int) -> None:
 
 
 @torch.inference_mode()
-def calibrate(model, windows: torch.Tensor, span: int, progress: bool = True) -> torch.Tensor:
+def calibrate(model, windows: torch.Tensor, span: int, progress: bool = True, per_head: bool = False) -> torch.Tensor:
     """Mean JS divergence `[L, L]` of the attention the tail queries give to the span's keys (full attention)."""
     check_windows(windows, span)
     width = windows.shape[1]
@@ -58,7 +58,7 @@ def calibrate(model, windows: torch.Tensor, span: int, progress: bool = True) ->
     lengths = torch.tensor([width])
     for ids in tqdm(windows, desc="calibrating", unit="window", disable=not progress):
         model.forward_logits(ids[None], None, lengths, cache_layout=recording_layout(is_image, records))
-    return divergence_matrix(records, model.config.text.num_hidden_layers)
+    return divergence_matrix(records, model.config.text.num_hidden_layers, per_head)
 
 
 def tail_nll(logits: torch.Tensor, ids: torch.Tensor, span: int) -> torch.Tensor:
@@ -97,7 +97,7 @@ def kv_saving_formula(plan: LayerPlan, span: int, window: int) -> float:
 
 
 def run_study(model, evaluation: torch.Tensor, calibration: torch.Tensor, span: int, ratios, scopes=SCOPES,
-              depth: int = 1, batch_size: int = 8, progress: bool = True) -> dict:
+              depth: int = 1, batch_size: int = 8, progress: bool = True, per_head: bool = False) -> dict:
     """Calibrate on `calibration`, then perplexity on `evaluation` for full attention and every (scope, ratio)."""
     for ratio in ratios:
         if not 0 <= ratio < 1:
@@ -110,7 +110,7 @@ def run_study(model, evaluation: torch.Tensor, calibration: torch.Tensor, span: 
     if calibration.shape[1] != window:
         raise InputError(f"calibration windows have {calibration.shape[1]} tokens, evaluation windows {window}")
     started = time.perf_counter()
-    js = calibrate(model, calibration, span, progress)
+    js = calibrate(model, calibration, span, progress, per_head)
     calibration_seconds = time.perf_counter() - started
     num_layers = model.config.text.num_hidden_layers
     full_bytes = kv_bytes(model, LayerPlan.full(num_layers), span, window)
@@ -125,6 +125,7 @@ def run_study(model, evaluation: torch.Tensor, calibration: torch.Tensor, span: 
                                       1 - used / full_bytes, kv_saving_formula(plan, span, window), ppl, ppl / full - 1))
     return {
         "span": span, "tail": window - span, "window": window, "depth": depth,
+        "divergence_per_head": per_head,
         "evaluation_windows": evaluation.shape[0], "calibration_windows": calibration.shape[0],
         "scored_tokens": evaluation.shape[0] * (window - span), "num_layers": num_layers,
         "full": {"perplexity": full, "kv_bytes": full_bytes},
