@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from tokenizers import Tokenizer
 
-from minilazy.demo.questions import DESCRIBE_QUESTION, QA, ask, describe, sample_questions
+from minilazy.demo.questions import DESCRIBE_QUESTION, FAMILIES, QA, ask, describe, sample_questions
 from minilazy.demo.scenes import COLORS, GRID, SHAPES, SIZES, Scene, make_scene, render
 from minilazy.demo.tokenizer import EOS, PAD
 from minilazy.image_processing.clip import ClipImageProcessor
@@ -75,10 +75,11 @@ class SceneStream:
     """An endless, seeded stream of training batches."""
 
     def __init__(self, tokenizer: Tokenizer, processor: ClipImageProcessor, seed: int, batch_size: int,
-                 questions_per_image: int, describe_prob: float):
+                 questions_per_image: int, describe_prob: float, families: tuple[str, ...] = FAMILIES[:-1]):
         self.tokenizer, self.processor = tokenizer, processor
         self.rng = random.Random(seed)
         self.batch_size, self.questions_per_image, self.describe_prob = batch_size, questions_per_image, describe_prob
+        self.families = families  # short-question families, drawn uniformly (a repeated name is drawn more often)
 
     def scenes(self, max_objects: int) -> list[Scene]:
         return [make_scene(self.rng.randrange(EVAL_SEED_START), 1, max_objects) for _ in range(self.batch_size)]
@@ -92,7 +93,7 @@ class SceneStream:
             if self.rng.random() < self.describe_prob:
                 qas = [QA("describe", DESCRIBE_QUESTION, describe(scene))]
             else:
-                qas = sample_questions(scene, self.rng, self.questions_per_image)
+                qas = sample_questions(scene, self.rng, self.questions_per_image, self.families)
             sequences.append(conversation_ids(self.tokenizer, qas))
         return pad_batch(self.tokenizer, sequences, self.processor([render(s) for s in scenes]))
 

@@ -36,6 +36,7 @@ from minilazy.config import parse_config
 from minilazy.demo.dataset import IMAGE_TOKENS, SceneStream, tokenizer_corpus
 from minilazy.demo.evaluate import held_out_questions, teacher_forced_correct
 from minilazy.demo.init import demo_config, init_weights
+from minilazy.demo.questions import FAMILIES
 from minilazy.demo.scenes import COLORS, GRID, SHAPES, SIZES
 from minilazy.demo.tokenizer import IMAGE, PAD, build_tokenizer, load_tokenizer, save_tokenizer
 from minilazy.image_processing.clip import CLIP_MEAN, CLIP_STD, ClipImageProcessor
@@ -203,6 +204,9 @@ def parse_args(argv=None):
     p.add_argument("--tower-lr-scale", type=float, default=0.1, help="stage 2 vision tower lr / lr (0 freezes it)")
     p.add_argument("--batch-size", type=int, default=16, help="stage 2 images (conversations) per step")
     p.add_argument("--questions-per-image", type=int, default=10, help="short questions per conversation")
+    p.add_argument("--families", nargs="+", choices=FAMILIES[:-1], default=list(FAMILIES[:-1]), metavar="NAME",
+                   help="short-question families of the conversations, drawn uniformly; repeat a name to ask it "
+                        f"more often (default: {' '.join(FAMILIES[:-1])})")
     p.add_argument("--describe-prob", type=float, default=0.5, help="chance a conversation is the description alone (else questions only)")
     p.add_argument("--curriculum", type=float, default=0.3,
                    help="fraction of stage 2 over which scenes grow from 2 to 6 objects at most")
@@ -261,7 +265,7 @@ def main(argv=None) -> None:
         train_vision(model, weights, vision_stream, args, log)
         save({"stage": "vision", "step": 0})
     qa_stream = SceneStream(tokenizer, processor, args.seed + 1, args.batch_size, args.questions_per_image,
-                            args.describe_prob)
+                            args.describe_prob, tuple(args.families))
     train_questions(model, weights, qa_stream, tokenizer, processor, save, args, log)
     log(f"done in {(time.time() - started) / 60:.1f} minutes")
 
