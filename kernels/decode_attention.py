@@ -19,7 +19,7 @@ from kernels.aot import CompileCase, pointer
 from kernels.attention import (GPU_HEAD_BLOCKS, check_caches, check_lengths, head_block,
                                softmax_attend_ref)
 from kernels.backend import interpreting
-from kernels.key_list import KeyList, key_list_ref
+from kernels.key_list import KeyList, key_list_ref, list_columns
 from kernels.online_softmax import LOG2_E, online_softmax_finish, online_softmax_step
 
 # what the kernel does with the logits buffer
@@ -252,10 +252,11 @@ def decode_attention_from_logits_ref(logits, v_cache, kv_len, *, key_slots=None)
     if keys.by_slot:  # key i's logit goes to column key_slots[b, i]; columns no key names stay -inf
         n = min(logits.shape[2], key_slots.shape[1])
         listed = torch.arange(n, device=logits.device)[None, :] < kv_len.long()[:, None]  # [B, n]
-        listed_logits = torch.where(listed[:, None, :], logits[:, :, :n].float(), float("-inf"))  # [B, H, n]
-        columns = key_slots[:, :n].long().clamp(0, n_cols - 1)[:, None, :].expand(-1, n_heads, -1)  # [B, H, n]
-        by_column = torch.full((batch, n_heads, n_cols), float("-inf"), device=logits.device)
-        by_column.scatter_reduce_(2, columns, listed_logits, "amax")  # [B, H, N]
+        listed_logits = logits[:, :, :n].float()  # [B, H, n]
+        columns = list_columns(key_slots[:, :n].long(), listed, n_cols)  # [B, n]
+        columns = columns[:, None, :].expand(-1, n_heads, -1)  # [B, H, n]
+        by_column = torch.full((batch, n_heads, n_cols + 1), float("-inf"), device=logits.device)
+        by_column = by_column.scatter_(2, columns, listed_logits)[:, :, :n_cols]  # [B, H, N]; column N is spare
     else:
         by_column = logits[:, :, :n_cols].float()  # [B, H, N]
     grouped = by_column.reshape(batch, n_kv, n_heads // n_kv, 1, n_cols)  # [B, G, R, 1, N]

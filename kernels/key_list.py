@@ -57,21 +57,28 @@ def key_list_ref(k_cache, v_cache, key_slots, k_compact, kv_len) -> KeyList:
         span = int(torch.where(listed, slot, -1).max()) + 1 if batch else 0
         if longest >= DENSE_SHARE * span:
             n = min(bucket(span), k_cache.shape[1], v_cache.shape[1])
-            in_list = torch.zeros(batch, n, dtype=torch.int32, device=device)
-            in_list.scatter_add_(1, slot.clamp(0, n - 1), listed.int())  # unlisted entries add 0
+            in_list = torch.zeros(batch, n + 1, dtype=torch.bool, device=device)
+            in_list.scatter_(1, list_columns(slot, listed, n), True)  # unlisted entries mark the spare column n
             columns = torch.arange(n, device=device)
-            return KeyList(k_cache[:, :n], v_cache[:, :n], columns.expand(batch, n), in_list > 0, by_slot=True)
+            return KeyList(k_cache[:, :n], v_cache[:, :n], columns.expand(batch, n), in_list[:, :n], by_slot=True)
     k = k_cache[:, :n_list] if k_compact else gather_slots(k_cache, slot)
     return KeyList(k, gather_slots(v_cache, slot), slot, listed, by_slot=False)
+
+
+def list_columns(slot: torch.Tensor, listed: torch.Tensor, n: int) -> torch.Tensor:
+    """Column of each key of the list `[B, N]`: its slot, or the spare column `n` past the list's end."""
+    return torch.where(listed, slot, n)
 
 
 def gather_slots(cache: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
     """Rows `slot [B, N]` of `cache [B, S, G, d]` as a `[B, N, G, d]` view of head-major storage.
 
     Slots past kv_len may be garbage (e.g. -1): they are clamped into bounds and masked later.
+    One index_select over the flattened storage: faster than advanced indexing on CPU.
     """
-    batch, _, heads, _ = cache.shape
-    rows = torch.arange(batch, device=slot.device)[:, None, None]  # [B, 1, 1]
-    head = torch.arange(heads, device=slot.device)[None, :, None]  # [1, G, 1]
-    index = slot.clamp(0, cache.shape[1] - 1)[:, None, :]  # [B, 1, N]
-    return cache.transpose(1, 2)[rows, head, index].transpose(1, 2)  # [B, G, N, d] -> [B, N, G, d] view
+    batch, n_slots, heads, head_dim = cache.shape
+    flat = cache.transpose(1, 2).reshape(batch * heads * n_slots, head_dim)  # [B*G*S, d], a view of KV caches
+    first = (torch.arange(batch * heads, device=slot.device) * n_slots).view(batch, heads, 1)  # [B, G, 1]
+    index = first + slot.clamp(0, n_slots - 1)[:, None, :]  # [B, G, N]
+    rows = flat.index_select(0, index.reshape(-1))  # [B*G*N, d]
+    return rows.view(batch, heads, -1, head_dim).transpose(1, 2)  # [B, G, N, d] -> [B, N, G, d] view
