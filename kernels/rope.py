@@ -116,14 +116,53 @@ def rope(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Tens
     return out
 
 
+class _LastAngles:
+    """The cos/sin of the last `positions` tensor seen, per (theta, d, dtype).
+
+    Every layer of a forward step rotates q and k by the same `positions` tensor; computing its
+    angles once instead of twice per layer saves a dozen small ops per layer. The entry holds the
+    tensor itself (so its id cannot be reused) and its version counter (so an in-place change misses;
+    inference tensors have none, and the runtime never changes a step's positions in place).
+    """
+
+    def __init__(self):
+        self.entries = {}
+
+    @staticmethod
+    def version(positions: torch.Tensor) -> int | None:
+        return None if positions.is_inference() else positions._version
+
+    def get(self, positions: torch.Tensor, key: tuple):
+        hit = self.entries.get(key)
+        if hit is not None and hit[0] is positions and hit[1] == self.version(positions):
+            return hit[2]
+        return None
+
+    def put(self, positions: torch.Tensor, key: tuple, value) -> None:
+        self.entries[key] = (positions, self.version(positions), value)
+
+
+_last_angles = _LastAngles()
+
+
+def _cos_sin(positions: torch.Tensor, theta: float, d: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin `[B, T, 1, d]` in `dtype` of Hugging Face's rotary angles for `positions [B, T]`."""
+    key = (theta, d, dtype, positions.device, torch.is_inference_mode_enabled())
+    cached = _last_angles.get(positions, key)
+    if cached is not None:
+        return cached
+    freqs = positions[..., None].float() * _inv_freq(theta, d, positions.device)  # [B, T, d/2]
+    emb = torch.cat((freqs, freqs), dim=-1)  # [B, T, d]
+    value = emb.cos().to(dtype)[:, :, None, :], emb.sin().to(dtype)[:, :, None, :]  # [B, T, 1, d] each
+    _last_angles.put(positions, key, value)
+    return value
+
+
 def rope_ref(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Tensor | None = None) -> torch.Tensor:
     """Torch twin of `rope`: the same operations as transformers' Llama rotary embedding."""
     _check(x, positions, theta, out)
     d = x.shape[-1]
-    freqs = positions[..., None].float() * _inv_freq(float(theta), d, x.device)  # [B, T, d/2]
-    emb = torch.cat((freqs, freqs), dim=-1)  # [B, T, d]
-    cos = emb.cos().to(x.dtype)[:, :, None, :]  # [B, T, 1, d]
-    sin = emb.sin().to(x.dtype)[:, :, None, :]  # [B, T, 1, d]
+    cos, sin = _cos_sin(positions, float(theta), d, x.dtype)  # [B, T, 1, d] each
     x1, x2 = x[..., : d // 2], x[..., d // 2 :]
     rotated = x * cos + torch.cat((-x2, x1), dim=-1) * sin
     if out is None:
