@@ -15,9 +15,9 @@ from minilazy.pipeline import Pipeline
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "weights" / "demo"
 SAMPLE_OFFSET = 7_000_000  # a fixed held-out sample, apart from the default evaluation range
-# The shipped checkpoint answers 35 of these 50 (35 of the 42 short answers; descriptions mostly
-# fail). Chance level is about 12, and about 17 with each question asked about the wrong image.
-MIN_CORRECT = 32
+# The shipped checkpoint answers 45 of these 50, and 18 with each question asked about the wrong
+# image. The bar is the one the demo model is held to: 80%.
+MIN_CORRECT = 40
 
 
 @pytest.fixture(scope="module")
