@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from pathlib import Path
 
 from minilazy.commands.evaluate import add_eval_arguments, check_eval_arguments
 from minilazy.commands.generate import add_model_arguments
@@ -21,8 +22,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def shown_path(path: str) -> str:
+    """`path` relative to the working directory when it lies inside it (commands that read well)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(Path.cwd())) if resolved.is_relative_to(Path.cwd()) else path
+
+
 def reproduce_command(args) -> str:
-    parts = ["python", "cli.py", "study", "--model", args.model, "--n", args.n, "--calib", args.calib,
+    parts = ["python", "cli.py", "study", "--model", shown_path(args.model), "--n", args.n, "--calib", args.calib,
              "--seed-offset", args.seed_offset, "--batch-size", args.batch_size, "--max-new-tokens",
              args.max_new_tokens, "--backend", args.backend, "--dtype", args.dtype, "--out", args.out]
     return shlex.join(map(str, parts))
