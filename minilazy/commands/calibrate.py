@@ -34,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
                    help="Q Cache slots: a lazy layer may inherit from any of the last R active layers")
     p.add_argument("--max-new-tokens", type=int, default=16, metavar="N",
                    help="tokens generated per sample; their queries are measured too")
+    p.add_argument("--per-head", action="store_true",
+                   help="compare same-index heads and average over heads (what a lazy layer inherits) instead "
+                        "of comparing head-averaged attention (the paper's criterion)")
     p.add_argument("--out", required=True, metavar="PLAN.json", help="where to write the plan")
     p.add_argument("--plot", metavar="PNG", help="also draw the divergence heatmap with the chosen anchors")
     return p
@@ -58,7 +61,7 @@ def run(args) -> int:
         raise InputError(f"--ratio must be in [0, 1), got {args.ratio}")
     pipeline = Pipeline.load(args.model, args.dtype, args.backend)
     samples = [(image, args.prompt) for image in calibration_images(args.images)]
-    js = measure_divergence(pipeline, samples, args.max_new_tokens)
+    js = measure_divergence(pipeline, samples, args.max_new_tokens, per_head=args.per_head)
     if args.ratio is not None:
         plan, threshold = plan_for_ratio(js, args.ratio, args.depth, args.scope)
     else:
