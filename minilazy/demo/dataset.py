@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from tokenizers import Tokenizer
 
-from minilazy.demo.questions import DESCRIBE_QUESTION, FAMILIES, QA, ask, describe, sample_questions
+from minilazy.demo.questions import DESCRIBE_QUESTION, QA, SHORT_FAMILIES, ask, describe, sample_questions
 from minilazy.demo.scenes import COLORS, GRID, SHAPES, SIZES, Scene, make_scene, render
 from minilazy.demo.tokenizer import EOS, PAD
 from minilazy.image_processing.clip import ClipImageProcessor
@@ -75,7 +75,7 @@ class SceneStream:
     """An endless, seeded stream of training batches."""
 
     def __init__(self, tokenizer: Tokenizer, processor: ClipImageProcessor, seed: int, batch_size: int,
-                 questions_per_image: int, describe_prob: float, families: tuple[str, ...] = FAMILIES[:-1]):
+                 questions_per_image: int, describe_prob: float, families: tuple[str, ...] = SHORT_FAMILIES):
         self.tokenizer, self.processor = tokenizer, processor
         self.rng = random.Random(seed)
         self.batch_size, self.questions_per_image, self.describe_prob = batch_size, questions_per_image, describe_prob

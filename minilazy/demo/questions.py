@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from minilazy.demo.scenes import CELL_NAMES, COLORS, SHAPES, SIZES, Scene, SceneObject
 
 FAMILIES = ("color", "shape", "count", "exist", "relation", "describe")
+SHORT_FAMILIES = FAMILIES[:-1]  # one-word answers; "describe" is the long one
 DESCRIBE_QUESTION = "Describe the image."
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds", "cross": "crosses"}
 
@@ -131,7 +132,7 @@ def ask(scene: Scene, family: str, rng: random.Random) -> QA | None:
     return ASKERS[family](scene, rng)
 
 
-def sample_questions(scene: Scene, rng: random.Random, count: int, families=FAMILIES[:-1]) -> list[QA]:
+def sample_questions(scene: Scene, rng: random.Random, count: int, families=SHORT_FAMILIES) -> list[QA]:
     """Up to `count` distinct questions of random `families` (duplicates and impossible ones are skipped)."""
     questions: dict[str, QA] = {}
     for _ in range(count * 3):
