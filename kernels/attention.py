@@ -186,49 +186,58 @@ def softmax_attend_ref(logits, visible, v):
     """Masked softmax of logits [B, G, R, T, N] over N and its weighted sum of v [B, N, G, d].
 
     Returns o [B, T, G*R, d] fp32 and lse [B, T, G*R] fp32; rows with no visible key give 0 and -inf.
-    Written with safe denominators so gradients stay finite on those rows.
+    Their log-sum-exp is taken over zeros instead, so gradients stay finite on those rows.
     """
     batch, n_kv, group_size, n_queries, _ = logits.shape
+    has_key = visible.any(-1, keepdim=True)  # [B, G, R, T, 1] (or broadcastable to it)
     logits = logits.masked_fill(~visible, float("-inf"))
-    peak = logits.amax(-1, keepdim=True).detach()  # a stabiliser only, so no gradient through it
-    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-    weights = torch.exp(logits - peak)  # [B, G, R, T, N]
-    total = weights.sum(-1, keepdim=True)
-    has_key = total > 0
-    total_safe = torch.where(has_key, total, torch.ones_like(total))
-    o = torch.einsum("bgrtn,bngd->bgrtd", weights / total_safe, v.float())
-    lse = torch.where(has_key, peak + torch.log(total_safe), torch.full_like(total, float("-inf")))
+    lse = torch.logsumexp(logits.masked_fill(~has_key, 0.0), -1, keepdim=True)  # [B, G, R, T, 1]
+    weights = torch.exp(logits - lse)  # [B, G, R, T, N]
+    o = torch.einsum("bgrtn,bngd->bgrtd", weights, v.float())
+    lse = lse.masked_fill(~has_key, float("-inf"))
     o = o.permute(0, 3, 1, 2, 4).reshape(batch, n_queries, n_kv * group_size, -1)  # [B, T, H, d]
     lse = lse.squeeze(-1).permute(0, 3, 1, 2).reshape(batch, n_queries, n_kv * group_size)  # [B, T, H]
     return o, lse
 
 
+def flash_attend_ref(q, k, v, visible, has_key, *, scale, causal=False):
+    """torch's fused CPU flash attention of q `[B, T, H, d]` over k, v `[B, N, G, d]` (views of the cache).
+
+    `visible [B, T, N]` masks keys (None: all visible, or the plain causal mask when `causal`);
+    `has_key [B, T]` marks rows with a visible key (None: all have one); rows without give o = 0,
+    lse = -inf. Grouped-query heads are read in place (query head h uses kv head h // (H / G)).
+    Returns o `[B, T, H, d]` in q's dtype and lse `[B, T, H]` fp32.
+    """
+    bias = None
+    if visible is not None:
+        if has_key is not None:  # a row with no visible key looks at key 0, so no pass meets an all -inf row
+            visible[:, :, 0] |= ~has_key
+        bias = torch.zeros(visible.shape, device=q.device).masked_fill(~visible, float("-inf"))[:, None]  # [B, 1, T, N]
+    o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q.float().transpose(1, 2), k.float().transpose(1, 2), v.float().transpose(1, 2), 0.0, causal,
+        attn_mask=bias, scale=scale)  # [B, H, T, d], [B, H, T]
+    o, lse = o.transpose(1, 2), lse.transpose(1, 2)  # [B, T, H, d], [B, T, H]
+    if has_key is not None:
+        o = torch.where(has_key[:, :, None, None], o, 0.0)
+        lse = torch.where(has_key[:, :, None], lse, float("-inf"))
+    return o.to(q.dtype), lse
+
+
 def attention_ref(q, k_cache, v_cache, q_start, q_len, kv_len, *, scale, causal, key_slots=None, k_compact=False):
     """Torch twin of `attention`: torch's fused CPU flash attention under the same masks, fp32, differentiable."""
-    batch, n_queries, n_heads, _ = q.shape
+    n_queries = q.shape[1]
     keys = key_list_ref(k_cache, v_cache, key_slots, k_compact, kv_len)
+    plain_causal = causal and key_slots is None and bool(
+        (q_start == 0).all() and (q_len == n_queries).all() and (kv_len == n_queries).all())
+    if plain_causal:  # a whole prompt from slot 0 in every row: the kernel's own causal mask skips masked blocks
+        k, v = keys.k[:, :n_queries], keys.v[:, :n_queries]
+        return flash_attend_ref(q, k, v, None, None, scale=scale, causal=True)
     query = torch.arange(n_queries, device=q.device)
     visible = (query[None, :, None] < q_len.long()[:, None, None]) & keys.listed[:, None, :]  # [B, T, N]
     if causal:
         query_slot = q_start.long()[:, None] + query[None, :]  # [B, T]
         visible = visible & (keys.slot[:, None, :] <= query_slot[:, :, None])  # [B, T, N]
-    has_key = visible.any(-1)  # [B, T]
-    group = n_heads // keys.k.shape[2]
-    k = keys.k.float().transpose(1, 2).repeat_interleave(group, dim=1)  # [B, N, G, d] -> [B, H, N, d]
-    v = keys.v.float().transpose(1, 2).repeat_interleave(group, dim=1)  # [B, N, G, d] -> [B, H, N, d]
-    plain_causal = causal and key_slots is None and bool(
-        (q_start == 0).all() and (q_len == n_queries).all() and (kv_len == n_queries).all())
-    if plain_causal:  # a whole prompt from slot 0 in every row: the kernel's own causal mask skips masked blocks
-        k, v, bias = k[:, :, :n_queries], v[:, :, :n_queries], None
-    else:
-        # a row with no visible key looks at key 0 instead, so no pass meets an all -inf row; it is zeroed below
-        visible[:, :, 0] |= ~has_key
-        bias = torch.zeros(visible.shape, device=q.device).masked_fill(~visible, float("-inf"))[:, None]  # [B, 1, T, N]
-    o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-        q.float().transpose(1, 2), k, v, 0.0, plain_causal, attn_mask=bias, scale=scale)  # [B, H, T, d], [B, H, T]
-    o = torch.where(has_key[:, :, None, None], o.transpose(1, 2), 0.0)  # [B, T, H, d]
-    lse = torch.where(has_key[:, :, None], lse.transpose(1, 2), float("-inf"))  # [B, T, H]
-    return o.to(q.dtype), lse
+    return flash_attend_ref(q, keys.k, keys.v, visible, visible.any(-1), scale=scale)
 
 
 def _compile_cases():

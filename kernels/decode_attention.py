@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from kernels.aot import CompileCase, pointer
-from kernels.attention import (GPU_HEAD_BLOCKS, check_caches, check_lengths, head_block,
+from kernels.attention import (GPU_HEAD_BLOCKS, check_caches, check_lengths, flash_attend_ref, head_block,
                                softmax_attend_ref)
 from kernels.backend import interpreting
 from kernels.key_list import KeyList, key_list_ref, list_columns
@@ -223,10 +223,14 @@ def decode_attention_ref(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, 
     batch, n_heads, head_dim = q.shape
     n_kv = k_cache.shape[2]
     keys = key_list_ref(k_cache, v_cache, key_slots, k_compact, kv_len)
+    if logits_out is None:  # one fused call: a group's R query heads are R query rows over its kv head
+        rows = q.view(batch, n_kv, n_heads // n_kv, head_dim).transpose(1, 2)  # [B, H, d] -> [B, R, G, d]
+        o, lse = flash_attend_ref(rows, keys.k, keys.v, keys.listed[:, None, :], kv_len[:, None] > 0,
+                                  scale=scale)  # [B, R, G, d], [B, R, G]
+        return o.transpose(1, 2).reshape(batch, n_heads, head_dim), lse.transpose(1, 2).reshape(batch, n_heads)
     qg = q.float().reshape(batch, n_kv, n_heads // n_kv, head_dim)  # [B, G, R, d]
     logits = torch.einsum("bgrd,bngd->bgrn", qg, keys.k.float()) * scale  # [B, G, R, N]
-    if logits_out is not None:
-        write_listed_logits(logits_out, logits.reshape(batch, n_heads, -1), keys, key_slots, kv_len)  # [B, H, N]
+    write_listed_logits(logits_out, logits.reshape(batch, n_heads, -1), keys, key_slots, kv_len)  # [B, H, N]
     o, lse = softmax_attend_ref(logits[:, :, :, None], keys.listed[:, None, None, None], keys.v)
     return o[:, 0].to(q.dtype), lse[:, 0]
 

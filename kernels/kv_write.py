@@ -84,10 +84,11 @@ def kv_write(cache: torch.Tensor, new: torch.Tensor, slots: torch.Tensor) -> tor
 def kv_write_ref(cache: torch.Tensor, new: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     """Torch twin of `kv_write`: an in-place index_put_, differentiable through `new`."""
     _check(cache, new, slots)
-    keep = slots >= 0  # [B, T]
     batch = torch.arange(new.shape[0], device=new.device)[:, None].expand_as(slots)  # [B, T]
-    cache.index_put_((batch[keep], slots[keep].long()), new[keep])  # new[keep]: [M, G, d]
-    return cache
+    if slots.numel() and int(slots.min()) >= 0:  # no padding (every decode step): no masks to apply
+        return cache.index_put_((batch, slots.long()), new)
+    keep = slots >= 0  # [B, T]
+    return cache.index_put_((batch[keep], slots[keep].long()), new[keep])  # new[keep]: [M, G, d]
 
 
 def _compile_cases() -> list[CompileCase]:

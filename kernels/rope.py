@@ -116,45 +116,47 @@ def rope(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Tens
     return out
 
 
-class _LastAngles:
-    """The cos/sin of the last `positions` tensor seen, per (theta, d, dtype).
+class _RecentAngles:
+    """The cos/sin of the last few `positions` tensors seen, per (theta, d, dtype).
 
-    Every layer of a forward step rotates q and k by the same `positions` tensor; computing its
-    angles once instead of twice per layer saves a dozen small ops per layer. The entry holds the
-    tensor itself (so its id cannot be reused) and its version counter (so an in-place change misses;
-    inference tensors have none, and the runtime never changes a step's positions in place).
+    Every layer of a forward step rotates q and k by the same `positions` tensor (a lazy layer also
+    rotates its text keys by a second one); computing their angles once per step instead of once
+    per call saves a dozen small ops per layer. An entry holds the tensor itself (so its id cannot
+    be reused) and its version counter (so an in-place change misses; inference tensors have none,
+    and the runtime never changes a step's positions in place).
     """
 
-    def __init__(self):
-        self.entries = {}
+    def __init__(self, size: int = 2):
+        self.size, self.entries = size, {}
 
     @staticmethod
     def version(positions: torch.Tensor) -> int | None:
         return None if positions.is_inference() else positions._version
 
     def get(self, positions: torch.Tensor, key: tuple):
-        hit = self.entries.get(key)
-        if hit is not None and hit[0] is positions and hit[1] == self.version(positions):
-            return hit[2]
+        for tensor, version, value in self.entries.get(key, ()):
+            if tensor is positions and version == self.version(positions):
+                return value
         return None
 
     def put(self, positions: torch.Tensor, key: tuple, value) -> None:
-        self.entries[key] = (positions, self.version(positions), value)
+        recent = [(positions, self.version(positions), value)] + self.entries.get(key, [])
+        self.entries[key] = recent[: self.size]
 
 
-_last_angles = _LastAngles()
+_recent_angles = _RecentAngles()
 
 
 def _cos_sin(positions: torch.Tensor, theta: float, d: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin `[B, T, 1, d]` in `dtype` of Hugging Face's rotary angles for `positions [B, T]`."""
     key = (theta, d, dtype, positions.device, torch.is_inference_mode_enabled())
-    cached = _last_angles.get(positions, key)
+    cached = _recent_angles.get(positions, key)
     if cached is not None:
         return cached
     freqs = positions[..., None].float() * _inv_freq(theta, d, positions.device)  # [B, T, d/2]
     emb = torch.cat((freqs, freqs), dim=-1)  # [B, T, d]
     value = emb.cos().to(dtype)[:, :, None, :], emb.sin().to(dtype)[:, :, None, :]  # [B, T, 1, d] each
-    _last_angles.put(positions, key, value)
+    _recent_angles.put(positions, key, value)
     return value
 
 

@@ -77,6 +77,18 @@ def test_twin_matches_attention_with_one_query(name):
     assert_close(lse_logits, lse, 1e-5, 1e-5, what="lse from logits")
 
 
+@pytest.mark.parametrize("keep_logits", [False, True], ids=["fused", "logits"])
+def test_twin_gives_zero_and_finite_gradients_on_empty_rows(keep_logits):
+    args, kwargs = make_case("mha_gathered_empty")  # the second sequence has no key
+    q, v = args[0].clone().requires_grad_(), args[2].clone().requires_grad_()
+    logits = logits_buffer(args, kwargs) if keep_logits else None
+    o, lse = decode_attention_ref(q, args[1], v, args[3], **kwargs, logits_out=logits)
+    assert (o[1] == 0).all() and torch.isneginf(lse[1]).all() and torch.isfinite(lse[0]).all()
+    (o.sum() + lse.nan_to_num(neginf=0.0).sum()).backward()
+    assert torch.isfinite(q.grad).all() and torch.isfinite(v.grad).all()
+    assert q.grad[0].abs().sum() > 0 and (q.grad[1] == 0).all()
+
+
 def test_kernel_matches_attention_kernel():
     args, kwargs = make_case("gqa_ragged", torch.float16)
     q, k_cache, v_cache, kv_len = args
