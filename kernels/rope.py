@@ -148,14 +148,20 @@ _recent_angles = _RecentAngles()
 
 
 def _cos_sin(positions: torch.Tensor, theta: float, d: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin `[B, T, 1, d]` in `dtype` of Hugging Face's rotary angles for `positions [B, T]`."""
+    """cos and signed sin `[B, T, 1, d]` in `dtype` of Hugging Face's rotary angles for `positions [B, T]`.
+
+    `rotate_half(x) = cat(-x2, x1)` equals `roll(x, d/2)` with the first half negated, so the sign
+    goes into the sine's first half: -x2 * sin == x2 * (-sin) exactly.
+    """
     key = (theta, d, dtype, positions.device, torch.is_inference_mode_enabled())
     cached = _recent_angles.get(positions, key)
     if cached is not None:
         return cached
     freqs = positions[..., None].float() * _inv_freq(theta, d, positions.device)  # [B, T, d/2]
     emb = torch.cat((freqs, freqs), dim=-1)  # [B, T, d]
-    value = emb.cos().to(dtype)[:, :, None, :], emb.sin().to(dtype)[:, :, None, :]  # [B, T, 1, d] each
+    sin = emb.sin()
+    signed_sin = torch.cat((-sin[..., : d // 2], sin[..., d // 2 :]), dim=-1)  # [B, T, d]: rotate_half's signs
+    value = emb.cos().to(dtype)[:, :, None, :], signed_sin.to(dtype)[:, :, None, :]  # [B, T, 1, d] each
     _recent_angles.put(positions, key, value)
     return value
 
@@ -164,9 +170,8 @@ def rope_ref(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.
     """Torch twin of `rope`: the same operations as transformers' Llama rotary embedding."""
     _check(x, positions, theta, out)
     d = x.shape[-1]
-    cos, sin = _cos_sin(positions, float(theta), d, x.dtype)  # [B, T, 1, d] each
-    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
-    rotated = x * cos + torch.cat((-x2, x1), dim=-1) * sin
+    cos, signed_sin = _cos_sin(positions, float(theta), d, x.dtype)  # [B, T, 1, d] each
+    rotated = x * cos + torch.roll(x, d // 2, dims=-1) * signed_sin  # rotate_half(x) * sin, sign in signed_sin
     if out is None:
         return rotated
     return out.copy_(rotated)

@@ -73,3 +73,15 @@ def test_rms_norm_rejects_bad_input():
         rms_norm(x, torch.randn(40), EPS, torch.randn(3, 39))
     with pytest.raises(ValueError, match="contiguous"):
         rms_norm(torch.randn(40, 3).T, torch.randn(40), EPS)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows,d", SHAPES + [(5, 576)])
+def test_twin_equals_transformers(dtype, rows, d):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    norm = LlamaRMSNorm(d, eps=EPS).to(dtype)
+    with torch.no_grad():
+        norm.weight.copy_(1 + 0.5 * torch.randn(d))
+        x = torch.randn(rows, d).to(dtype)
+        assert torch.equal(rms_norm_ref(x, norm.weight, EPS), norm(x))
