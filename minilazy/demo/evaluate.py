@@ -19,6 +19,7 @@ import argparse
 import json
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -105,11 +106,8 @@ def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_s
     kv_bytes = sum(s.kv_cache_bytes for s in stats)
     kv_full = sum(full_attention_bytes(pipeline.config, s.batch, s.cache_slots, pipeline.model.dtype.itemsize)
                   for s in stats)
-    per_family: dict[str, list[int]] = {f: [0, 0] for f in FAMILIES}
     tp = n_pred = n_true = 0
     for (_, qa), answer in zip(items, answers):
-        per_family[qa.family][0] += answer == qa.answer
-        per_family[qa.family][1] += 1
         if qa.family == "describe":
             a, b, c = description_scores(answer, qa.answer)
             tp, n_pred, n_true = tp + a, n_pred + b, n_true + c
@@ -117,8 +115,8 @@ def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_s
     recall = tp / n_true if n_true else 0.0
     result = {
         "model": str(model_dir), "n": n, "seed_offset": seed_offset,
-        "accuracy": sum(c for c, _ in per_family.values()) / n,
-        "per_family": {f: {"correct": c, "total": t, "accuracy": c / t if t else 0.0} for f, (c, t) in per_family.items()},
+        "accuracy": sum(qa.answer == answer for (_, qa), answer in zip(items, answers)) / n,
+        "per_family": score_families([qa for _, qa in items], answers),
         "describe_objects": {"precision": precision, "recall": recall,
                              "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0},
         "seconds": time.time() - start,
@@ -131,11 +129,37 @@ def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_s
     return result
 
 
+def score_families(questions: list[QA], answers: list[str]) -> dict[str, dict]:
+    """Exact-match accuracy per family, beside two checks that an accuracy is more than a guess.
+
+    `majority_baseline`: the accuracy of always giving the family's most common right answer (for
+    yes/no questions, the share of the commoner one); `top_answer` and `top_answer_share`: the
+    model's most common answer and how often it gave it (1.0 means one answer whatever the image).
+    """
+    rows = {}
+    for family in FAMILIES:
+        pairs = [(qa.answer, answer) for qa, answer in zip(questions, answers) if qa.family == family]
+        total = len(pairs)
+        correct = sum(expected == answer for expected, answer in pairs)
+        expected_counts = Counter(expected for expected, _ in pairs).most_common(1)
+        top_answer = Counter(answer for _, answer in pairs).most_common(1)
+        rows[family] = {
+            "correct": correct, "total": total, "accuracy": correct / total if total else 0.0,
+            "majority_baseline": expected_counts[0][1] / total if total else 0.0,
+            "top_answer": top_answer[0][0] if total else None,
+            "top_answer_share": top_answer[0][1] / total if total else 0.0,
+        }
+    return rows
+
+
 def format_table(result: dict) -> str:
-    lines = [f"{'family':<10} {'correct':>8} {'total':>6} {'accuracy':>9}"]
+    lines = [f"{'family':<10} {'correct':>8} {'total':>6} {'accuracy':>9} {'majority':>9}  most common answer"]
     for family, row in result["per_family"].items():
-        lines.append(f"{family:<10} {row['correct']:>8} {row['total']:>6} {row['accuracy']:>9.1%}")
+        top = row["top_answer"] if row["top_answer"] is None or len(row["top_answer"]) <= 20 else row["top_answer"][:17] + "..."
+        lines.append(f"{family:<10} {row['correct']:>8} {row['total']:>6} {row['accuracy']:>9.1%} "
+                     f"{row['majority_baseline']:>9.1%}  {top!r} ({row['top_answer_share']:.0%})")
     lines.append(f"{'overall':<10} {round(result['accuracy'] * result['n']):>8} {result['n']:>6} {result['accuracy']:>9.1%}")
+    lines.append("majority: always giving the family's most common right answer")
     d = result["describe_objects"]
     lines.append(f"describe objects: precision {d['precision']:.1%}, recall {d['recall']:.1%}, F1 {d['f1']:.1%}")
     return "\n".join(lines)

@@ -1,0 +1,31 @@
+"""The accuracy harness's per-family scoring: accuracy beside the majority baseline and the model's commonest answer."""
+
+from minilazy.demo.evaluate import format_table, score_families
+from minilazy.demo.questions import FAMILIES, QA
+
+
+def test_a_model_that_always_says_no_scores_the_majority_baseline_and_is_seen_to():
+    expected = ["no", "no", "yes", "no", "yes"]
+    questions = [QA("relation", f"Is the red circle left of the square {i}?", a) for i, a in enumerate(expected)]
+    questions += [QA("color", "What color is the circle?", "red"), QA("color", "What color is the cross?", "blue")]
+    answers = ["no"] * 5 + ["red", "blue"]
+    rows = score_families(questions, answers)
+    assert set(rows) == set(FAMILIES)
+    relation = rows["relation"]
+    assert (relation["correct"], relation["total"]) == (3, 5)
+    assert relation["accuracy"] == relation["majority_baseline"] == 0.6
+    assert (relation["top_answer"], relation["top_answer_share"]) == ("no", 1.0)
+    color = rows["color"]
+    assert (color["accuracy"], color["majority_baseline"], color["top_answer_share"]) == (1.0, 0.5, 0.5)
+    assert rows["count"] == {"correct": 0, "total": 0, "accuracy": 0.0, "majority_baseline": 0.0,
+                             "top_answer": None, "top_answer_share": 0.0}
+
+
+def test_table_shows_the_baseline_and_the_commonest_answer():
+    questions = [QA("relation", "Is the red circle above the square?", "yes"), QA("describe", "Describe the image.", "x" * 40)]
+    rows = score_families(questions, ["no", "x" * 40])
+    table = format_table({"per_family": rows, "accuracy": 0.5, "n": 2,
+                          "describe_objects": {"precision": 1.0, "recall": 1.0, "f1": 1.0}})
+    relation_line = next(line for line in table.splitlines() if line.startswith("relation"))
+    assert "0.0%" in relation_line and "100.0%" in relation_line and "'no' (100%)" in relation_line
+    assert "..." in next(line for line in table.splitlines() if line.startswith("describe"))
