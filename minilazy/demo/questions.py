@@ -8,6 +8,10 @@ Families (the keys of FAMILIES):
 - relation: "Is the red circle left of the square?" -> "yes" / "no" (both objects unique; strictly left/above)
 - describe: "Describe the image."                    -> "large red circle at top left and small ..."
   (every object as `size colour shape at cell`, row-major over the cells, joined by "and")
+
+and one family that training may ask but the harness does not score (TRAINING_FAMILIES):
+- where:    "What is the red circle at?"             -> "top left" (the object named must be unique;
+  the words are the shipped tokenizer's); a relation question is two of these and a comparison
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from minilazy.demo.scenes import CELL_NAMES, COLORS, SHAPES, SIZES, Scene, Scene
 
 FAMILIES = ("color", "shape", "count", "exist", "relation", "describe")
 SHORT_FAMILIES = FAMILIES[:-1]  # one-word answers; "describe" is the long one
+TRAINING_FAMILIES = SHORT_FAMILIES + ("where",)  # the short families training may ask
 DESCRIBE_QUESTION = "Describe the image."
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds", "cross": "crosses"}
 
@@ -115,20 +120,28 @@ def ask_relation(scene: Scene, rng: random.Random) -> QA | None:
     return QA("relation", f"Is the {ref_a} above the {ref_b}?", "yes" if a.row < b.row else "no")
 
 
+def ask_where(scene: Scene, rng: random.Random) -> QA | None:
+    named = [(o, ref) for o in scene.objects if (ref := unique_reference(scene, o))]
+    if not named:
+        return None
+    obj, ref = rng.choice(named)
+    return QA("where", f"What is the {ref} at?", obj.cell)
+
+
 def ask_describe(scene: Scene, rng: random.Random) -> QA:
     return QA("describe", DESCRIBE_QUESTION, describe(scene))
 
 
 ASKERS = {
     "color": ask_color, "shape": ask_shape, "count": ask_count,
-    "exist": ask_exist, "relation": ask_relation, "describe": ask_describe,
+    "exist": ask_exist, "relation": ask_relation, "describe": ask_describe, "where": ask_where,
 }
 
 
 def ask(scene: Scene, family: str, rng: random.Random) -> QA | None:
     """One question of `family` about `scene`, or None when the scene allows none (e.g. no unique object)."""
     if family not in ASKERS:
-        raise ValueError(f"unknown question family {family!r}; expected one of {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown question family {family!r}; expected one of {', '.join(ASKERS)}")
     return ASKERS[family](scene, rng)
 
 

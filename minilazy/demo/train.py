@@ -36,7 +36,7 @@ from minilazy.config import parse_config
 from minilazy.demo.dataset import IMAGE_TOKENS, SceneStream, tokenizer_corpus
 from minilazy.demo.evaluate import held_out_questions, teacher_forced_correct
 from minilazy.demo.init import demo_config, init_weights
-from minilazy.demo.questions import SHORT_FAMILIES
+from minilazy.demo.questions import SHORT_FAMILIES, TRAINING_FAMILIES
 from minilazy.demo.scenes import COLORS, GRID, SHAPES, SIZES
 from minilazy.demo.tokenizer import IMAGE, PAD, build_tokenizer, load_tokenizer, save_tokenizer
 from minilazy.image_processing.clip import CLIP_MEAN, CLIP_STD, ClipImageProcessor
@@ -204,9 +204,10 @@ def parse_args(argv=None):
     p.add_argument("--tower-lr-scale", type=float, default=0.1, help="stage 2 vision tower lr / lr (0 freezes it)")
     p.add_argument("--batch-size", type=int, default=16, help="stage 2 images (conversations) per step")
     p.add_argument("--questions-per-image", type=int, default=10, help="short questions per conversation")
-    p.add_argument("--families", nargs="+", choices=SHORT_FAMILIES, default=list(SHORT_FAMILIES), metavar="NAME",
+    p.add_argument("--families", nargs="+", choices=TRAINING_FAMILIES, default=list(SHORT_FAMILIES), metavar="NAME",
                    help="short-question families of the conversations, drawn uniformly; repeat a name to ask it "
-                        f"more often (default: {' '.join(SHORT_FAMILIES)})")
+                        f"more often; 'where' (\"What is the red circle at?\" -> \"top left\") is taught but not "
+                        f"scored (default: {' '.join(SHORT_FAMILIES)})")
     p.add_argument("--describe-prob", type=float, default=0.5,
                    help="chance a conversation is the description alone (else short questions only)")
     p.add_argument("--curriculum", type=float, default=0.3,
