@@ -210,9 +210,9 @@ def flash_attend_ref(q, k, v, visible, has_key, *, scale, causal=False):
     """
     bias = None
     if visible is not None:
-        if has_key is not None:  # a row with no visible key looks at key 0, so no pass meets an all -inf row
-            visible[:, :, 0] |= ~has_key
         bias = torch.zeros(visible.shape, device=q.device).masked_fill(~visible, float("-inf"))[:, None]  # [B, 1, T, N]
+        if has_key is not None:  # a row with no visible key looks at key 0, so no pass meets an all -inf row
+            bias[:, 0, :, 0].masked_fill_(~has_key, 0.0)
     o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
         q.float().transpose(1, 2), k.float().transpose(1, 2), v.float().transpose(1, 2), 0.0, causal,
         attn_mask=bias, scale=scale)  # [B, H, T, d], [B, H, T]

@@ -113,10 +113,11 @@ def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_s
             tp, n_pred, n_true = tp + a, n_pred + b, n_true + c
     precision = tp / n_pred if n_pred else 0.0
     recall = tp / n_true if n_true else 0.0
+    per_family = score_families([qa for _, qa in items], answers)
     result = {
         "model": str(model_dir), "n": n, "seed_offset": seed_offset,
-        "accuracy": sum(qa.answer == answer for (_, qa), answer in zip(items, answers)) / n,
-        "per_family": score_families([qa for _, qa in items], answers),
+        "accuracy": sum(row["correct"] for row in per_family.values()) / n,
+        "per_family": per_family,
         "describe_objects": {"precision": precision, "recall": recall,
                              "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0},
         "seconds": time.time() - start,

@@ -110,8 +110,13 @@ def ask_exist(scene: Scene, rng: random.Random) -> QA:
     return QA("exist", f"Is there a {color} {shape}?", answer)
 
 
+def named_objects(scene: Scene) -> list[tuple[SceneObject, str]]:
+    """Every object a phrase can name alone, with its shortest such phrase."""
+    return [(o, ref) for o in scene.objects if (ref := unique_reference(scene, o))]
+
+
 def ask_relation(scene: Scene, rng: random.Random) -> QA | None:
-    named = [(o, ref) for o in scene.objects if (ref := unique_reference(scene, o))]
+    named = named_objects(scene)
     if len(named) < 2:
         return None
     (a, ref_a), (b, ref_b) = rng.sample(named, 2)
@@ -121,7 +126,7 @@ def ask_relation(scene: Scene, rng: random.Random) -> QA | None:
 
 
 def ask_where(scene: Scene, rng: random.Random) -> QA | None:
-    named = [(o, ref) for o in scene.objects if (ref := unique_reference(scene, o))]
+    named = named_objects(scene)
     if not named:
         return None
     obj, ref = rng.choice(named)
