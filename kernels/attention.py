@@ -182,24 +182,6 @@ def attention(q, k_cache, v_cache, q_start, q_len, kv_len, *, scale, causal, key
     return o, lse
 
 
-def softmax_attend_ref(logits, visible, v):
-    """Masked softmax of logits [B, G, R, T, N] over N and its weighted sum of v [B, N, G, d].
-
-    Returns o [B, T, G*R, d] fp32 and lse [B, T, G*R] fp32; rows with no visible key give 0 and -inf.
-    Their log-sum-exp is taken over zeros instead, so gradients stay finite on those rows.
-    """
-    batch, n_kv, group_size, n_queries, _ = logits.shape
-    has_key = visible.any(-1, keepdim=True)  # [B, G, R, T, 1] (or broadcastable to it)
-    logits = logits.masked_fill(~visible, float("-inf"))
-    lse = torch.logsumexp(logits.masked_fill(~has_key, 0.0), -1, keepdim=True)  # [B, G, R, T, 1]
-    weights = torch.exp(logits - lse)  # [B, G, R, T, N]
-    o = torch.einsum("bgrtn,bngd->bgrtd", weights, v.float())
-    lse = lse.masked_fill(~has_key, float("-inf"))
-    o = o.permute(0, 3, 1, 2, 4).reshape(batch, n_queries, n_kv * group_size, -1)  # [B, T, H, d]
-    lse = lse.squeeze(-1).permute(0, 3, 1, 2).reshape(batch, n_queries, n_kv * group_size)  # [B, T, H]
-    return o, lse
-
-
 def flash_attend_ref(q, k, v, visible, has_key, *, scale, causal=False):
     """torch's fused CPU flash attention of q `[B, T, H, d]` over k, v `[B, N, G, d]` (views of the cache).
 

@@ -16,8 +16,7 @@ import triton
 import triton.language as tl
 
 from kernels.aot import CompileCase, pointer
-from kernels.attention import (GPU_HEAD_BLOCKS, check_caches, check_lengths, flash_attend_ref, head_block,
-                               softmax_attend_ref)
+from kernels.attention import GPU_HEAD_BLOCKS, check_caches, check_lengths, flash_attend_ref, head_block
 from kernels.backend import interpreting
 from kernels.key_list import KeyList, key_list_ref, list_columns
 from kernels.online_softmax import LOG2_E, online_softmax_finish, online_softmax_step
@@ -228,11 +227,28 @@ def decode_attention_ref(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, 
         o, lse = flash_attend_ref(rows, keys.k, keys.v, keys.listed[:, None, :], kv_len[:, None] > 0,
                                   scale=scale)  # [B, R, G, d], [B, R, G]
         return o.transpose(1, 2).reshape(batch, n_heads, head_dim), lse.transpose(1, 2).reshape(batch, n_heads)
-    qg = q.float().reshape(batch, n_kv, n_heads // n_kv, head_dim)  # [B, G, R, d]
-    logits = torch.einsum("bgrd,bngd->bgrn", qg, keys.k.float()) * scale  # [B, G, R, N]
-    write_listed_logits(logits_out, logits.reshape(batch, n_heads, -1), keys, key_slots, kv_len)  # [B, H, N]
-    o, lse = softmax_attend_ref(logits[:, :, :, None], keys.listed[:, None, None, None], keys.v)
-    return o[:, 0].to(q.dtype), lse[:, 0]
+    qg = q.float().view(batch, n_kv, n_heads // n_kv, head_dim)  # [B, H, d] -> [B, G, R, d]
+    logits = torch.matmul(qg, keys.k.float().permute(0, 2, 3, 1)) * scale  # [B, G, R, d] @ [B, G, d, N]
+    write_listed_logits(logits_out, logits.view(batch, n_heads, -1), keys, key_slots, kv_len)  # [B, H, N]
+    o, lse = softmax_values(logits.masked_fill(~keys.listed[:, None, None, :], float("-inf")), keys.v, kv_len)
+    return o.to(q.dtype), lse
+
+
+def softmax_values(logits, v, kv_len):
+    """Softmax over N of logits `[B, G, R, N]` (fp32, -inf at the keys left out) and its weighted sum of v `[B, N, G, d]`.
+
+    Returns o `[B, G*R, d]` fp32 and lse `[B, G*R]` fp32; a sequence with kv_len 0 gives o = 0 and
+    lse = -inf. Written out (not torch.logsumexp) to pass over the logits fewer times; the peak is
+    only a stabiliser, so gradients stay finite on empty rows.
+    """
+    batch, n_kv, group_size, _ = logits.shape
+    has_key = (kv_len > 0).view(batch, 1, 1, 1)
+    peak = torch.where(has_key, logits.detach().amax(-1, keepdim=True), 0.0)  # [B, G, R, 1]
+    weights = torch.exp(logits - peak)  # [B, G, R, N]
+    total = torch.where(has_key, weights.sum(-1, keepdim=True), 1.0)  # [B, G, R, 1]
+    o = torch.matmul(weights, v.float().permute(0, 2, 1, 3)) / total  # [B, G, R, N] @ [B, G, N, d]: the cache in place
+    lse = torch.where(has_key, peak + total.log(), float("-inf"))
+    return o.view(batch, n_kv * group_size, -1), lse.view(batch, n_kv * group_size)  # [B, G, R, .] -> [B, H, .]
 
 
 def write_listed_logits(logits_out, logits, keys: KeyList, key_slots, kv_len) -> None:
@@ -262,10 +278,10 @@ def decode_attention_from_logits_ref(logits, v_cache, kv_len, *, key_slots=None)
         by_column = torch.full((batch, n_heads, n_cols + 1), float("-inf"), device=logits.device)
         by_column = by_column.scatter_(2, columns, listed_logits)[:, :, :n_cols]  # [B, H, N]; column N is spare
     else:
-        by_column = logits[:, :, :n_cols].float()  # [B, H, N]
-    grouped = by_column.reshape(batch, n_kv, n_heads // n_kv, 1, n_cols)  # [B, G, R, 1, N]
-    o, lse = softmax_attend_ref(grouped, keys.listed[:, None, None, None], keys.v)
-    return o[:, 0].to(v_cache.dtype), lse[:, 0]
+        by_column = logits[:, :, :n_cols].float().masked_fill(~keys.listed[:, None, :], float("-inf"))  # [B, H, N]
+    grouped = by_column.view(batch, n_kv, n_heads // n_kv, n_cols)  # [B, H, N] -> [B, G, R, N]
+    o, lse = softmax_values(grouped, keys.v, kv_len)
+    return o.to(v_cache.dtype), lse
 
 
 def _compile_cases():

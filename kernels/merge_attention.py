@@ -84,14 +84,13 @@ def merge_attention(o1, lse1, o2, lse2):
 
 
 def merge_attention_ref(o1, lse1, o2, lse2):
-    """Torch twin of `merge_attention` (fp32 math, differentiable, no NaN when both parts are empty)."""
-    peak = torch.maximum(lse1, lse2).detach()  # a stabiliser only
-    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-    w1, w2 = torch.exp(lse1 - peak), torch.exp(lse2 - peak)
-    total = w1 + w2
-    total = torch.where(total > 0, total, torch.ones_like(total))
-    out = o1.float() * (w1 / total)[..., None] + o2.float() * (w2 / total)[..., None]
-    return out.to(o1.dtype)
+    """Torch twin of `merge_attention` (fp32 math, differentiable, no NaN when both parts are empty).
+
+    Part 2's share of the merged softmax is e^lse2 / (e^lse1 + e^lse2) = sigmoid(lse2 - lse1): one
+    lerp from o1 towards o2. Both parts empty gives NaN - NaN, made 0 (an even share of two zeros).
+    """
+    share = torch.sigmoid((lse2 - lse1).nan_to_num(nan=0.0))  # [...]; 1 where part 1 is empty, 0 where part 2 is
+    return torch.lerp(o1.float(), o2.float(), share[..., None]).to(o1.dtype)
 
 
 def _compile_cases():

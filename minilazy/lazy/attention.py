@@ -57,10 +57,10 @@ class LazyVisualAttention(FullAttention):
         q = self.queries(x, step)
         self.ops.kv_write(cache.v, self.project(x, self.wv, cfg.num_key_value_heads), step.slots)
         # keys for the text tokens only: gather them, project, rotate, append to the text-only cache
-        x_text = x.gather(1, text.gather[:, :, None].expand(-1, -1, dim))  # [B, Tt, D]
+        x_text = x if text.gather is None else x.gather(1, text.gather[:, :, None].expand(-1, -1, dim))  # [B, Tt, D]
         k_text = self.ops.rope(self.project(x_text, self.wk, cfg.num_key_value_heads), text.positions, cfg.rope_theta)
         self.ops.kv_write(cache.k, k_text, text.write)
-        state.projection_rows["wk_skipped"] += int(step.q_len.sum()) - int((text.write >= 0).sum())
+        state.projection_rows["wk_skipped"] += text.image_rows
 
         if step.is_decode and self.fast_decode:
             o_img, lse_img = self.ops.decode_attention_from_logits(

@@ -23,10 +23,11 @@ from minilazy.step import Step
 class TextRows:
     """The text tokens among one step's new tokens."""
 
-    gather: torch.Tensor  # [B, Tt] index into the step's T new tokens (0 for padding)
+    gather: torch.Tensor | None  # [B, Tt] index into the step's T new tokens (0 for padding); None: all of them
     positions: torch.Tensor  # [B, Tt] their RoPE positions
     write: torch.Tensor  # [B, Tt] their row in a text-only key cache, -1 for padding
     count: torch.Tensor  # [B] int32 text keys cached once this step is written
+    image_rows: int  # the step's image tokens, whose key projections lazy layers skip
 
 
 class LazyState:
@@ -77,16 +78,15 @@ class LazyState:
         is_text = valid & ~self.is_image.gather(1, step.slots.clamp(min=0))  # [B, T]
         rank = is_text.int().cumsum(1) - 1  # [B, T] order among this step's text tokens
         write = torch.where(is_text, self.n_text[:, None] + rank, -1)  # [B, T] text-cache row or -1
-        width = max(int(is_text.sum(1).max()), 1)
-        # move each text token to column `rank` of a [B, Tt] table
-        order = torch.argsort((~is_text).int(), dim=1, stable=True)[:, :width]  # [B, Tt]
-        gather_write = write.gather(1, order)
-        rows = TextRows(
-            gather=order,
-            positions=step.positions.gather(1, order),
-            write=gather_write,
-            count=(self.n_text + is_text.sum(1)).int(),
-        )
+        count = (self.n_text + is_text.sum(1)).int()
+        image_rows = int(step.q_len.sum()) - int(is_text.sum())
+        if bool(is_text.all()):  # every new token is text (a decode step): no table to build
+            rows = TextRows(None, step.positions, write, count, image_rows)
+        else:
+            width = max(int(is_text.sum(1).max()), 1)
+            # move each text token to column `rank` of a [B, Tt] table
+            order = torch.argsort((~is_text).int(), dim=1, stable=True)[:, :width]  # [B, Tt]
+            rows = TextRows(order, step.positions.gather(1, order), write.gather(1, order), count, image_rows)
         b_idx, t_idx = is_text.nonzero(as_tuple=True)
         self.text_slots[b_idx, write[b_idx, t_idx]] = step.slots[b_idx, t_idx].int()
         self.n_text = rows.count

@@ -59,6 +59,15 @@ def test_twin_merges_to_attention_over_the_union(causal):
     assert_close(merge_attention(o1, lse1, o2, lse2), o_all, 1e-5, 1e-5, what="merged o (kernel)")
 
 
+def test_twin_gradients_are_finite_on_empty_parts():
+    o1, lse1, o2, lse2 = (t.requires_grad_() for t in partial_pair((3, 5), 8, torch.float32))
+    out = merge_attention_ref(o1, lse1, o2, lse2)
+    assert (out[..., 2, :] == 0).all() and out.isfinite().all()
+    out.sum().backward()
+    for name, tensor in (("o1", o1), ("lse1", lse1), ("o2", o2), ("lse2", lse2)):
+        assert tensor.grad.isfinite().all(), f"non-finite gradient of {name}"
+
+
 def test_rejects_mismatched_shapes():
     o1, lse1, o2, lse2 = partial_pair((2, 5), 8, torch.float32)
     with pytest.raises(ValueError, match="shape"):
