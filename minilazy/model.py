@@ -21,6 +21,12 @@ from minilazy.models.llama import LlamaDecoder
 from minilazy.step import Step
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the projections of `x` come out in: autocast's when it is on (bf16 training), else x's."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
 def with_prefix(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The tensors under `prefix`, with the prefix removed."""
     return {name.removeprefix(prefix): w for name, w in weights.items() if name.startswith(prefix)}
@@ -94,7 +100,8 @@ class Model:
                        cache_layout=None, **vision_inputs) -> torch.Tensor:
         """Teacher-forced logits `[B, T, V]` of padded sequences `input_ids [B, T]` (real lengths `lengths [B]`).
 
-        `cache_layout` is the hook of `minilazy.generate.generate` (e.g. a LazyRuntime).
+        `cache_layout` is the hook of `minilazy.generate.generate` (e.g. a LazyRuntime). Under
+        autocast (training in bf16) the KV cache takes autocast's dtype, the projections' own.
         """
         batch, width = input_ids.shape
         features = None if pixel_values is None else self.image_features(pixel_values, **vision_inputs)
@@ -102,7 +109,7 @@ class Model:
         text = self.config.text
         if cache_layout is None:
             setup = LayerSetup(KVCache.allocate([(width, width)] * text.num_hidden_layers, batch,
-                                                text.num_key_value_heads, text.head_dim, x.dtype, x.device))
+                                                text.num_key_value_heads, text.head_dim, compute_dtype(x), x.device))
         else:
             setup = cache_layout(self, input_ids, lengths, width, width)
         hidden, _ = self.decoder.forward(x, setup.context(Step.span(torch.zeros_like(lengths), lengths, width)))

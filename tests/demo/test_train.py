@@ -1,0 +1,85 @@
+"""The demo model's training script: its loss, its bf16 mode, and a whole tiny run end to end."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minilazy.config import parse_config
+from minilazy.demo import train
+from minilazy.demo.dataset import SceneStream
+from minilazy.demo.init import demo_config, init_weights
+from minilazy.demo.tokenizer import IMAGE, PAD, load_tokenizer
+from minilazy.image_processing.clip import ClipImageProcessor
+from minilazy.model import Model
+
+DEMO = Path(__file__).resolve().parents[2] / "weights" / "demo"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A random two-layer demo model (fp32 leaves that require grad) and a stream of training batches."""
+    tokenizer = load_tokenizer(DEMO)
+    config_dict = demo_config(tokenizer.get_vocab_size(), tokenizer.token_to_id(IMAGE), tokenizer.token_to_id(PAD),
+                              layers=2, hidden=64, vision_hidden=32, vision_layers=2)
+    config = parse_config(config_dict)
+    weights = {n: w.requires_grad_() for n, w in init_weights(config_dict, seed=3).items()}
+    model = Model.from_weights(config, weights, backend="torch")
+    processor = ClipImageProcessor.from_config(None, config.vision.image_size)
+    stream = SceneStream(tokenizer, processor, seed=5, batch_size=3, questions_per_image=4, describe_prob=0.3)
+    return model, weights, stream
+
+
+def real_length_loss(model, batch):
+    """The answer loss with each row at its own length (attention masks the padding per row)."""
+    logits = model.forward_logits(batch.input_ids, batch.pixel_values, batch.lengths)  # [B, T, V]
+    mask = batch.loss_mask[:, 1:]
+    return F.cross_entropy(logits[:, :-1][mask], batch.input_ids[:, 1:][mask])
+
+
+def test_answer_loss_at_full_width_equals_the_loss_at_real_lengths(tiny):
+    model, _, stream = tiny
+    batch = stream.qa_batch(max_objects=6)
+    assert len(set(batch.lengths.tolist())) > 1, "the batch should be padded for this test to mean anything"
+    with torch.no_grad():
+        torch.testing.assert_close(train.answer_loss(model, batch), real_length_loss(model, batch))
+
+
+def test_bf16_autocast_loss_is_close_to_fp32_and_gives_fp32_gradients(tiny):
+    model, weights, stream = tiny
+    batch = stream.qa_batch(max_objects=4)
+    with torch.no_grad():
+        fp32 = train.answer_loss(model, batch)
+    with train.autocast("bf16"):
+        bf16 = train.answer_loss(model, batch)
+    assert bf16.dtype == torch.float32
+    assert abs(bf16.item() - fp32.item()) < 0.02 * fp32.item()
+    bf16.backward()
+    grads = [w.grad for w in weights.values() if w.grad is not None]
+    assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    for w in weights.values():
+        w.grad = None
+
+
+def test_cell_of_patch_maps_the_9x9_patches_onto_the_3x3_grid():
+    cells = train.cell_of_patch(9).view(9, 9)  # [P] -> [rows, cols]
+    assert cells[0, :3].eq(0).all() and cells[0, 3:6].eq(1).all() and cells[8, 8] == 8
+    assert cells[3:6, 3:6].eq(4).all()
+    assert torch.bincount(cells.flatten()).eq(9).all()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_a_tiny_training_run_writes_a_checkpoint_that_loads(tmp_path, precision):
+    out = tmp_path / "run"
+    train.main(["--out", str(out), "--precision", precision, "--threads", str(torch.get_num_threads()),
+                "--layers", "2", "--hidden", "32", "--vision-hidden", "32", "--vision-steps", "3", "--vision-batch-size", "2", "--steps", "3",
+                "--batch-size", "2", "--questions-per-image", "2", "--warmup", "2", "--validation-size", "4"])
+    runs = json.loads((out / "training_info.json").read_text())["runs"]
+    assert runs[-1]["stage"] == "done" and runs[-1]["step"] == 3
+    assert 0.0 <= runs[-1]["validation_exact_match"] <= 1.0
+    log = (out / "training_log.txt").read_text()
+    assert "final step 3" in log and "nan" not in log
+    model = Model.from_pretrained(out, backend="torch")
+    assert model.config.text.num_hidden_layers == 2
