@@ -74,8 +74,9 @@ def test_cell_of_patch_maps_the_9x9_patches_onto_the_3x3_grid():
 def test_a_tiny_training_run_writes_a_checkpoint_that_loads(tmp_path, precision):
     out = tmp_path / "run"
     train.main(["--out", str(out), "--precision", precision, "--threads", str(torch.get_num_threads()),
-                "--layers", "2", "--hidden", "32", "--vision-hidden", "32", "--vision-steps", "3", "--vision-batch-size", "2", "--steps", "3",
-                "--batch-size", "2", "--questions-per-image", "2", "--warmup", "2", "--validation-size", "4"])
+                "--layers", "2", "--hidden", "32", "--vision-hidden", "32", "--vision-steps", "3",
+                "--vision-batch-size", "2", "--steps", "3", "--batch-size", "2", "--questions-per-image", "2",
+                "--warmup", "2", "--validation-size", "4"])
     runs = json.loads((out / "training_info.json").read_text())["runs"]
     assert runs[-1]["stage"] == "done" and runs[-1]["step"] == 3
     assert 0.0 <= runs[-1]["validation_exact_match"] <= 1.0
