@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from minilazy.bench.measure import combine_repeats, spread
 from minilazy.bench.variants import even_plan
 from tests.runtime.tiny_models import save_idefics3, save_llama, save_tokenizer
 
@@ -23,7 +24,7 @@ def test_bench_writes_every_figure(tiny_idefics3, tmp_path, capsys):
     out = tmp_path / "bench"
     rc = main(["bench", "--model", str(tiny_idefics3), "--backend", "torch", "--batch-sizes", "1", "2",
                "--new-tokens", "3", "--ratios", "0.4", "0.6", "--plans", "calibrated", "--budget-gb", "0.001",
-               "--threads", "1", "--out", str(out)])
+               "--threads", "1", "--repeats", "2", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "command: python cli.py bench" in printed and "transformers" in printed
@@ -37,10 +38,13 @@ def test_bench_writes_every_figure(tiny_idefics3, tmp_path, capsys):
         for b in ("1", "2"):
             run = data["runs"][name][b]
             assert run["decode_steps"] == 2 and run["prefill_tokens_per_s"] > 0 and run["decode_tokens_per_s"] > 0
-            assert run["kv_cache_bytes"] > 0
+            assert run["kv_cache_bytes"] > 0 and run["repeats"] == 2
+            assert len(run["decode_tokens_per_s_runs"]) == 2
+            assert run["decode_tokens_per_s"] == pytest.approx(sum(run["decode_tokens_per_s_runs"]) / 2)
         row = data["summary"][name]
         for key in ("decode_vs_full_b2", "decode_vs_transformers_b1", "prefill_vs_transformers", "sequences_in_budget",
-                    "kv_saved_vs_full", "bandwidth_share_b1", "roofline_tokens_per_s_b1"):
+                    "kv_saved_vs_full", "bandwidth_share_b1", "roofline_tokens_per_s_b1", "decode_spread_b2",
+                    "prefill_spread", "decode_spread_max"):
             assert row[key] is not None, (name, key)
     summary = data["summary"]
     assert summary["full"]["decode_vs_full_b2"] == 1.0 and summary["full"]["kv_saved_vs_full"] == 0
@@ -95,3 +99,16 @@ def test_bench_model_builder_loads_in_minilazy_and_transformers(tmp_path):
         expected = reference(input_ids=ids, pixel_values=request.pixel_values[None]).logits[0, -1]
     actual = pipeline.model.forward_logits(ids, request.pixel_values, torch.tensor([ids.shape[1]]))[0, -1]
     torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_repeated_runs_combine_into_medians_and_a_spread():
+    def record(prefill, decode, peak):
+        return {"prefill_seconds": 1 / prefill, "decode_seconds": 1 / decode, "prefill_tokens_per_s": prefill,
+                "decode_tokens_per_s": decode, "peak_memory_bytes": peak, "kv_cache_bytes": 7}
+
+    combined = combine_repeats([record(100, 10, 5), record(300, 12, None), record(200, 16, 9)])
+    assert combined["prefill_tokens_per_s"] == 200 and combined["decode_tokens_per_s"] == 12
+    assert combined["decode_tokens_per_s_runs"] == [10, 12, 16] and combined["repeats"] == 3
+    assert combined["peak_memory_bytes"] == 9 and combined["kv_cache_bytes"] == 7
+    assert spread([10, 12, 16]) == pytest.approx(0.5)
+    assert spread([10]) is None

@@ -3,11 +3,14 @@
 Every run generates exactly `new_tokens` tokens (no stop tokens) for `batch`
 copies of one request. The image features are computed once and reused by
 every run (and by transformers), so prefill figures are the decoder's; the
-vision tower is timed once on its own.
+vision tower is timed once on its own. A configuration measured several
+times (the bench's rounds) is reported by its median, with every run's speed
+kept, so the spread between runs is on record next to the ratios.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 
@@ -114,3 +117,23 @@ def run_minilazy(model, request: Request, batch: int, new_tokens: int, runtime_f
         "peak_memory_bytes": peak.bytes,
         "first_tokens": out.tokens[0][:8],
     }
+
+
+def combine_repeats(samples: list[dict]) -> dict:
+    """One record from repeated runs of one configuration: median times and speeds, the largest peak memory,
+    and every run's speed (`*_runs`) for the spread."""
+    combined = dict(samples[0])
+    for key in ("prefill_seconds", "decode_seconds", "prefill_tokens_per_s", "decode_tokens_per_s"):
+        values = [s[key] for s in samples if s[key] is not None]
+        combined[key] = statistics.median(values) if values else None
+        if key.endswith("per_s"):
+            combined[f"{key}_runs"] = values
+    peaks = [s["peak_memory_bytes"] for s in samples if s["peak_memory_bytes"] is not None]
+    combined["peak_memory_bytes"] = max(peaks) if peaks else None
+    combined["repeats"] = len(samples)
+    return combined
+
+
+def spread(values: list[float]) -> float | None:
+    """(largest - smallest) / median of repeated measurements; None for fewer than two."""
+    return (max(values) - min(values)) / statistics.median(values) if len(values) > 1 else None

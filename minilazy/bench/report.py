@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from minilazy.bench.measure import spread
+
 FULL, HF = "full", "transformers"
 
 
@@ -22,9 +24,11 @@ def summarise(runs: dict, batches: list[int], budget_bytes: int, bandwidth: floa
     largest = max(batches)
     summary = {}
     for name, by_batch in runs.items():
-        row = {"prefill_tokens_per_s": by_batch[batches[0]]["prefill_tokens_per_s"]}
+        row = {"prefill_tokens_per_s": by_batch[batches[0]]["prefill_tokens_per_s"],
+               "prefill_spread": spread(by_batch[batches[0]].get("prefill_tokens_per_s_runs", []))}
         for b in batches:
             row[f"decode_tokens_per_s_b{b}"] = by_batch[b]["decode_tokens_per_s"]
+            row[f"decode_spread_b{b}"] = spread(by_batch[b].get("decode_tokens_per_s_runs", []))
             for ref in (FULL, HF):
                 if ref in runs:
                     row[f"decode_vs_{ref}_b{b}"] = ratio(by_batch[b]["decode_tokens_per_s"],
@@ -41,6 +45,8 @@ def summarise(runs: dict, batches: list[int], budget_bytes: int, bandwidth: floa
                                          budget_bytes // runs[FULL][largest]["kv_bytes_per_sequence"])
         row["peak_memory_bytes"] = by_batch[largest]["peak_memory_bytes"]
         row.update(roofline(by_batch[batches[0]], bandwidth, weight_bytes))
+        spreads = [row[f"decode_spread_b{b}"] for b in batches if row[f"decode_spread_b{b}"] is not None]
+        row["decode_spread_max"] = max(spreads) if spreads else None
         summary[name] = row
     return summary
 
@@ -65,11 +71,12 @@ def _fmt(value, spec):
 
 
 def table(summary: dict, batches: list[int]) -> str:
-    """The results as a fixed-width text table."""
+    """The results as a fixed-width text table; "dec spread" is the largest (max - min) / median of a row's decode
+    speeds over the rounds ("-" after one round)."""
     largest = max(batches)
     head = (["variant", "prefill t/s"] + [f"dec b{b} t/s" for b in batches]
             + [f"vs full b{largest}", "vs HF b1", f"vs HF b{largest}", "KV MB/seq", "KV saved", "seqs/budget",
-               "peak MB", "BW share b1"])
+               "peak MB", "BW share b1", "dec spread"])
     rows = [head]
     for name, r in summary.items():
         rows.append([name, _fmt(r["prefill_tokens_per_s"], ".1f")]
@@ -80,7 +87,7 @@ def table(summary: dict, batches: list[int]) -> str:
                        _fmt(r["kv_bytes_per_sequence"] / 2**20, ".1f"), _fmt(r["kv_saved_vs_full"], ".1%"),
                        _fmt(r["sequences_in_budget"], "d"),
                        _fmt(r["peak_memory_bytes"] and r["peak_memory_bytes"] / 2**20, ".0f"),
-                       _fmt(r.get("bandwidth_share_b1"), ".1%")])
+                       _fmt(r.get("bandwidth_share_b1"), ".1%"), _fmt(r["decode_spread_max"], ".0%")])
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     return "\n".join("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
                      for row in rows)

@@ -40,6 +40,9 @@ def parser() -> argparse.ArgumentParser:
                    help="calibrate the lazy plans on the bench image, or space active layers evenly")
     p.add_argument("--budget-gb", type=float, default=2.0,
                    help="KV memory budget in GB for the capacity figure: how many sequences fit (default: 2)")
+    p.add_argument("--repeats", type=int, default=1, metavar="N",
+                   help="measure every variant and batch size N times, in N interleaved rounds (so a slow spell of the "
+                        "machine hits all variants alike), and report the medians and the spread (default: 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-transformers", action="store_true", help="skip the transformers reference")
     p.add_argument("--out", default="out/bench", metavar="DIR", help="where bench.json and bench.png go")
@@ -68,6 +71,8 @@ def check(args) -> None:
         args.no_split, args.new_tokens, args.plans = True, min(args.new_tokens, 8), "even"
     if args.new_tokens < 2:
         raise InputError(f"--new-tokens must be at least 2 (one prefill token and one decode step), got {args.new_tokens}")
+    if args.repeats < 1:
+        raise InputError(f"--repeats must be at least 1, got {args.repeats}")
     if any(b < 1 for b in args.batch_sizes):
         raise InputError(f"--batch-sizes must be positive, got {args.batch_sizes}")
     if any(not 0 < r < 1 for r in args.ratios):
@@ -117,23 +122,27 @@ def run(args) -> int:
 
     progress("warm-up")  # first-call costs (allocator, lazy imports) stay out of the first variant's figures
     measure.run_minilazy(model, request, 1, 2, chosen[0].runtime)
-    runs = {}
-    for variant in chosen:
-        runs[variant.name] = {}
-        for b in batches:
-            progress(f"{variant.name}, batch {b}")
-            runs[variant.name][b] = measure.run_minilazy(model, request, b, args.new_tokens, variant.runtime)
+    hf_model = None
     if not args.no_transformers:
         from minilazy.bench.hf import load_transformers_model, run_transformers
 
         progress("transformers: loading")
         hf_model = load_transformers_model(args.model, DTYPES[args.dtype], device)
-        runs[report.HF] = {}
-        for b in batches:
-            progress(f"transformers, batch {b}")
-            runs[report.HF][b] = run_transformers(hf_model, request.input_ids, features, model.config.image_token_id,
-                                                  b, args.new_tokens)
-        del hf_model
+    names = [v.name for v in chosen] + ([report.HF] if hf_model is not None else [])
+    samples = {name: {b: [] for b in batches} for name in names}  # [variant][batch] -> one record per round
+    for round_index in range(args.repeats):
+        label = f"round {round_index + 1}/{args.repeats}: " if args.repeats > 1 else ""
+        for variant in chosen:
+            for b in batches:
+                progress(f"{label}{variant.name}, batch {b}")
+                samples[variant.name][b].append(
+                    measure.run_minilazy(model, request, b, args.new_tokens, variant.runtime))
+        for b in batches if hf_model is not None else ():
+            progress(f"{label}transformers, batch {b}")
+            samples[report.HF][b].append(run_transformers(hf_model, request.input_ids, features,
+                                                          model.config.image_token_id, b, args.new_tokens))
+    del hf_model
+    runs = {name: {b: measure.combine_repeats(s) for b, s in by_batch.items()} for name, by_batch in samples.items()}
 
     weight_bytes = measure.decoder_weight_bytes(model)
     summary = report.summarise(runs, batches, int(args.budget_gb * 1e9), bandwidth, weight_bytes)
@@ -148,6 +157,7 @@ def run(args) -> int:
                    "tiles": None if request.pixel_values is None else request.pixel_values.shape[0]},
         "vision_seconds": vision_seconds,
         "plans": {"kind": args.plans, "ratios": args.ratios},
+        "repeats": args.repeats,
         "variants": {v.name: v.describe() for v in chosen},
         "kv_budget_bytes": int(args.budget_gb * 1e9),
         "runs": {name: {str(b): r for b, r in by_batch.items()} for name, by_batch in runs.items()},
@@ -159,7 +169,8 @@ def run(args) -> int:
     plot_bench(summary, batches, args.budget_gb, out_dir / "bench.png")
     print(f"command: {command}")
     print(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s; prompt {len(request.input_ids)} tokens ({n_image} image); "
-          f"{args.new_tokens} new tokens; plans: {args.plans}")
+          f"{args.new_tokens} new tokens; plans: {args.plans}; "
+          + (f"medians of {args.repeats} interleaved rounds" if args.repeats > 1 else "one round"))
     print(report.table(summary, batches))
     print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
     return 0
