@@ -18,7 +18,7 @@ Both stages stop at a step count or a time budget, whichever comes first; the le
 schedule and the curriculum follow the larger of the two progress fractions, so a run cut
 short by its budget still ends annealed. Checkpoints are written periodically and at the end.
 Matrix products run in bf16 under autocast by default (weights, optimizer state and attention
-stay fp32): about 1.5x faster a step on CPUs with AMX or AVX-512 bf16 units.
+stay fp32): about 1.2x faster a step on a CPU with AMX bf16 units, at the same loss per step.
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def parse_args(argv=None):
                    help="torch CPU threads (default 1: on a shared, busy CPU one thread is faster than two)")
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
                    help="bf16: matrix products under bf16 autocast, weights and optimizer in fp32 (default; about "
-                        "1.5x faster on CPUs with AMX or AVX-512 bf16); fp32: everything in fp32")
+                        "1.2x faster on CPUs with AMX bf16 units); fp32: everything in fp32")
     p.add_argument("--layers", type=int, default=12, help="decoder layers")
     p.add_argument("--hidden", type=int, default=128, help="decoder width")
     p.add_argument("--vision-hidden", type=int, default=128, help="vision tower width")
