@@ -137,7 +137,9 @@ def run(args) -> int:
                 progress(f"{label}{variant.name}, batch {b}")
                 samples[variant.name][b].append(
                     measure.run_minilazy(model, request, b, args.new_tokens, variant.runtime))
-        for b in batches if hf_model is not None else ():
+        if hf_model is None:
+            continue
+        for b in batches:
             progress(f"{label}transformers, batch {b}")
             samples[report.HF][b].append(run_transformers(hf_model, request.input_ids, features,
                                                           model.config.image_token_id, b, args.new_tokens))
