@@ -243,14 +243,15 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> None:
+def main(argv=None, log_mode: str = "w") -> None:
+    """Train as `argv` says; `log_mode="a"` appends to an existing log (the recipe's later phases)."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log_path = Path(args.log) if args.log else out / "training_log.txt"
-    log_file = log_path.open("w")
+    log_file = log_path.open(log_mode)
 
     def log(message: str) -> None:
         line = f"{time.strftime('%H:%M:%S')} {message}"

@@ -1,0 +1,71 @@
+"""The demo model's training recipe in one command: six phases of `minilazy.demo.train`, 90 minutes.
+
+    python -m minilazy.demo.recipe --out weights/demo
+
+A single cosine schedule from scratch learns the position lookups ("what shape is at the top
+left") and the descriptions, then stalls on the questions that must find an object by its colour or
+shape (colour, count, exist, relation). The checkpoint that learned those came from chained runs:
+each a fresh optimizer and learning-rate warm-up from the one before, the early ones heavy on
+descriptions, the late ones asking the content lookups more often. This module runs that chain as
+phases, each capped at the steps its run took and at a share of the 90 minutes.
+
+Any other `minilazy.demo.train` option given here is passed to every phase, after the recipe's own
+(so it wins): `--threads 1`, `--precision fp32`, or tiny `--steps`/`--minutes` for a smoke test.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from minilazy.demo import train
+
+# minutes, steps, then the phase's own options: seeds differ per phase, so each sees new scenes
+PHASES = (
+    (13, 1800, "--lr 1.5e-3 --warmup 80 --batch-size 12 --describe-prob 0.5 --curriculum 0.3"),
+    (8, 1100, "--lr 1e-3 --warmup 20 --batch-size 12 --describe-prob 0.5 --curriculum 0.3"),
+    (10, 1150, "--lr 1e-3 --warmup 20 --describe-prob 0.4 --curriculum 0.1"),
+    (11, 1300, "--lr 6e-4 --warmup 20 --describe-prob 0.25 --curriculum 0.05 "
+               "--families color color shape count exist relation relation"),
+    (16, 2000, "--lr 6e-4 --warmup 20 --describe-prob 0.2 --curriculum 0.05 "
+               "--families color where where relation relation shape count exist"),
+    (20, 2500, "--lr 5e-4 --warmup 20 --describe-prob 0.15 --curriculum 0.05 "
+               "--families color where where relation relation relation shape count count exist"),
+)
+VISION_MINUTES = 5
+
+
+def phase_argv(index: int, out: str, seed: int, passed: list[str]) -> list[str]:
+    """The `minilazy.demo.train` arguments of one phase: the first starts from scratch with the
+    vision stage, the others continue from the checkpoint the phase before wrote to `out`."""
+    minutes, steps, options = PHASES[index]
+    start = [f"--vision-minutes={VISION_MINUTES}"] if index == 0 else ["--init-from", out, "--vision-minutes=0"]
+    return ["--out", out, "--seed", str(seed + index), *start, "--minutes", str(minutes), "--steps", str(steps),
+            "--checkpoint-minutes", str(max(5, minutes // 2)), *options.split(), *passed]
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
+    p = argparse.ArgumentParser(
+        description="Train the demo model with the recipe of the shipped checkpoint: "
+                    f"{len(PHASES)} phases of minilazy.demo.train, "
+                    f"{VISION_MINUTES + sum(m for m, _, _ in PHASES)} minutes of budget on 2 CPU cores.",
+        epilog="Any other minilazy.demo.train option (see python -m minilazy.demo.train --help) is passed to "
+               "every phase and overrides the recipe's value.")
+    p.add_argument("--out", default="weights/demo", help="checkpoint directory, rewritten by each phase "
+                                                         "(default: weights/demo)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first phase; phase i uses seed + i")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    return p.parse_known_args(argv)
+
+
+def main(argv=None) -> None:
+    args, passed = parse_args(argv)
+    for index in range(len(PHASES)):
+        print(f"phase {index + 1}/{len(PHASES)}", flush=True)
+        phase = phase_argv(index, args.out, args.seed, ["--threads", str(args.threads), *passed])
+        train.main(phase, log_mode="w" if index == 0 else "a")
+    print(f"done: {Path(args.out)}/training_info.json records every phase", flush=True)
+
+
+if __name__ == "__main__":
+    main()
