@@ -26,11 +26,11 @@ PHASES = (
     (8, 1100, "--lr 1e-3 --warmup 20 --batch-size 12 --describe-prob 0.5 --curriculum 0.3"),
     (10, 1150, "--lr 1e-3 --warmup 20 --describe-prob 0.4 --curriculum 0.1"),
     (11, 1300, "--lr 6e-4 --warmup 20 --describe-prob 0.25 --curriculum 0.05 "
-               "--families color shape count exist exist relation relation"),
+               "--families color color shape count exist relation relation"),
     (16, 2000, "--lr 6e-4 --warmup 20 --describe-prob 0.2 --curriculum 0.05 "
-               "--families color where where relation relation count exist exist"),
+               "--families color where where relation relation shape count exist"),
     (20, 2500, "--lr 5e-4 --warmup 20 --describe-prob 0.15 --curriculum 0.05 "
-               "--families color where where relation relation relation count exist exist"),
+               "--families color where where relation relation relation shape count count exist"),
 )
 VISION_MINUTES = 5
 
