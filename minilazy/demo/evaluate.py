@@ -26,7 +26,7 @@ import torch
 
 from minilazy.demo.dataset import EVAL_SEED_START, conversation_ids, pad_batch
 from minilazy.demo.questions import FAMILIES, QA, ask, parse_description
-from minilazy.demo.scenes import make_scene, render
+from minilazy.demo.scenes import Scene, make_scene, render
 
 
 def held_out_questions(n: int, seed_offset: int = 0) -> list[tuple[int, QA]]:
@@ -114,10 +114,13 @@ def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_s
     precision = tp / n_pred if n_pred else 0.0
     recall = tp / n_true if n_true else 0.0
     per_family = score_families([qa for _, qa in items], answers)
+    exist = [(exist_case(make_scene(seed), qa.question), qa.answer, answer)
+             for (seed, qa), answer in zip(items, answers) if qa.family == "exist"]
     result = {
         "model": str(model_dir), "n": n, "seed_offset": seed_offset,
         "accuracy": sum(row["correct"] for row in per_family.values()) / n,
         "per_family": per_family,
+        "exist_by_case": score_exist_cases(exist),
         "describe_objects": {"precision": precision, "recall": recall,
                              "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0},
         "seconds": time.time() - start,
@@ -153,6 +156,31 @@ def score_families(questions: list[QA], answers: list[str]) -> dict[str, dict]:
     return rows
 
 
+EXIST_CASES = ("present", "colour and shape elsewhere", "one of them in the scene", "neither in the scene")
+
+
+def exist_case(scene: Scene, question: str) -> str:
+    """What the scene holds for "Is there a {colour} {shape}?": the object itself, or (answer "no") its
+    colour and its shape on other objects (only a model that binds the two says "no"), one of them,
+    or neither (a model that looks at the image at all says "no")."""
+    color, shape = question.removeprefix("Is there a ").removesuffix("?").split()
+    if any(o.color == color and o.shape == shape for o in scene.objects):
+        return EXIST_CASES[0]
+    found = any(o.color == color for o in scene.objects) + any(o.shape == shape for o in scene.objects)
+    return EXIST_CASES[3 - found]
+
+
+def score_exist_cases(rows: list[tuple[str, str, str]]) -> dict[str, dict]:
+    """Accuracy and share of "yes" answers per exist case, from (case, expected, answer) rows."""
+    scores = {}
+    for case in EXIST_CASES:
+        answers = [(expected, answer) for c, expected, answer in rows if c == case]
+        total, correct = len(answers), sum(expected == answer for expected, answer in answers)
+        scores[case] = {"correct": correct, "total": total, "accuracy": correct / total if total else 0.0,
+                        "yes_share": sum(answer == "yes" for _, answer in answers) / total if total else 0.0}
+    return scores
+
+
 def format_table(result: dict) -> str:
     lines = [f"{'family':<10} {'correct':>8} {'total':>6} {'accuracy':>9} {'majority':>9}  most common answer"]
     for family, row in result["per_family"].items():
@@ -161,6 +189,10 @@ def format_table(result: dict) -> str:
                      f"{row['majority_baseline']:>9.1%}  {top!r} ({row['top_answer_share']:.0%})")
     lines.append(f"{'overall':<10} {round(result['accuracy'] * result['n']):>8} {result['n']:>6} {result['accuracy']:>9.1%}")
     lines.append("majority: always giving the family's most common right answer")
+    if result.get("exist_by_case"):
+        cases = ", ".join(f"{case} {row['accuracy']:.0%} of {row['total']}"
+                          for case, row in result["exist_by_case"].items() if row["total"])
+        lines.append(f"exist by what the scene holds: {cases}")
     d = result["describe_objects"]
     lines.append(f"describe objects: precision {d['precision']:.1%}, recall {d['recall']:.1%}, F1 {d['f1']:.1%}")
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """The accuracy harness's per-family scoring: accuracy beside the majority baseline and the model's commonest answer."""
 
-from minilazy.demo.evaluate import format_table, score_families
+from minilazy.demo.evaluate import exist_case, format_table, score_exist_cases, score_families
 from minilazy.demo.questions import FAMILIES, QA
+from minilazy.demo.scenes import Scene, SceneObject
 
 
 def test_a_model_that_always_says_no_scores_the_majority_baseline_and_is_seen_to():
@@ -29,3 +30,24 @@ def test_table_shows_the_baseline_and_the_commonest_answer():
     relation_line = next(line for line in table.splitlines() if line.startswith("relation"))
     assert "0.0%" in relation_line and "100.0%" in relation_line and "'no' (100%)" in relation_line
     assert "..." in next(line for line in table.splitlines() if line.startswith("describe"))
+
+
+def test_exist_cases_tell_what_the_scene_holds_of_the_object_asked_about():
+    scene = Scene(0, (SceneObject("circle", "red", "large", 0, 0), SceneObject("square", "blue", "small", 1, 1)))
+    assert exist_case(scene, "Is there a red circle?") == "present"
+    assert exist_case(scene, "Is there a blue circle?") == "colour and shape elsewhere"
+    assert exist_case(scene, "Is there a red cross?") == "one of them in the scene"
+    assert exist_case(scene, "Is there a green cross?") == "neither in the scene"
+
+
+def test_a_model_that_always_says_yes_fails_every_absent_case_and_the_table_says_so():
+    rows = [("present", "yes", "yes"), ("neither in the scene", "no", "yes"), ("neither in the scene", "no", "yes"),
+            ("colour and shape elsewhere", "no", "yes")]
+    scores = score_exist_cases(rows)
+    assert scores["present"] == {"correct": 1, "total": 1, "accuracy": 1.0, "yes_share": 1.0}
+    assert (scores["neither in the scene"]["accuracy"], scores["neither in the scene"]["total"]) == (0.0, 2)
+    assert scores["one of them in the scene"]["total"] == 0
+    table = format_table({"per_family": score_families([], []), "accuracy": 0.0, "n": 4, "exist_by_case": scores,
+                          "describe_objects": {"precision": 0.0, "recall": 0.0, "f1": 0.0}})
+    line = next(line for line in table.splitlines() if line.startswith("exist by"))
+    assert "present 100% of 1" in line and "neither in the scene 0% of 2" in line and "one of them" not in line
