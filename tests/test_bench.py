@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from minilazy.bench import profile
 from minilazy.bench.measure import combine_repeats, spread
 from minilazy.bench.variants import even_plan
 from tests.runtime.tiny_models import save_idefics3, save_llama, save_tokenizer
@@ -24,10 +25,11 @@ def test_bench_writes_every_figure(tiny_idefics3, tmp_path, capsys):
     out = tmp_path / "bench"
     rc = main(["bench", "--model", str(tiny_idefics3), "--backend", "torch", "--batch-sizes", "1", "2",
                "--new-tokens", "3", "--ratios", "0.4", "0.6", "--plans", "calibrated", "--budget-gb", "0.001",
-               "--threads", "1", "--repeats", "2", "--out", str(out)])
+               "--threads", "1", "--repeats", "2", "--profile", "2", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "command: python cli.py bench" in printed and "transformers" in printed
+    assert "where a decode step's time goes at batch 2" in printed
     data = json.loads((out / "bench.json").read_text())
     assert (out / "bench.png").stat().st_size > 1000
     names = ["full", "lazy-0.4", "lazy-0.4-nofast", "lazy-0.6", "lazy-0.6-nofast", "fastv", "lazy-0.6+fastv",
@@ -53,6 +55,18 @@ def test_bench_writes_every_figure(tiny_idefics3, tmp_path, capsys):
     # every minilazy variant without lazy layers or pruning generates the same tokens as transformers
     assert data["runs"]["full"]["1"]["first_tokens"] == data["runs"]["transformers"]["1"]["first_tokens"]
     assert data["runs"]["lazy-0.6"]["1"]["first_tokens"] == data["runs"]["lazy-0.6-nofast"]["1"]["first_tokens"]
+    assert list(data["profile"]) == names[:-1]  # every minilazy variant
+    for p in data["profile"].values():
+        groups = p["group_ms_per_step"]
+        assert (p["batch"], p["steps"]) == (2, profile.STEPS) and p["ms_per_step"] > 0 and p["ops_per_step"] > 10
+        assert groups["matmul"] > 0 and groups["attention"] > 0 and groups["other"] > 0
+        assert p["top_ops"][0]["ms_per_step"] >= p["top_ops"][-1]["ms_per_step"]
+
+
+def test_profile_groups_ops():
+    assert profile.group_of("aten::mm") == "matmul" and profile.group_of("aten::bmm") == "attention"
+    assert profile.group_of("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert profile.group_of("aten::rms_norm") == "other"
 
 
 def test_even_plan_spacing_and_fastv():

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from minilazy.bench import measure, report, variants
+from minilazy.bench import measure, profile, report, variants
 from minilazy.commands.generate import add_model_arguments
 from minilazy.errors import InputError
 from minilazy.pipeline import DTYPES, Pipeline
@@ -45,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
                         "machine hits all variants alike), and report the medians and the spread (default: 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-transformers", action="store_true", help="skip the transformers reference")
+    p.add_argument("--profile", type=int, metavar="B",
+                   help=f"also profile {profile.STEPS} decode steps of every variant at batch B (torch.profiler, CPU only) and "
+                        "print where a step's time goes: weight matmuls, attention, and the many small ops")
     p.add_argument("--out", default="out/bench", metavar="DIR", help="where bench.json and bench.png go")
     p.add_argument("--quick", action="store_true",
                    help="a short run: one image tile, 8 new tokens, evenly spaced plans, a smaller copy test")
@@ -77,6 +80,8 @@ def check(args) -> None:
         raise InputError(f"--batch-sizes must be positive, got {args.batch_sizes}")
     if any(not 0 < r < 1 for r in args.ratios):
         raise InputError(f"--ratios must be in (0, 1), got {args.ratios}")
+    if args.profile is not None and args.profile < 1:
+        raise InputError(f"--profile must be a positive batch size, got {args.profile}")
     if args.threads is not None:
         if args.threads < 1:
             raise InputError(f"--threads must be positive, got {args.threads}")
@@ -144,6 +149,12 @@ def run(args) -> int:
             samples[report.HF][b].append(run_transformers(hf_model, request.input_ids, features,
                                                           model.config.image_token_id, b, args.new_tokens))
     del hf_model
+    profiles = None
+    if args.profile is not None:
+        profiles = {}
+        for variant in chosen:
+            progress(f"profiling {variant.name}, batch {args.profile}")
+            profiles[variant.name] = profile.profile_decode(model, request, args.profile, variant.runtime)
     runs = {name: {b: measure.combine_repeats(s) for b, s in by_batch.items()} for name, by_batch in samples.items()}
 
     weight_bytes = measure.decoder_weight_bytes(model)
@@ -164,6 +175,7 @@ def run(args) -> int:
         "kv_budget_bytes": int(args.budget_gb * 1e9),
         "runs": {name: {str(b): r for b, r in by_batch.items()} for name, by_batch in runs.items()},
         "summary": summary,
+        "profile": profiles,
     }
     report.write_json(out_dir / "bench.json", data)
     from minilazy.bench.plot import plot_bench
@@ -174,5 +186,9 @@ def run(args) -> int:
           f"{args.new_tokens} new tokens; plans: {args.plans}; "
           + (f"medians of {args.repeats} interleaved rounds" if args.repeats > 1 else "one round"))
     print(report.table(summary, batches))
+    if profiles is not None:
+        print(f"\nwhere a decode step's time goes at batch {args.profile} (torch.profiler, self CPU ms per step; "
+              "the profiler's cost per op inflates 'other'):")
+        print(profile.table(profiles))
     print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
     return 0
