@@ -55,8 +55,8 @@ def test_bench_writes_every_figure(tiny_idefics3, tmp_path, capsys):
     # every minilazy variant without lazy layers or pruning generates the same tokens as transformers
     assert data["runs"]["full"]["1"]["first_tokens"] == data["runs"]["transformers"]["1"]["first_tokens"]
     assert data["runs"]["lazy-0.6"]["1"]["first_tokens"] == data["runs"]["lazy-0.6-nofast"]["1"]["first_tokens"]
-    assert list(data["profile"]) == names[:-1]  # every minilazy variant
-    for p in data["profile"].values():
+    assert list(data["profile"]) == ["2"] and list(data["profile"]["2"]) == names[:-1]  # every minilazy variant
+    for p in data["profile"]["2"].values():
         groups = p["group_ms_per_step"]
         assert (p["batch"], p["steps"]) == (2, profile.STEPS) and p["ms_per_step"] > 0 and p["ops_per_step"] > 10
         assert groups["matmul"] > 0 and groups["attention"] > 0 and groups["other"] > 0
@@ -126,3 +126,11 @@ def test_repeated_runs_combine_into_medians_and_a_spread():
     assert combined["peak_memory_bytes"] == 9 and combined["kv_cache_bytes"] == 7
     assert spread([10, 12, 16]) == pytest.approx(0.5)
     assert spread([10]) is None
+
+
+def test_bench_refuses_a_profile_batch_of_zero_in_one_line(tiny_idefics3, tmp_path, capsys):
+    from cli import main
+
+    rc = main(["bench", "--model", str(tiny_idefics3), "--profile", "0", "--out", str(tmp_path)])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == "error: --profile takes positive batch sizes, got [0]"

@@ -45,9 +45,9 @@ def parser() -> argparse.ArgumentParser:
                         "machine hits all variants alike), and report the medians and the spread (default: 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-transformers", action="store_true", help="skip the transformers reference")
-    p.add_argument("--profile", type=int, metavar="B",
-                   help=f"also profile {profile.STEPS} decode steps of every variant at batch B (torch.profiler, CPU only) and "
-                        "print where a step's time goes: weight matmuls, attention, and the many small ops")
+    p.add_argument("--profile", type=int, nargs="+", metavar="B",
+                   help=f"also profile {profile.STEPS} decode steps of every variant at each batch size B (torch.profiler, "
+                        "CPU only) and print where a step's time goes: weight matmuls, attention, and the small ops")
     p.add_argument("--out", default="out/bench", metavar="DIR", help="where bench.json and bench.png go")
     p.add_argument("--quick", action="store_true",
                    help="a short run: one image tile, 8 new tokens, evenly spaced plans, a smaller copy test")
@@ -80,8 +80,8 @@ def check(args) -> None:
         raise InputError(f"--batch-sizes must be positive, got {args.batch_sizes}")
     if any(not 0 < r < 1 for r in args.ratios):
         raise InputError(f"--ratios must be in (0, 1), got {args.ratios}")
-    if args.profile is not None and args.profile < 1:
-        raise InputError(f"--profile must be a positive batch size, got {args.profile}")
+    if args.profile is not None and any(b < 1 for b in args.profile):
+        raise InputError(f"--profile takes positive batch sizes, got {args.profile}")
     if args.threads is not None:
         if args.threads < 1:
             raise InputError(f"--threads must be positive, got {args.threads}")
@@ -151,10 +151,11 @@ def run(args) -> int:
     del hf_model
     profiles = None
     if args.profile is not None:
-        profiles = {}
-        for variant in chosen:
-            progress(f"profiling {variant.name}, batch {args.profile}")
-            profiles[variant.name] = profile.profile_decode(model, request, args.profile, variant.runtime)
+        profiles = {b: {} for b in sorted(set(args.profile))}  # [batch][variant]
+        for b, by_variant in profiles.items():
+            for variant in chosen:
+                progress(f"profiling {variant.name}, batch {b}")
+                by_variant[variant.name] = profile.profile_decode(model, request, b, variant.runtime)
     runs = {name: {b: measure.combine_repeats(s) for b, s in by_batch.items()} for name, by_batch in samples.items()}
 
     weight_bytes = measure.decoder_weight_bytes(model)
@@ -175,7 +176,7 @@ def run(args) -> int:
         "kv_budget_bytes": int(args.budget_gb * 1e9),
         "runs": {name: {str(b): r for b, r in by_batch.items()} for name, by_batch in runs.items()},
         "summary": summary,
-        "profile": profiles,
+        "profile": None if profiles is None else {str(b): p for b, p in profiles.items()},
     }
     report.write_json(out_dir / "bench.json", data)
     from minilazy.bench.plot import plot_bench
@@ -186,9 +187,9 @@ def run(args) -> int:
           f"{args.new_tokens} new tokens; plans: {args.plans}; "
           + (f"medians of {args.repeats} interleaved rounds" if args.repeats > 1 else "one round"))
     print(report.table(summary, batches))
-    if profiles is not None:
-        print(f"\nwhere a decode step's time goes at batch {args.profile} (torch.profiler, self CPU ms per step; "
+    for b, by_variant in (profiles or {}).items():
+        print(f"\nwhere a decode step's time goes at batch {b} (torch.profiler, self CPU ms per step; "
               "the profiler's cost per op inflates 'other'):")
-        print(profile.table(profiles))
+        print(profile.table(by_variant))
     print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
     return 0
