@@ -7,8 +7,10 @@ left") and the descriptions, then stalls on the questions that must find an obje
 shape (colour, count, exist, relation). The checkpoint that learned those came from chained runs:
 each a fresh optimizer and learning-rate warm-up from the one before, the early ones heavy on
 descriptions, the late ones asking the content lookups more often. This module runs that chain as
-phases, each capped near the steps its run took and at a share of the 90 minutes. Measured (README):
-in one run it learns the lookups by colour or shape, not yet the yes/no families (exist, relation).
+phases, each capped near the steps its run took and at a share of the 90 minutes, with one phase
+the chain did not have: exist questions asked three times as often, before the last phase (the
+yes/no families are learned only where they are asked often). Measured (README): 88.0% in 83
+minutes, against the chain's 92.5% in 246.
 
 Any other `minilazy.demo.train` option given here is passed to every phase, after the recipe's own
 (so it wins): `--threads 1`, `--precision fp32`, or tiny `--steps`/`--minutes` for a smoke test.
@@ -21,15 +23,17 @@ from pathlib import Path
 
 from minilazy.demo import train
 
-# minutes, steps, then the phase's own options: seeds differ per phase, so each sees new scenes
+# minutes, steps, then the phase's own options: seeds differ per phase, so each sees new scenes;
+# the fifth phase (exist asked three times in nine) is the one the chained runs did not have
 PHASES = (
     (13, 1800, "--lr 1.5e-3 --warmup 80 --batch-size 12 --describe-prob 0.5 --curriculum 0.3"),
-    (8, 1100, "--lr 1e-3 --warmup 20 --batch-size 12 --describe-prob 0.5 --curriculum 0.3"),
     (10, 1150, "--lr 1e-3 --warmup 20 --describe-prob 0.4 --curriculum 0.1"),
     (11, 1300, "--lr 6e-4 --warmup 20 --describe-prob 0.25 --curriculum 0.05 "
                "--families color color shape count exist relation relation"),
     (16, 2000, "--lr 6e-4 --warmup 20 --describe-prob 0.2 --curriculum 0.05 "
                "--families color where where relation relation shape count exist"),
+    (8, 1000, "--lr 5e-4 --warmup 20 --describe-prob 0.15 --curriculum 0.05 "
+              "--families color where relation relation shape count exist exist exist"),
     (20, 2500, "--lr 5e-4 --warmup 20 --describe-prob 0.15 --curriculum 0.05 "
                "--families color where where relation relation relation shape count count exist"),
 )
