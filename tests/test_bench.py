@@ -134,3 +134,14 @@ def test_bench_refuses_a_profile_batch_of_zero_in_one_line(tiny_idefics3, tmp_pa
     rc = main(["bench", "--model", str(tiny_idefics3), "--profile", "0", "--out", str(tmp_path)])
     assert rc == 2
     assert capsys.readouterr().err.strip() == "error: --profile takes positive batch sizes, got [0]"
+
+
+def test_table_names_each_transformers_ratio_once():
+    from minilazy.bench.report import table
+
+    row = {"prefill_tokens_per_s": 100.0, "decode_tokens_per_s_b4": 10.0, "decode_vs_full_b4": 1.0,
+           "decode_vs_transformers_b4": 1.5, "kv_bytes_per_sequence": 2**20, "kv_saved_vs_full": 0.0,
+           "sequences_in_budget": 3, "peak_memory_bytes": None, "bandwidth_share_b1": None, "decode_spread_max": None}
+    head, line = table({"full": row}, [4]).splitlines()
+    assert head.split().count("HF") == 1 and "vs HF b4" in head and "vs HF b1" not in head
+    assert "1.50" in line
