@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from minilazy.demo.dataset import EVAL_SEED_START, conversation_ids, pad_batch
-from minilazy.demo.questions import FAMILIES, QA, ask, parse_description
+from minilazy.demo.questions import FAMILIES, QA, ask, exist_subject, parse_description
 from minilazy.demo.scenes import Scene, make_scene, render
 
 
@@ -163,7 +163,7 @@ def exist_case(scene: Scene, question: str) -> str:
     """What the scene holds for "Is there a {colour} {shape}?": the object itself, or (answer "no") its
     colour and its shape on other objects (only a model that binds the two says "no"), one of them,
     or neither (a model that looks at the image at all says "no")."""
-    color, shape = question.removeprefix("Is there a ").removesuffix("?").split()
+    color, shape = exist_subject(question)
     if any(o.color == color and o.shape == shape for o in scene.objects):
         return EXIST_CASES[0]
     found = any(o.color == color for o in scene.objects) + any(o.shape == shape for o in scene.objects)

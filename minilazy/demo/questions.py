@@ -110,6 +110,12 @@ def ask_exist(scene: Scene, rng: random.Random) -> QA:
     return QA("exist", f"Is there a {color} {shape}?", answer)
 
 
+def exist_subject(question: str) -> tuple[str, str]:
+    """The (colour, shape) an exist question from `ask_exist` asks about."""
+    color, shape = question.removeprefix("Is there a ").removesuffix("?").split()
+    return color, shape
+
+
 def named_objects(scene: Scene) -> list[tuple[SceneObject, str]]:
     """Every object a phrase can name alone, with its shortest such phrase."""
     return [(o, ref) for o in scene.objects if (ref := unique_reference(scene, o))]

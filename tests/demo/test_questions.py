@@ -100,3 +100,16 @@ def test_description_round_trips_through_the_parser():
 def test_unknown_family_is_rejected():
     with pytest.raises(ValueError, match="unknown question family"):
         ask(make_scene(0), "weather", random.Random(0))
+
+
+def test_exist_subject_reads_back_what_ask_exist_asked():
+    import random
+
+    from minilazy.demo.questions import ask_exist, exist_subject
+    from minilazy.demo.scenes import COLORS, SHAPES, make_scene
+
+    rng = random.Random(3)
+    for seed in range(20):
+        qa = ask_exist(make_scene(seed), rng)
+        color, shape = exist_subject(qa.question)
+        assert color in COLORS and shape in SHAPES and qa.question == f"Is there a {color} {shape}?"
