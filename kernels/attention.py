@@ -182,19 +182,28 @@ def attention(q, k_cache, v_cache, q_start, q_len, kv_len, *, scale, causal, key
     return o, lse
 
 
-def flash_attend_ref(q, k, v, visible, has_key, *, scale, causal=False):
+def mask_bias(visible, has_key):
+    """The additive mask of `visible [B, T, N]` for `flash_attend_ref`: `[B, 1, T, N]` fp32, 0 or -inf.
+
+    A row with no visible key (has_key [B, T] False) looks at key 0, so no pass of the fused kernel
+    meets an all -inf row; `flash_attend_ref` zeroes its output. Returns the bias and `has_key`, or
+    None in its place when every row has a key (nothing to zero).
+    """
+    bias = torch.zeros(visible.shape, device=visible.device).masked_fill(~visible, float("-inf"))[:, None]
+    if bool(has_key.all()):
+        return bias, None
+    bias[:, 0, :, 0].masked_fill_(~has_key, 0.0)
+    return bias, has_key
+
+
+def flash_attend_ref(q, k, v, bias, has_key, *, scale, causal=False):
     """torch's fused CPU flash attention of q `[B, T, H, d]` over k, v `[B, N, G, d]` (views of the cache).
 
-    `visible [B, T, N]` masks keys (None: all visible, or the plain causal mask when `causal`);
-    `has_key [B, T]` marks rows with a visible key (None: all have one); rows without give o = 0,
-    lse = -inf. Grouped-query heads are read in place (query head h uses kv head h // (H / G)).
+    `bias [B, 1, T, N]` masks keys (from `mask_bias`; None: all visible, or the plain causal mask
+    when `causal`); rows where `has_key [B, T]` is False give o = 0, lse = -inf (None: every row
+    has a key). Grouped-query heads are read in place (query head h uses kv head h // (H / G)).
     Returns o `[B, T, H, d]` in q's dtype and lse `[B, T, H]` fp32.
     """
-    bias = None
-    if visible is not None:
-        bias = torch.zeros(visible.shape, device=q.device).masked_fill(~visible, float("-inf"))[:, None]  # [B, 1, T, N]
-        if has_key is not None:  # a row with no visible key looks at key 0, so no pass meets an all -inf row
-            bias[:, 0, :, 0].masked_fill_(~has_key, 0.0)
     o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
         q.float().transpose(1, 2), k.float().transpose(1, 2), v.float().transpose(1, 2), 0.0, causal,
         attn_mask=bias, scale=scale)  # [B, H, T, d], [B, H, T]
@@ -215,11 +224,11 @@ def attention_ref(q, k_cache, v_cache, q_start, q_len, kv_len, *, scale, causal,
         k, v = keys.k[:, :n_queries], keys.v[:, :n_queries]
         return flash_attend_ref(q, k, v, None, None, scale=scale, causal=True)
     query = torch.arange(n_queries, device=q.device)
-    visible = (query[None, :, None] < q_len.long()[:, None, None]) & keys.listed[:, None, :]  # [B, T, N]
+    visible = (query[None, :, None] < q_len.long()[:, None, None]) & keys.layout.listed[:, None, :]  # [B, T, N]
     if causal:
         query_slot = q_start.long()[:, None] + query[None, :]  # [B, T]
-        visible = visible & (keys.slot[:, None, :] <= query_slot[:, :, None])  # [B, T, N]
-    return flash_attend_ref(q, keys.k, keys.v, visible, visible.any(-1), scale=scale)
+        visible = visible & (keys.layout.slot[:, None, :] <= query_slot[:, :, None])  # [B, T, N]
+    return flash_attend_ref(q, keys.k, keys.v, *mask_bias(visible, visible.any(-1)), scale=scale)
 
 
 def _compile_cases():

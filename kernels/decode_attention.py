@@ -16,9 +16,10 @@ import triton
 import triton.language as tl
 
 from kernels.aot import CompileCase, pointer
-from kernels.attention import GPU_HEAD_BLOCKS, check_caches, check_lengths, flash_attend_ref, head_block
+from kernels.attention import GPU_HEAD_BLOCKS, check_caches, check_lengths, flash_attend_ref, head_block, mask_bias
 from kernels.backend import interpreting
-from kernels.key_list import KeyList, key_list_ref, list_columns
+from kernels.key_list import KeyLayout, key_list_ref
+from kernels.recent import Recent
 from kernels.online_softmax import LOG2_E, online_softmax_finish, online_softmax_step
 
 # what the kernel does with the logits buffer
@@ -217,21 +218,32 @@ def placeholder(like):
     return torch.empty(1, 1, 1, device=like.device, dtype=like.dtype)
 
 
+# Every layer of a decode step masks the same key lists (a KeyLayout's tensors are shared per step).
+_recent_masks = Recent(size=4)
+
+
 def decode_attention_ref(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, k_compact=False, logits_out=None):
     """Torch twin of `decode_attention` (fp32 math, differentiable)."""
     batch, n_heads, head_dim = q.shape
     n_kv = k_cache.shape[2]
     keys = key_list_ref(k_cache, v_cache, key_slots, k_compact, kv_len)
+    listed = keys.layout.listed  # [B, N]
     if logits_out is None:  # one fused call: a group's R query heads are R query rows over its kv head
         rows = q.view(batch, n_kv, n_heads // n_kv, head_dim).transpose(1, 2)  # [B, H, d] -> [B, R, G, d]
-        o, lse = flash_attend_ref(rows, keys.k, keys.v, keys.listed[:, None, :], kv_len[:, None] > 0,
-                                  scale=scale)  # [B, R, G, d], [B, R, G]
+        bias, has_key = _recent_masks.get((listed, kv_len), ("flash",),
+                                          lambda: mask_bias(listed[:, None, :], kv_len[:, None] > 0))
+        o, lse = flash_attend_ref(rows, keys.k, keys.v, bias, has_key, scale=scale)  # [B, R, G, d], [B, R, G]
         return o.transpose(1, 2).reshape(batch, n_heads, head_dim), lse.transpose(1, 2).reshape(batch, n_heads)
     qg = q.float().view(batch, n_kv, n_heads // n_kv, head_dim)  # [B, H, d] -> [B, G, R, d]
     logits = torch.matmul(qg, keys.k.float().permute(0, 2, 3, 1)) * scale  # [B, G, R, d] @ [B, G, d, N]
-    write_listed_logits(logits_out, logits.view(batch, n_heads, -1), keys, key_slots, kv_len)  # [B, H, N]
-    o, lse = softmax_values(logits.masked_fill(~keys.listed[:, None, None, :], float("-inf")), keys.v, kv_len)
+    write_listed_logits(logits_out, logits.view(batch, n_heads, -1), keys.layout, kv_len)  # [B, H, N]
+    o, lse = softmax_values(logits.masked_fill(unlisted(listed)[:, None, None, :], float("-inf")), keys.v, kv_len)
     return o.to(q.dtype), lse
+
+
+def unlisted(listed: torch.Tensor) -> torch.Tensor:
+    """`~listed`, once per step."""
+    return _recent_masks.get((listed,), ("unlisted",), lambda: ~listed)
 
 
 def softmax_values(logits, v, kv_len):
@@ -242,25 +254,32 @@ def softmax_values(logits, v, kv_len):
     only a stabiliser, so gradients stay finite on empty rows.
     """
     batch, n_kv, group_size, _ = logits.shape
-    has_key = (kv_len > 0).view(batch, 1, 1, 1)
-    peak = torch.where(has_key, logits.detach().amax(-1, keepdim=True), 0.0)  # [B, G, R, 1]
+    has_key = _recent_masks.get((kv_len,), ("has key",), lambda: None if bool((kv_len > 0).all())
+                                else (kv_len > 0).view(batch, 1, 1, 1))  # None: no empty list to guard
+    peak = logits.detach().amax(-1, keepdim=True)  # [B, G, R, 1]
+    if has_key is not None:
+        peak = torch.where(has_key, peak, 0.0)
     weights = torch.exp(logits - peak)  # [B, G, R, N]
-    total = torch.where(has_key, weights.sum(-1, keepdim=True), 1.0)  # [B, G, R, 1]
+    total = weights.sum(-1, keepdim=True)  # [B, G, R, 1]
+    if has_key is not None:
+        total = torch.where(has_key, total, 1.0)
     o = torch.matmul(weights, v.float().permute(0, 2, 1, 3)) / total  # [B, G, R, N] @ [B, G, N, d]: the cache in place
-    lse = torch.where(has_key, peak + total.log(), float("-inf"))
+    lse = peak + total.log()
+    if has_key is not None:
+        lse = torch.where(has_key, lse, float("-inf"))
     return o.view(batch, n_kv * group_size, -1), lse.view(batch, n_kv * group_size)  # [B, G, R, .] -> [B, H, .]
 
 
-def write_listed_logits(logits_out, logits, keys: KeyList, key_slots, kv_len) -> None:
+def write_listed_logits(logits_out, logits, layout: KeyLayout, kv_len) -> None:
     """Store the logits `[B, H, N]` of the key list's first kv_len keys at their list positions."""
-    if keys.by_slot:  # column key_slots[b, i] holds key i
-        n = min(logits_out.shape[2], key_slots.shape[1])
-        columns = key_slots[:, :n].long().clamp(0, logits.shape[2] - 1)  # [B, n]
+    listed = layout.listed  # [B, n]: key i of the list is column i
+    if layout.by_slot:  # column key_slots[b, i] holds key i
+        columns = layout.list_column.clamp(max=logits.shape[2] - 1)  # [B, n]; unlisted keys are not written
         logits = logits.gather(2, columns[:, None, :].expand(-1, logits.shape[1], -1))  # [B, H, n]
+        listed = layout.list_mask
     n = min(logits_out.shape[2], logits.shape[2])
-    listed = torch.arange(n, device=logits.device)[None, :] < kv_len.long()[:, None]  # [B, n]
     written = logits_out[:, :, :n]
-    written.copy_(torch.where(listed[:, None, :], logits[:, :, :n], written))
+    written.copy_(torch.where(listed[:, None, :n], logits[:, :, :n], written))
 
 
 def decode_attention_from_logits_ref(logits, v_cache, kv_len, *, key_slots=None):
@@ -268,17 +287,14 @@ def decode_attention_from_logits_ref(logits, v_cache, kv_len, *, key_slots=None)
     batch, n_heads, _ = logits.shape
     n_kv = v_cache.shape[2]
     keys = key_list_ref(v_cache, v_cache, key_slots, False, kv_len)
-    n_cols = keys.v.shape[1]
-    if keys.by_slot:  # key i's logit goes to column key_slots[b, i]; columns no key names stay -inf
-        n = min(logits.shape[2], key_slots.shape[1])
-        listed = torch.arange(n, device=logits.device)[None, :] < kv_len.long()[:, None]  # [B, n]
-        listed_logits = logits[:, :, :n].float()  # [B, H, n]
-        columns = list_columns(key_slots[:, :n].long(), listed, n_cols)  # [B, n]
-        columns = columns[:, None, :].expand(-1, n_heads, -1)  # [B, H, n]
+    layout, n_cols = keys.layout, keys.v.shape[1]
+    if layout.by_slot:  # key i's logit goes to column key_slots[b, i]; columns no key names stay -inf
+        n = layout.list_column.shape[1]
+        columns = layout.list_column[:, None, :].expand(-1, n_heads, -1)  # [B, H, n]
         by_column = torch.full((batch, n_heads, n_cols + 1), float("-inf"), device=logits.device)
-        by_column = by_column.scatter_(2, columns, listed_logits)[:, :, :n_cols]  # [B, H, N]; column N is spare
+        by_column = by_column.scatter_(2, columns, logits[:, :, :n].float())[:, :, :n_cols]  # [B, H, N]; N is spare
     else:
-        by_column = logits[:, :, :n_cols].float().masked_fill(~keys.listed[:, None, :], float("-inf"))  # [B, H, N]
+        by_column = logits[:, :, :n_cols].float().masked_fill(unlisted(layout.listed)[:, None, :], float("-inf"))
     grouped = by_column.view(batch, n_kv, n_heads // n_kv, n_cols)  # [B, H, N] -> [B, G, R, N]
     o, lse = softmax_values(grouped, keys.v, kv_len)
     return o.to(v_cache.dtype), lse

@@ -14,7 +14,8 @@ sits at slot `key_slots[b, i]`). The twins turn it into dense `[B, N, G, d]` ten
 The KV cache is head-major underneath (minilazy/kv_cache.py) and gathers keep it that way, so
 the attention matmuls read every one of these without a further copy. N is rounded up to a
 multiple of KEY_BUCKET (masked keys): CPU matmul libraries spend milliseconds preparing each new
-shape, and without buckets every decode step would have a new one.
+shape, and without buckets every decode step would have a new one. What depends on key_slots and
+kv_len alone (the `KeyLayout`: masks, gather indices) is computed once per step for all layers.
 """
 
 from __future__ import annotations
@@ -23,17 +24,37 @@ from dataclasses import dataclass
 
 import torch
 
+from kernels.recent import Recent
+
 KEY_BUCKET = 128
 DENSE_SHARE = 0.5  # key_slots naming at least this share of the slots up to their last are read in place
+
+
+@dataclass
+class KeyLayout:
+    """Which cache rows a key list reads: derived from key_slots and kv_len alone, so one per step."""
+
+    n: int  # columns N
+    slot: torch.Tensor  # [B, N] int64 cache slot of each column (causal masks compare it with query slots)
+    listed: torch.Tensor  # [B, N] bool: the column holds one of the first kv_len keys of the list
+    by_slot: bool  # columns are cache slots 0..N-1, so key i of the list is column key_slots[b, i]
+    v_rows: torch.Tensor | None = None  # [B*G*N] rows of the flattened v cache to gather; None: its first N slots in place
+    k_rows: torch.Tensor | None = None  # the same for the k cache; None: its first N rows in place
+    # by_slot only (columns are slots, not list positions): for key i of the list, its column
+    # ([B, n] int64, the spare column N past kv_len) and whether i < kv_len ([B, n] bool)
+    list_column: torch.Tensor | None = None
+    list_mask: torch.Tensor | None = None
 
 
 @dataclass
 class KeyList:
     k: torch.Tensor  # [B, N, G, d]
     v: torch.Tensor  # [B, N, G, d]
-    slot: torch.Tensor  # [B, N] int64 cache slot of each column (causal masks compare it with query slots)
-    listed: torch.Tensor  # [B, N] bool: the column holds one of the first kv_len keys of the list
-    by_slot: bool  # columns are cache slots 0..N-1, so key i of the list is column key_slots[b, i]
+    layout: KeyLayout
+
+
+# Every layer of a step reads its keys by the same key_slots and kv_len tensors.
+_recent_layouts = Recent(size=4)
 
 
 def bucket(n: int) -> int:
@@ -41,44 +62,57 @@ def bucket(n: int) -> int:
 
 
 def key_list_ref(k_cache, v_cache, key_slots, k_compact, kv_len) -> KeyList:
-    batch, device = k_cache.shape[0], k_cache.device
+    key = (bool(k_compact), tuple(k_cache.shape[:3]), tuple(v_cache.shape[:3]), k_cache.device)
+    layout = _recent_layouts.get((key_slots, kv_len), key,
+                                 lambda: key_layout(k_cache.shape, v_cache.shape, key_slots, k_compact, kv_len))
+    k = k_cache[:, : layout.n] if layout.k_rows is None else gather_rows(k_cache, layout.k_rows)
+    v = v_cache[:, : layout.n] if layout.v_rows is None else gather_rows(v_cache, layout.v_rows)
+    return KeyList(k, v, layout)
+
+
+def key_layout(k_shape, v_shape, key_slots, k_compact, kv_len) -> KeyLayout:
+    batch, device = k_shape[0], kv_len.device
     kv_len = kv_len.long()
     longest = int(kv_len.max()) if batch else 0
     n_list = bucket(longest)  # one masked key at least keeps the softmax shapes non-empty
     if key_slots is None:
-        n = min(k_cache.shape[1], v_cache.shape[1], n_list)
+        n = min(k_shape[1], v_shape[1], n_list)
         columns = torch.arange(n, device=device)
-        return KeyList(k_cache[:, :n], v_cache[:, :n], columns.expand(batch, n), columns[None, :] < kv_len[:, None],
-                       by_slot=False)
-    n_list = min(n_list, key_slots.shape[1], k_cache.shape[1] if k_compact else n_list)
+        return KeyLayout(n, columns.expand(batch, n), columns[None, :] < kv_len[:, None], by_slot=False)
+    n_list = min(n_list, key_slots.shape[1], k_shape[1] if k_compact else n_list)
     listed = torch.arange(n_list, device=device)[None, :] < kv_len[:, None]  # [B, N]
     slot = key_slots[:, :n_list].long()  # [B, N]
     if not k_compact:
         span = int(torch.where(listed, slot, -1).max()) + 1 if batch else 0
         if longest >= DENSE_SHARE * span:
-            n = min(bucket(span), k_cache.shape[1], v_cache.shape[1])
+            n = min(bucket(span), k_shape[1], v_shape[1])
+            list_column = torch.where(listed, slot, n)  # [B, N]: unlisted keys go to the spare column n
             in_list = torch.zeros(batch, n + 1, dtype=torch.bool, device=device)
-            in_list.scatter_(1, list_columns(slot, listed, n), True)  # unlisted entries mark the spare column n
+            in_list.scatter_(1, list_column, True)
             columns = torch.arange(n, device=device)
-            return KeyList(k_cache[:, :n], v_cache[:, :n], columns.expand(batch, n), in_list[:, :n], by_slot=True)
-    k = k_cache[:, :n_list] if k_compact else gather_slots(k_cache, slot)
-    return KeyList(k, gather_slots(v_cache, slot), slot, listed, by_slot=False)
+            return KeyLayout(n, columns.expand(batch, n), in_list[:, :n], by_slot=True, list_column=list_column,
+                             list_mask=listed)
+    v_rows = gather_index(v_shape, slot)
+    k_rows = None if k_compact else v_rows if tuple(k_shape) == tuple(v_shape) else gather_index(k_shape, slot)
+    return KeyLayout(n_list, slot, listed, by_slot=False, v_rows=v_rows, k_rows=k_rows)
 
 
-def list_columns(slot: torch.Tensor, listed: torch.Tensor, n: int) -> torch.Tensor:
-    """Column of each key of the list `[B, N]`: its slot, or the spare column `n` past the list's end."""
-    return torch.where(listed, slot, n)
-
-
-def gather_slots(cache: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-    """Rows `slot [B, N]` of `cache [B, S, G, d]` as a `[B, N, G, d]` view of head-major storage.
+def gather_index(cache_shape, slot: torch.Tensor) -> torch.Tensor:
+    """Rows of a flattened head-major cache `[B*G*S, d]` that hold slots `slot [B, N]`: `[B*G*N]`.
 
     Slots past kv_len may be garbage (e.g. -1): they are clamped into bounds and masked later.
+    """
+    batch, n_slots, heads = cache_shape[:3]
+    first = (torch.arange(batch * heads, device=slot.device) * n_slots).view(batch, heads, 1)  # [B, G, 1]
+    return (first + slot.clamp(0, n_slots - 1)[:, None, :]).reshape(-1)  # [B, G, N] -> [B*G*N]
+
+
+def gather_rows(cache: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Rows `rows` (from `gather_index`) of `cache [B, S, G, d]` as a `[B, N, G, d]` view of head-major storage.
+
     One index_select over the flattened storage: faster than advanced indexing on CPU.
     """
     batch, n_slots, heads, head_dim = cache.shape
     flat = cache.transpose(1, 2).reshape(batch * heads * n_slots, head_dim)  # [B*G*S, d], a view of KV caches
-    first = (torch.arange(batch * heads, device=slot.device) * n_slots).view(batch, heads, 1)  # [B, G, 1]
-    index = first + slot.clamp(0, n_slots - 1)[:, None, :]  # [B, G, N]
-    rows = flat.index_select(0, index.reshape(-1))  # [B*G*N, d]
-    return rows.view(batch, heads, -1, head_dim).transpose(1, 2)  # [B, G, N, d] -> [B, N, G, d] view
+    picked = flat.index_select(0, rows)  # [B*G*N, d]
+    return picked.view(batch, heads, -1, head_dim).transpose(1, 2)  # [B, G, N, d] -> [B, N, G, d] view

@@ -25,6 +25,7 @@ import triton.language as tl
 
 from kernels.aot import CompileCase, pointer
 from kernels.blocks import ROW_GPU_BLOCKS, row_blocks
+from kernels.recent import Recent
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -116,35 +117,9 @@ def rope(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Tens
     return out
 
 
-class _RecentAngles:
-    """The cos/sin of the last few `positions` tensors seen, per (theta, d, dtype).
-
-    Every layer of a forward step rotates q and k by the same `positions` tensor (a lazy layer also
-    rotates its text keys by a second one); computing their angles once per step instead of once
-    per call saves a dozen small ops per layer. An entry holds the tensor itself (so its id cannot
-    be reused) and its version counter (so an in-place change misses; inference tensors have none,
-    and the runtime never changes a step's positions in place).
-    """
-
-    def __init__(self, size: int = 2):
-        self.size, self.entries = size, {}
-
-    @staticmethod
-    def version(positions: torch.Tensor) -> int | None:
-        return None if positions.is_inference() else positions._version
-
-    def get(self, positions: torch.Tensor, key: tuple):
-        for tensor, version, value in self.entries.get(key, ()):
-            if tensor is positions and version == self.version(positions):
-                return value
-        return None
-
-    def put(self, positions: torch.Tensor, key: tuple, value) -> None:
-        recent = [(positions, self.version(positions), value)] + self.entries.get(key, [])
-        self.entries[key] = recent[: self.size]
-
-
-_recent_angles = _RecentAngles()
+# Every layer of a forward step rotates q and k by the same `positions` tensor (a lazy layer also
+# rotates its text keys by a second one): their angles are computed once per step, not per call.
+_recent_angles = Recent(size=2)
 
 
 def _cos_sin(positions: torch.Tensor, theta: float, d: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,17 +128,14 @@ def _cos_sin(positions: torch.Tensor, theta: float, d: int, dtype: torch.dtype) 
     `rotate_half(x) = cat(-x2, x1)` equals `roll(x, d/2)` with the first half negated, so the sign
     goes into the sine's first half: -x2 * sin == x2 * (-sin) exactly.
     """
-    key = (theta, d, dtype, positions.device, torch.is_inference_mode_enabled())
-    cached = _recent_angles.get(positions, key)
-    if cached is not None:
-        return cached
-    freqs = positions[..., None].float() * _inv_freq(theta, d, positions.device)  # [B, T, d/2]
-    emb = torch.cat((freqs, freqs), dim=-1)  # [B, T, d]
-    sin = emb.sin()
-    signed_sin = torch.cat((-sin[..., : d // 2], sin[..., d // 2 :]), dim=-1)  # [B, T, d]: rotate_half's signs
-    value = emb.cos().to(dtype)[:, :, None, :], signed_sin.to(dtype)[:, :, None, :]  # [B, T, 1, d] each
-    _recent_angles.put(positions, key, value)
-    return value
+    def angles():
+        freqs = positions[..., None].float() * _inv_freq(theta, d, positions.device)  # [B, T, d/2]
+        emb = torch.cat((freqs, freqs), dim=-1)  # [B, T, d]
+        sin = emb.sin()
+        signed_sin = torch.cat((-sin[..., : d // 2], sin[..., d // 2 :]), dim=-1)  # [B, T, d]: rotate_half's signs
+        return emb.cos().to(dtype)[:, :, None, :], signed_sin.to(dtype)[:, :, None, :]  # [B, T, 1, d] each
+
+    return _recent_angles.get((positions,), (theta, d, dtype, positions.device), angles)
 
 
 def rope_ref(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -142,7 +142,7 @@ def test_rejects_bad_shapes():
 def test_twin_reads_dense_key_lists_in_place(name, by_slot):
     args, kwargs = make_case(name)
     keys = key_list_ref(args[1], args[2], kwargs["key_slots"], False, args[5])
-    assert keys.by_slot == by_slot
+    assert keys.layout.by_slot == by_slot
     if by_slot:  # views of the caches, no copies
         assert keys.k.data_ptr() == args[1].data_ptr() and keys.v.data_ptr() == args[2].data_ptr()
-        assert keys.listed.sum(1).tolist() == args[5].tolist()
+        assert keys.layout.listed.sum(1).tolist() == args[5].tolist()
