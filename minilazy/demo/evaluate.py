@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from minilazy.demo.dataset import EVAL_SEED_START, conversation_ids, pad_batch
-from minilazy.demo.questions import FAMILIES, QA, ask, exist_subject, parse_description
+from minilazy.demo.questions import FAMILIES, QA, ask, exist_subject, named_objects, parse_description, relation_subject
 from minilazy.demo.scenes import Scene, make_scene, render
 
 
@@ -114,13 +114,16 @@ def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_s
     precision = tp / n_pred if n_pred else 0.0
     recall = tp / n_true if n_true else 0.0
     per_family = score_families([qa for _, qa in items], answers)
-    exist = [(exist_case(make_scene(seed), qa.question), qa.answer, answer)
-             for (seed, qa), answer in zip(items, answers) if qa.family == "exist"]
+    by_case = {"exist": exist_case, "relation": relation_case}
+    rows = {family: [(case_of(make_scene(seed), qa.question), qa.answer, answer)
+                     for (seed, qa), answer in zip(items, answers) if qa.family == family]
+            for family, case_of in by_case.items()}
     result = {
         "model": str(model_dir), "n": n, "seed_offset": seed_offset,
         "accuracy": sum(row["correct"] for row in per_family.values()) / n,
         "per_family": per_family,
-        "exist_by_case": score_exist_cases(exist),
+        "exist_by_case": score_cases(rows["exist"], EXIST_CASES),
+        "relation_by_case": score_cases(rows["relation"], RELATION_CASES),
         "describe_objects": {"precision": precision, "recall": recall,
                              "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0},
         "seconds": time.time() - start,
@@ -170,10 +173,26 @@ def exist_case(scene: Scene, question: str) -> str:
     return EXIST_CASES[3 - found]
 
 
-def score_exist_cases(rows: list[tuple[str, str, str]]) -> dict[str, dict]:
-    """Accuracy and share of "yes" answers per exist case, from (case, expected, answer) rows."""
+RELATION_CASES = ("left of: yes", "left of: same column", "left of: to its right",
+                  "above: yes", "above: same row", "above: below it")
+
+
+def relation_case(scene: Scene, question: str) -> str:
+    """Where object a of "Is the a left of / above the b?" is against b: the answer "yes", in b's column
+    (row), or on the other side. The image tokens are in row order, so "above" is mostly a comparison
+    of token positions and "left of" one of positions within a row."""
+    ref_a, relation, ref_b = relation_subject(question)
+    objects = {ref: o for o, ref in named_objects(scene)}
+    a, b = objects[ref_a], objects[ref_b]
+    ahead = b.col - a.col if relation == "left of" else b.row - a.row
+    first = RELATION_CASES.index(f"{relation}: yes")
+    return RELATION_CASES[first if ahead > 0 else first + 1 if ahead == 0 else first + 2]
+
+
+def score_cases(rows: list[tuple[str, str, str]], cases: tuple[str, ...]) -> dict[str, dict]:
+    """Accuracy and share of "yes" answers per case of a yes/no family, from (case, expected, answer) rows."""
     scores = {}
-    for case in EXIST_CASES:
+    for case in cases:
         answers = [(expected, answer) for c, expected, answer in rows if c == case]
         total, correct = len(answers), sum(expected == answer for expected, answer in answers)
         scores[case] = {"correct": correct, "total": total, "accuracy": correct / total if total else 0.0,
@@ -189,10 +208,11 @@ def format_table(result: dict) -> str:
                      f"{row['majority_baseline']:>9.1%}  {top!r} ({row['top_answer_share']:.0%})")
     lines.append(f"{'overall':<10} {round(result['accuracy'] * result['n']):>8} {result['n']:>6} {result['accuracy']:>9.1%}")
     lines.append("majority: always giving the family's most common right answer")
-    if result.get("exist_by_case"):
-        cases = ", ".join(f"{case} {row['accuracy']:.0%} of {row['total']}"
-                          for case, row in result["exist_by_case"].items() if row["total"])
-        lines.append(f"exist by what the scene holds: {cases}")
+    for key, title in (("exist_by_case", "exist by what the scene holds"), ("relation_by_case", "relation by case")):
+        if result.get(key):
+            cases = ", ".join(f"{case} {row['accuracy']:.0%} of {row['total']}"
+                              for case, row in result[key].items() if row["total"])
+            lines.append(f"{title}: {cases}")
     d = result["describe_objects"]
     lines.append(f"describe objects: precision {d['precision']:.1%}, recall {d['recall']:.1%}, F1 {d['f1']:.1%}")
     return "\n".join(lines)

@@ -131,6 +131,18 @@ def ask_relation(scene: Scene, rng: random.Random) -> QA | None:
     return QA("relation", f"Is the {ref_a} above the {ref_b}?", "yes" if a.row < b.row else "no")
 
 
+RELATIONS = (" left of the ", " above the ")
+
+
+def relation_subject(question: str) -> tuple[str, str, str]:
+    """`(reference a, relation, reference b)` of a relation question from `ask_relation`; the
+    relation is "left of" or "above"."""
+    body = question.removeprefix("Is the ").removesuffix("?")
+    relation = next(r for r in RELATIONS if r in body)
+    ref_a, ref_b = body.split(relation)
+    return ref_a, relation.strip().removesuffix(" the"), ref_b
+
+
 def ask_where(scene: Scene, rng: random.Random) -> QA | None:
     named = named_objects(scene)
     if not named:

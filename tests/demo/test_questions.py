@@ -113,3 +113,22 @@ def test_exist_subject_reads_back_what_ask_exist_asked():
         qa = ask_exist(make_scene(seed), rng)
         color, shape = exist_subject(qa.question)
         assert color in COLORS and shape in SHAPES and qa.question == f"Is there a {color} {shape}?"
+
+
+def test_relation_subject_reads_back_what_ask_relation_asked():
+    import random
+
+    from minilazy.demo.questions import ask_relation, named_objects, relation_subject
+    from minilazy.demo.scenes import make_scene
+
+    rng, asked = random.Random(4), set()
+    for seed in range(40):
+        scene = make_scene(seed)
+        qa = ask_relation(scene, rng)
+        if qa is None:
+            continue
+        ref_a, relation, ref_b = relation_subject(qa.question)
+        refs = {ref for _, ref in named_objects(scene)}
+        assert ref_a in refs and ref_b in refs and qa.question == f"Is the {ref_a} {relation} the {ref_b}?"
+        asked.add(relation)
+    assert asked == {"left of", "above"}
