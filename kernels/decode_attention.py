@@ -19,8 +19,8 @@ from kernels.aot import CompileCase, pointer
 from kernels.attention import GPU_HEAD_BLOCKS, check_caches, check_lengths, flash_attend_ref, head_block, mask_bias
 from kernels.backend import interpreting
 from kernels.key_list import KeyLayout, key_list_ref
-from kernels.recent import Recent
 from kernels.online_softmax import LOG2_E, online_softmax_finish, online_softmax_step
+from kernels.recent import Recent
 
 # what the kernel does with the logits buffer
 NO_LOGITS, WRITE_LOGITS, READ_LOGITS = 0, 1, 2
@@ -236,7 +236,7 @@ def decode_attention_ref(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, 
         return o.transpose(1, 2).reshape(batch, n_heads, head_dim), lse.transpose(1, 2).reshape(batch, n_heads)
     qg = q.float().view(batch, n_kv, n_heads // n_kv, head_dim)  # [B, H, d] -> [B, G, R, d]
     logits = torch.matmul(qg, keys.k.float().permute(0, 2, 3, 1)) * scale  # [B, G, R, d] @ [B, G, d, N]
-    write_listed_logits(logits_out, logits.view(batch, n_heads, -1), keys.layout, kv_len)  # [B, H, N]
+    write_listed_logits(logits_out, logits.view(batch, n_heads, -1), keys.layout)  # [B, H, N]
     o, lse = softmax_values(logits.masked_fill(unlisted(listed)[:, None, None, :], float("-inf")), keys.v, kv_len)
     return o.to(q.dtype), lse
 
@@ -270,7 +270,7 @@ def softmax_values(logits, v, kv_len):
     return o.view(batch, n_kv * group_size, -1), lse.view(batch, n_kv * group_size)  # [B, G, R, .] -> [B, H, .]
 
 
-def write_listed_logits(logits_out, logits, layout: KeyLayout, kv_len) -> None:
+def write_listed_logits(logits_out, logits, layout: KeyLayout) -> None:
     """Store the logits `[B, H, N]` of the key list's first kv_len keys at their list positions."""
     listed = layout.listed  # [B, n]: key i of the list is column i
     if layout.by_slot:  # column key_slots[b, i] holds key i
