@@ -57,15 +57,17 @@ def teacher_forced_correct(model, tokenizer, processor, items: list[tuple[int, Q
 
 
 def greedy_answers(pipeline, items: list[tuple[int, QA]], max_new_tokens: int, cache_layout=None,
-                   stats: list | None = None) -> list[str]:
+                   stats: list | None = None, view=None) -> list[str]:
     """Greedy answers through minilazy's generation loop (`cache_layout`: e.g. a Lazy Attention plan).
 
-    `stats`, when given, receives the call's `GenerationStats` (timings, KV-cache bytes allocated).
+    `stats`, when given, receives the call's `GenerationStats` (timings, KV-cache bytes allocated);
+    `view(question, image) -> (question, image)`, when given, changes what is asked (a probe).
     """
     from minilazy.generate import generate
     from minilazy.sampler import SamplingParams
 
-    requests = [pipeline.request(qa.question, render(make_scene(seed))) for seed, qa in items]
+    asked = [(qa.question, render(make_scene(seed))) for seed, qa in items]
+    requests = [pipeline.request(*(view(*pair) if view else pair)) for pair in asked]
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     result = generate(pipeline.model, requests, params, stop_ids=pipeline.stop_ids, cache_layout=cache_layout)
     if stats is not None:
