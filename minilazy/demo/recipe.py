@@ -35,7 +35,7 @@ PHASES = (
     (8, 1000, "--lr 5e-4 --warmup 20 --describe-prob 0.15 --curriculum 0.05 "
               "--families color where relation relation shape count exist exist exist"),
     (20, 2500, "--lr 5e-4 --warmup 20 --describe-prob 0.15 --curriculum 0.05 "
-               "--families color where where relation relation relation shape shape count count exist"),
+               "--families color where where relation relation relation shape count count exist"),
 )
 VISION_MINUTES = 5
 
