@@ -131,16 +131,15 @@ def ask_relation(scene: Scene, rng: random.Random) -> QA | None:
     return QA("relation", f"Is the {ref_a} above the {ref_b}?", "yes" if a.row < b.row else "no")
 
 
-RELATIONS = (" left of the ", " above the ")
+RELATIONS = ("left of", "above")  # what `ask_relation` asks
 
 
 def relation_subject(question: str) -> tuple[str, str, str]:
-    """`(reference a, relation, reference b)` of a relation question from `ask_relation`; the
-    relation is "left of" or "above"."""
+    """`(reference a, relation, reference b)` of a relation question from `ask_relation`."""
     body = question.removeprefix("Is the ").removesuffix("?")
-    relation = next(r for r in RELATIONS if r in body)
-    ref_a, ref_b = body.split(relation)
-    return ref_a, relation.strip().removesuffix(" the"), ref_b
+    relation = next(r for r in RELATIONS if f" {r} the " in body)
+    ref_a, ref_b = body.split(f" {relation} the ")
+    return ref_a, relation, ref_b
 
 
 def ask_where(scene: Scene, rng: random.Random) -> QA | None:

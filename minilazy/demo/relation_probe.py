@@ -21,10 +21,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from minilazy.demo.evaluate import RELATION_CASES, greedy_answers, held_out_questions, relation_case, score_cases
-from minilazy.demo.questions import relation_subject
+from minilazy.demo.questions import RELATIONS, relation_subject
 from minilazy.demo.scenes import make_scene
 
-SWAP = {"left of": "above", "above": "left of"}
+SWAP = dict(zip(RELATIONS, reversed(RELATIONS)))  # "left of" <-> "above"
 
 
 def transposed_view(question: str, image: Image.Image) -> tuple[str, Image.Image]:
