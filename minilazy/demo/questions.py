@@ -9,9 +9,12 @@ Families (the keys of FAMILIES):
 - describe: "Describe the image."                    -> "large red circle at top left and small ..."
   (every object as `size colour shape at cell`, row-major over the cells, joined by "and")
 
-and one family that training may ask but the harness does not score (TRAINING_FAMILIES):
-- where:    "What is the red circle at?"             -> "top left" (the object named must be unique;
-  the words are the shipped tokenizer's); a relation question is two of these and a comparison
+and two families that training may ask but the harness does not score (TRAINING_FAMILIES), in
+words the tokenizer already has:
+- where:    "What is the red circle at?"             -> "top left" (the object named must be unique);
+  a relation question is two of these and a comparison
+- side:     "Is the red circle at the left?"         -> "yes" / "no" (left, right, top or bottom: the
+  object's column or row, whatever the other; a relation question compares two of these)
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from minilazy.demo.scenes import CELL_NAMES, COLORS, SHAPES, SIZES, Scene, Scene
 
 FAMILIES = ("color", "shape", "count", "exist", "relation", "describe")
 SHORT_FAMILIES = FAMILIES[:-1]  # one-word answers; "describe" is the long one
-TRAINING_FAMILIES = SHORT_FAMILIES + ("where",)  # the short families training may ask
+TRAINING_FAMILIES = SHORT_FAMILIES + ("where", "side")  # the short families training may ask
 DESCRIBE_QUESTION = "Describe the image."
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds", "cross": "crosses"}
 
@@ -150,6 +153,26 @@ def ask_where(scene: Scene, rng: random.Random) -> QA | None:
     return QA("where", f"What is the {ref} at?", obj.cell)
 
 
+SIDES = {"left": ("col", 0), "right": ("col", 2), "top": ("row", 0), "bottom": ("row", 2)}
+
+
+def on_side(obj: SceneObject, side: str) -> bool:
+    """Whether `obj` lies in the column ("left", "right") or row ("top", "bottom") that `side` names."""
+    axis, index = SIDES[side]
+    return getattr(obj, axis) == index
+
+
+def ask_side(scene: Scene, rng: random.Random) -> QA | None:
+    named = named_objects(scene)
+    if not named:
+        return None
+    obj, ref = rng.choice(named)
+    # half the time a side the object is on (if it is on any: not so in the centre), else one it is not on
+    sides = {answer: [s for s in SIDES if on_side(obj, s) == (answer == "yes")] for answer in ("yes", "no")}
+    side = rng.choice(sides["yes"] if sides["yes"] and rng.random() < 0.5 else sides["no"])
+    return QA("side", f"Is the {ref} at the {side}?", "yes" if on_side(obj, side) else "no")
+
+
 def ask_describe(scene: Scene, rng: random.Random) -> QA:
     return QA("describe", DESCRIBE_QUESTION, describe(scene))
 
@@ -157,6 +180,7 @@ def ask_describe(scene: Scene, rng: random.Random) -> QA:
 ASKERS = {
     "color": ask_color, "shape": ask_shape, "count": ask_count,
     "exist": ask_exist, "relation": ask_relation, "describe": ask_describe, "where": ask_where,
+    "side": ask_side,
 }
 
 

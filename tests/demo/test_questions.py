@@ -44,6 +44,10 @@ def recompute(scene, question):
     if m := re.fullmatch(r"What is the (.+) at\?", question):
         (obj,) = matching(scene, m[1])
         return CELL_NAMES[obj.row][obj.col]
+    if m := re.fullmatch(r"Is the (.+) at the (left|right|top|bottom)\?", question):
+        (obj,) = matching(scene, m[1])
+        column, row = ("left", None, "right")[obj.col], ("top", None, "bottom")[obj.row]
+        return "yes" if m[2] in (column, row) else "no"
     if question == DESCRIBE_QUESTION:
         parts = [f"{o.size} {o.color} {o.shape} at {CELL_NAMES[o.row][o.col]}"
                  for o in sorted(scene.objects, key=lambda o: (o.row, o.col))]
@@ -52,7 +56,7 @@ def recompute(scene, question):
 
 
 def test_every_answer_is_right_and_unique():
-    families = FAMILIES + tuple(f for f in TRAINING_FAMILIES if f not in FAMILIES)  # "where" too
+    families = FAMILIES + tuple(f for f in TRAINING_FAMILIES if f not in FAMILIES)  # "where", "side" too
     asked = {family: 0 for family in families}
     answers = {family: set() for family in families}
     for seed in range(400):
@@ -66,7 +70,7 @@ def test_every_answer_is_right_and_unique():
             asked[family] += 1
             answers[family].add(qa.answer)
     assert min(asked.values()) > 250, asked
-    assert answers["exist"] == answers["relation"] == {"yes", "no"}
+    assert answers["exist"] == answers["relation"] == answers["side"] == {"yes", "no"}
     assert answers["count"] >= {str(n) for n in range(7)}
     assert answers["where"] == set(CELL)
 
