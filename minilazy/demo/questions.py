@@ -13,8 +13,9 @@ and two families that training may ask but the harness does not score (TRAINING_
 words the tokenizer already has:
 - where:    "What is the red circle at?"             -> "top left" (the object named must be unique);
   a relation question is two of these and a comparison
-- side:     "Is the red circle at the left?"         -> "yes" / "no" (left, right, top or bottom: the
-  object's column or row, whatever the other; a relation question compares two of these)
+- side:     "Is the red circle left of the center?" -> "yes" / "no" (also "above the center", and
+  "Is the center left of / above the red circle?"): a relation question with the centre cell as
+  one of the two, so one object's column or row against a fixed one
 """
 
 from __future__ import annotations
@@ -153,13 +154,10 @@ def ask_where(scene: Scene, rng: random.Random) -> QA | None:
     return QA("where", f"What is the {ref} at?", obj.cell)
 
 
-SIDES = {"left": ("col", 0), "right": ("col", 2), "top": ("row", 0), "bottom": ("row", 2)}
-
-
-def on_side(obj: SceneObject, side: str) -> bool:
-    """Whether `obj` lies in the column ("left", "right") or row ("top", "bottom") that `side` names."""
-    axis, index = SIDES[side]
-    return getattr(obj, axis) == index
+def side_questions(obj: SceneObject, ref: str) -> list[tuple[str, bool]]:
+    """`obj` (named `ref`) against the centre cell, asked as relation questions are: (question, answer is yes)."""
+    return [(f"Is the {ref} left of the center?", obj.col < 1), (f"Is the {ref} above the center?", obj.row < 1),
+            (f"Is the center left of the {ref}?", obj.col > 1), (f"Is the center above the {ref}?", obj.row > 1)]
 
 
 def ask_side(scene: Scene, rng: random.Random) -> QA | None:
@@ -167,10 +165,10 @@ def ask_side(scene: Scene, rng: random.Random) -> QA | None:
     if not named:
         return None
     obj, ref = rng.choice(named)
-    # half the time a side the object is on (if it is on any: not so in the centre), else one it is not on
-    sides = {answer: [s for s in SIDES if on_side(obj, s) == (answer == "yes")] for answer in ("yes", "no")}
-    side = rng.choice(sides["yes"] if sides["yes"] and rng.random() < 0.5 else sides["no"])
-    return QA("side", f"Is the {ref} at the {side}?", "yes" if on_side(obj, side) else "no")
+    # half the time a question answered yes (none is for an object in the centre), else one answered no
+    by_answer = {answer: [q for q, holds in side_questions(obj, ref) if holds == answer] for answer in (True, False)}
+    answer = bool(by_answer[True]) and rng.random() < 0.5
+    return QA("side", rng.choice(by_answer[answer]), "yes" if answer else "no")
 
 
 def ask_describe(scene: Scene, rng: random.Random) -> QA:

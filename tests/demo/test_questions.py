@@ -37,6 +37,12 @@ def recompute(scene, question):
         return str(sum(o.color == m[1] and o.shape == SINGULAR[m[2]] for o in scene.objects))
     if m := re.fullmatch(r"Is there a (\w+) (\w+)\?", question):
         return "yes" if any(o.color == m[1] and o.shape == m[2] for o in scene.objects) else "no"
+    if m := re.fullmatch(r"Is the (.+) (left of|above) the center\?", question):  # side: against the centre cell
+        (obj,) = matching(scene, m[1])
+        return "yes" if (obj.col < 1 if m[2] == "left of" else obj.row < 1) else "no"
+    if m := re.fullmatch(r"Is the center (left of|above) the (.+)\?", question):
+        (obj,) = matching(scene, m[2])
+        return "yes" if (obj.col > 1 if m[1] == "left of" else obj.row > 1) else "no"
     if m := re.fullmatch(r"Is the (.+) (left of|above) the (.+)\?", question):
         (a,), (b,) = matching(scene, m[1]), matching(scene, m[3])
         assert a != b
@@ -44,10 +50,6 @@ def recompute(scene, question):
     if m := re.fullmatch(r"What is the (.+) at\?", question):
         (obj,) = matching(scene, m[1])
         return CELL_NAMES[obj.row][obj.col]
-    if m := re.fullmatch(r"Is the (.+) at the (left|right|top|bottom)\?", question):
-        (obj,) = matching(scene, m[1])
-        column, row = ("left", None, "right")[obj.col], ("top", None, "bottom")[obj.row]
-        return "yes" if m[2] in (column, row) else "no"
     if question == DESCRIBE_QUESTION:
         parts = [f"{o.size} {o.color} {o.shape} at {CELL_NAMES[o.row][o.col]}"
                  for o in sorted(scene.objects, key=lambda o: (o.row, o.col))]
