@@ -9,13 +9,9 @@ Families (the keys of FAMILIES):
 - describe: "Describe the image."                    -> "large red circle at top left and small ..."
   (every object as `size colour shape at cell`, row-major over the cells, joined by "and")
 
-and two families that training may ask but the harness does not score (TRAINING_FAMILIES), in
-words the tokenizer already has:
-- where:    "What is the red circle at?"             -> "top left" (the object named must be unique);
-  a relation question is two of these and a comparison
-- side:     "Is the red circle left of the center?" -> "yes" / "no" (also "above the center", and
-  "Is the center left of / above the red circle?"): a relation question with the centre cell as
-  one of the two, so one object's column or row against a fixed one
+and one family that training may ask but the harness does not score (TRAINING_FAMILIES):
+- where:    "What is the red circle at?"             -> "top left" (the object named must be unique;
+  the words are the shipped tokenizer's); a relation question is two of these and a comparison
 """
 
 from __future__ import annotations
@@ -27,7 +23,7 @@ from minilazy.demo.scenes import CELL_NAMES, COLORS, SHAPES, SIZES, Scene, Scene
 
 FAMILIES = ("color", "shape", "count", "exist", "relation", "describe")
 SHORT_FAMILIES = FAMILIES[:-1]  # one-word answers; "describe" is the long one
-TRAINING_FAMILIES = SHORT_FAMILIES + ("where", "side")  # the short families training may ask
+TRAINING_FAMILIES = SHORT_FAMILIES + ("where",)  # the short families training may ask
 DESCRIBE_QUESTION = "Describe the image."
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds", "cross": "crosses"}
 
@@ -154,23 +150,6 @@ def ask_where(scene: Scene, rng: random.Random) -> QA | None:
     return QA("where", f"What is the {ref} at?", obj.cell)
 
 
-def side_questions(obj: SceneObject, ref: str) -> list[tuple[str, bool]]:
-    """`obj` (named `ref`) against the centre cell, asked as relation questions are: (question, answer is yes)."""
-    return [(f"Is the {ref} left of the center?", obj.col < 1), (f"Is the {ref} above the center?", obj.row < 1),
-            (f"Is the center left of the {ref}?", obj.col > 1), (f"Is the center above the {ref}?", obj.row > 1)]
-
-
-def ask_side(scene: Scene, rng: random.Random) -> QA | None:
-    named = named_objects(scene)
-    if not named:
-        return None
-    obj, ref = rng.choice(named)
-    # half the time a question answered yes (none is for an object in the centre), else one answered no
-    by_answer = {answer: [q for q, holds in side_questions(obj, ref) if holds == answer] for answer in (True, False)}
-    answer = bool(by_answer[True]) and rng.random() < 0.5
-    return QA("side", rng.choice(by_answer[answer]), "yes" if answer else "no")
-
-
 def ask_describe(scene: Scene, rng: random.Random) -> QA:
     return QA("describe", DESCRIBE_QUESTION, describe(scene))
 
@@ -178,7 +157,6 @@ def ask_describe(scene: Scene, rng: random.Random) -> QA:
 ASKERS = {
     "color": ask_color, "shape": ask_shape, "count": ask_count,
     "exist": ask_exist, "relation": ask_relation, "describe": ask_describe, "where": ask_where,
-    "side": ask_side,
 }
 
 

@@ -230,8 +230,8 @@ def parse_args(argv=None):
     p.add_argument("--questions-per-image", type=int, default=10, help="short questions per conversation")
     p.add_argument("--families", nargs="+", choices=TRAINING_FAMILIES, default=list(SHORT_FAMILIES), metavar="NAME",
                    help="short-question families of the conversations, drawn uniformly; repeat a name to ask it "
-                        f"more often; 'where' (\"What is the red circle at?\" -> \"top left\") and 'side' "
-                        f"(\"Is the red circle left of the center?\" -> \"yes\") are taught but not scored (default: {' '.join(SHORT_FAMILIES)})")
+                        f"more often; 'where' (\"What is the red circle at?\" -> \"top left\") is taught but not "
+                        f"scored (default: {' '.join(SHORT_FAMILIES)})")
     p.add_argument("--describe-prob", type=float, default=0.5,
                    help="chance a conversation is the description alone (else short questions only)")
     p.add_argument("--curriculum", type=float, default=0.3,
