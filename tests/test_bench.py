@@ -61,6 +61,19 @@ def test_bench_writes_every_figure(tiny_idefics3, tmp_path, capsys):
         assert (p["batch"], p["steps"]) == (2, profile.STEPS) and p["ms_per_step"] > 0 and p["ops_per_step"] > 10
         assert groups["matmul"] > 0 and groups["attention"] > 0 and groups["other"] > 0
         assert p["top_ops"][0]["ms_per_step"] >= p["top_ops"][-1]["ms_per_step"]
+    ceilings = data["lazy_ceiling"]["2"]
+    assert list(ceilings) == ["lazy-0.4", "lazy-0.4-nofast", "lazy-0.6", "lazy-0.6-nofast"]
+    assert ceilings["lazy-0.6"]["max_speedup"] > ceilings["lazy-0.4"]["max_speedup"] > 1
+    assert f"lazy-0.6: at most about {ceilings['lazy-0.6']['max_speedup']:.2f}x full attention's decode step" in printed
+
+
+def test_lazy_ceiling_is_the_attention_bytes_lazy_layers_skip():
+    # attention 40 of 100 ms of op time; 80% of the layers lazy, each skipping half its attention: 16 ms less
+    full = {"ms_per_step": 130.0, "group_ms_per_step": {"matmul": 50.0, "attention": 40.0, "other": 10.0}}
+    ceiling = profile.lazy_ceiling(full, 0.8)
+    assert ceiling["attention_share"] == pytest.approx(0.4)
+    assert ceiling["max_speedup"] == pytest.approx(100 / 84)
+    assert profile.lazy_ceiling(full, 0.0)["max_speedup"] == 1.0
 
 
 def test_profile_groups_ops():

@@ -10,6 +10,13 @@ Groups of self CPU time per decode step:
 The profiler adds a cost to every op it records, so `other` (thousands of small ops a step) is an
 upper bound and the profiled step is slower than an unprofiled one. CPU only: on a GPU, self CPU
 time is launch time, not work.
+
+From full attention's profile follows an estimate of the most a lazy plan can gain in a decode
+step (`lazy_ceiling`): a lazy layer still reads the values of every image token and no image keys, so
+it saves at most half of its attention bytes; with a share f of the layers lazy and attention a
+share a of the step's op time, a step is at most 1 / (1 - f a / 2) times faster. The op time leaves
+out Python's own time between ops, which lazy layers do not save either, so the estimate errs
+high; the profiler's cost per op (in `other`) and the spread between profiled steps pull it either way.
 """
 
 from __future__ import annotations
@@ -68,6 +75,24 @@ def profile_decode(model, request: Request, batch: int, runtime_factory, steps: 
         "group_ms_per_step": {group: groups[group] for group in (*GROUPS, "other")},
         "top_ops": [{"op": op, "ms_per_step": ms, "calls_per_step": calls} for op, (ms, calls) in top],
     }
+
+
+def lazy_ceiling(full: dict, lazy_share: float) -> dict:
+    """The estimate above for a plan with `lazy_share` of its layers lazy, from full attention's profile `full`."""
+    groups = full["group_ms_per_step"]
+    attention_share = groups["attention"] / sum(groups.values())
+    return {"lazy_share": lazy_share, "attention_share": attention_share,
+            "max_speedup": 1 / (1 - lazy_share * attention_share / 2)}
+
+
+def ceiling_lines(profiles: dict[str, dict], lazy_shares: dict[str, float]) -> list[str]:
+    """One line per variant named in `lazy_shares` (lazy plans without FastV): its estimated ceiling against full attention."""
+    lines = []
+    for name, share in lazy_shares.items():
+        c = lazy_ceiling(profiles["full"], share)
+        lines.append(f"{name}: at most about {c['max_speedup']:.2f}x full attention's decode step ({share:.0%} of the "
+                     f"layers lazy, attention {c['attention_share']:.0%} of full attention's op time)")
+    return lines
 
 
 def table(profiles: dict[str, dict]) -> str:
