@@ -85,14 +85,11 @@ def lazy_ceiling(full: dict, lazy_share: float) -> dict:
             "max_speedup": 1 / (1 - lazy_share * attention_share / 2)}
 
 
-def ceiling_lines(profiles: dict[str, dict], lazy_shares: dict[str, float]) -> list[str]:
-    """One line per variant named in `lazy_shares` (lazy plans without FastV): its estimated ceiling against full attention."""
-    lines = []
-    for name, share in lazy_shares.items():
-        c = lazy_ceiling(profiles["full"], share)
-        lines.append(f"{name}: at most about {c['max_speedup']:.2f}x full attention's decode step ({share:.0%} of the "
-                     f"layers lazy, attention {c['attention_share']:.0%} of full attention's op time)")
-    return lines
+def ceiling_lines(ceilings: dict[str, dict]) -> list[str]:
+    """One line per variant of `ceilings` (variant name -> `lazy_ceiling`): its estimated ceiling against full attention."""
+    return [f"{name}: at most about {c['max_speedup']:.2f}x full attention's decode step ({c['lazy_share']:.0%} of "
+            f"the layers lazy, attention {c['attention_share']:.0%} of full attention's op time)"
+            for name, c in ceilings.items()]
 
 
 def table(profiles: dict[str, dict]) -> str:

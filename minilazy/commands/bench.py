@@ -159,6 +159,8 @@ def run(args) -> int:
     runs = {name: {b: measure.combine_repeats(s) for b, s in by_batch.items()} for name, by_batch in samples.items()}
     # the lazy plans without FastV, for the ceiling of their decode speed-up (minilazy/bench/profile.py)
     lazy_shares = {v.name: len(v.plan.lazy_layers) / layers for v in chosen if v.plan and not v.fastv}
+    ceilings = {b: {name: profile.lazy_ceiling(p["full"], share) for name, share in lazy_shares.items()}
+                for b, p in (profiles or {}).items()}  # [batch][variant]
 
     weight_bytes = measure.decoder_weight_bytes(model)
     summary = report.summarise(runs, batches, int(args.budget_gb * 1e9), bandwidth, weight_bytes)
@@ -179,9 +181,7 @@ def run(args) -> int:
         "runs": {name: {str(b): r for b, r in by_batch.items()} for name, by_batch in runs.items()},
         "summary": summary,
         "profile": None if profiles is None else {str(b): p for b, p in profiles.items()},
-        "lazy_ceiling": None if profiles is None else {
-            str(b): {name: profile.lazy_ceiling(p["full"], share) for name, share in lazy_shares.items()}
-            for b, p in profiles.items()},
+        "lazy_ceiling": None if profiles is None else {str(b): c for b, c in ceilings.items()},
     }
     report.write_json(out_dir / "bench.json", data)
     from minilazy.bench.plot import plot_bench
@@ -196,6 +196,6 @@ def run(args) -> int:
         print(f"\nwhere a decode step's time goes at batch {b} (torch.profiler, self CPU ms per step; "
               "the profiler's cost per op inflates 'other'):")
         print(profile.table(by_variant))
-        print("\n".join(profile.ceiling_lines(by_variant, lazy_shares)))
+        print("\n".join(profile.ceiling_lines(ceilings[b])))
     print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
     return 0
