@@ -4,6 +4,7 @@
     python cli.py calibrate --model DIR --images DIR_OR_N ...   choose lazy layers, write a plan
     python cli.py eval --model DIR --n N ...                    accuracy of the demo model
     python cli.py study --model DIR ...                         KV saved vs accuracy, lazy and FastV sweeps
+    python cli.py perplexity --model DIR ...                    perplexity of a text model with lazy plans
     python cli.py bench --model DIR ...                         speed and memory against transformers
 
 Bad input ends with a one-line message on stderr and exit status 2.
@@ -19,6 +20,10 @@ from minilazy.errors import InputError
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        print(f"error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}, or give flags only "
+              "to answer a question (python cli.py --help)", file=sys.stderr)
+        return 2
     name = argv[0] if argv and argv[0] in COMMANDS else DEFAULT_COMMAND
     if argv and argv[0] == name:
         argv = argv[1:]

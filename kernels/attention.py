@@ -204,7 +204,7 @@ def flash_attend_ref(q, k, v, bias, has_key, *, scale, causal=False):
     has a key). Grouped-query heads are read in place (query head h uses kv head h // (H / G)).
     Returns o `[B, T, H, d]` in q's dtype and lse `[B, T, H]` fp32.
     """
-    o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+    o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(  # q [B, T, H, d] -> [B, H, T, d]; k, v alike
         q.float().transpose(1, 2), k.float().transpose(1, 2), v.float().transpose(1, 2), 0.0, causal,
         attn_mask=bias, scale=scale)  # [B, H, T, d], [B, H, T]
     o, lse = o.transpose(1, 2), lse.transpose(1, 2)  # [B, T, H, d], [B, T, H]

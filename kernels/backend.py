@@ -32,6 +32,8 @@ OP_MODULES = {
 }
 
 BACKENDS = ("auto", "torch", "triton")
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # what every op takes for activations and weights
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # their names on command lines
 
 
 def interpreting() -> bool:

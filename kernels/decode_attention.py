@@ -233,6 +233,7 @@ def decode_attention_ref(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, 
         bias, has_key = _recent_masks.get((listed, kv_len), ("flash",),
                                           lambda: mask_bias(listed[:, None, :], kv_len[:, None] > 0))
         o, lse = flash_attend_ref(rows, keys.k, keys.v, bias, has_key, scale=scale)  # [B, R, G, d], [B, R, G]
+        # [B, R, G, d] -> [B, G, R, d] -> [B, H, d]; lse [B, R, G] -> [B, H]
         return o.transpose(1, 2).reshape(batch, n_heads, head_dim), lse.transpose(1, 2).reshape(batch, n_heads)
     qg = q.float().view(batch, n_kv, n_heads // n_kv, head_dim)  # [B, H, d] -> [B, G, R, d]
     logits = torch.matmul(qg, keys.k.float().permute(0, 2, 3, 1)) * scale  # [B, G, R, d] @ [B, G, d, N]

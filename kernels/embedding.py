@@ -14,10 +14,9 @@ import triton
 import triton.language as tl
 
 from kernels.aot import CompileCase, pointer
-from kernels.backend import interpreting
+from kernels.backend import FLOAT_DTYPES, interpreting
 from kernels.blocks import ROW_GPU_BLOCKS, row_blocks
 
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 INDEX_DTYPES = (torch.int32, torch.int64)
 GPU_BLOCK_D = 256  # columns per tile on a GPU; ROW_GPU_BLOCKS.block // GPU_BLOCK_D rows
 

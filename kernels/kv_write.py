@@ -13,10 +13,9 @@ import triton
 import triton.language as tl
 
 from kernels.aot import CompileCase, pointer
+from kernels.backend import FLOAT_DTYPES
 from kernels.blocks import ROW_GPU_BLOCKS, row_blocks
 from kernels.recent import Recent
-
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit

@@ -12,9 +12,8 @@ import triton
 import triton.language as tl
 
 from kernels.aot import CompileCase, pointer
+from kernels.backend import FLOAT_DTYPES
 from kernels.blocks import ROW_GPU_BLOCKS, row_blocks
-
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
@@ -49,8 +48,8 @@ def _layer_norm_kernel(
 
 
 def _check(x, weight, bias):
-    if x.dtype not in DTYPES:
-        raise ValueError(f"layer_norm: dtype {x.dtype} unsupported; expected one of {DTYPES}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"layer_norm: dtype {x.dtype} unsupported; expected one of {FLOAT_DTYPES}")
     for name, t in (("weight", weight), ("bias", bias)):
         if t is None:
             continue
@@ -75,7 +74,7 @@ def layer_norm(x, weight, bias, eps):
             d, x2.stride(0), y.stride(0), eps,
             HAS_BIAS=bias is not None, BLOCK=blocks.block, num_warps=blocks.num_warps,
         )
-    return y.view(x.shape)
+    return y.view(x.shape)  # [M, D] -> x's [..., D]
 
 
 def layer_norm_ref(x, weight, bias, eps):
@@ -93,6 +92,6 @@ COMPILE_CASES = [
         constexprs={"HAS_BIAS": has_bias, "BLOCK": ROW_GPU_BLOCKS.block},
         num_warps=ROW_GPU_BLOCKS.num_warps,
     )
-    for dtype in DTYPES
+    for dtype in FLOAT_DTYPES
     for has_bias in (False, True)
 ]

@@ -15,12 +15,11 @@ import triton
 import triton.language as tl
 
 from kernels.aot import CompileCase, pointer
-from kernels.backend import interpreting
+from kernels.backend import FLOAT_DTYPES, interpreting
 from kernels.blocks import linear_blocks, linear_gpu_blocks
 
 # activation name -> code of the kernel epilogue
 ACTIVATIONS = {None: 0, "gelu": 1, "gelu_tanh": 2, "quick_gelu": 3, "silu": 4}
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 # The activation is a runtime code: a uniform branch in the epilogue costs
@@ -85,8 +84,8 @@ def _check(x, weight, bias, activation):
         raise ValueError(f"linear: x {tuple(x.shape)} needs weight [N, {x.shape[-1]}], got {tuple(weight.shape)}")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"linear: bias must be [{weight.shape[0]}], got {tuple(bias.shape)}")
-    if x.dtype not in DTYPES:
-        raise ValueError(f"linear: dtype {x.dtype} unsupported; expected one of {DTYPES}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"linear: dtype {x.dtype} unsupported; expected one of {FLOAT_DTYPES}")
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.dtype != x.dtype:
             raise ValueError(f"linear: {name} dtype {t.dtype} differs from x dtype {x.dtype}")
@@ -102,7 +101,7 @@ def linear(x, weight, bias=None, activation=None):
     m = x2.shape[0]
     y = torch.empty((m, n), device=x.device, dtype=x.dtype)
     if m == 0:
-        return y.reshape(*x.shape[:-1], n)
+        return y.reshape(*x.shape[:-1], n)  # [M, N] -> [..., N]
     blocks = linear_blocks(m, n, k, x.dtype)
     grid = (triton.cdiv(n, blocks.block_n) * triton.cdiv(m, blocks.block_m),)
     _linear_kernel[grid](
@@ -154,7 +153,7 @@ COMPILE_CASES = [
         num_warps=b.num_warps,
         num_stages=b.num_stages,
     )
-    for dtype in DTYPES
+    for dtype in FLOAT_DTYPES
     for b in linear_gpu_blocks(dtype)
     for has_bias in (False, True)
 ]

@@ -80,7 +80,7 @@ def merge_attention(o1, lse1, o2, lse2):
         o1_rows.stride(0), o2_rows.stride(0), out.stride(0),
         BLOCK_R=block_r, BLOCK_D=block_d,
     )
-    return out.view(o1.shape)
+    return out.view(o1.shape)  # [M, d] -> o1's [..., d]
 
 
 def merge_attention_ref(o1, lse1, o2, lse2):

@@ -15,9 +15,8 @@ import triton
 import triton.language as tl
 
 from kernels.aot import CompileCase, pointer
+from kernels.backend import FLOAT_DTYPES
 from kernels.blocks import ROW_GPU_BLOCKS, row_blocks
-
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
@@ -56,8 +55,8 @@ def _rms_norm_kernel(
 
 
 def _check(x, weight, residual):
-    if x.dtype not in DTYPES:
-        raise ValueError(f"rms_norm: dtype {x.dtype} unsupported; expected one of {DTYPES}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"rms_norm: dtype {x.dtype} unsupported; expected one of {FLOAT_DTYPES}")
     if tuple(weight.shape) != (x.shape[-1],) or weight.dtype != x.dtype:
         raise ValueError(
             f"rms_norm: weight must be [{x.shape[-1]}] {x.dtype}, got {tuple(weight.shape)} {weight.dtype}"
@@ -88,8 +87,8 @@ def rms_norm(x, weight, eps, residual=None):
             HAS_RESIDUAL=residual is not None, BLOCK=blocks.block, num_warps=blocks.num_warps,
         )
     if residual is None:
-        return y.view(x.shape)
-    return y.view(x.shape), h.view(x.shape)
+        return y.view(x.shape)  # [M, D] -> x's [..., D]
+    return y.view(x.shape), h.view(x.shape)  # [M, D] -> x's [..., D] each
 
 
 def _rms_norm_math(x, weight, eps):
@@ -119,6 +118,6 @@ COMPILE_CASES = [
         constexprs={"HAS_RESIDUAL": has_residual, "BLOCK": ROW_GPU_BLOCKS.block},
         num_warps=ROW_GPU_BLOCKS.num_warps,
     )
-    for dtype in DTYPES
+    for dtype in FLOAT_DTYPES
     for has_residual in (False, True)
 ]

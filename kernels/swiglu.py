@@ -13,9 +13,8 @@ import triton
 import triton.language as tl
 
 from kernels.aot import CompileCase, pointer
+from kernels.backend import FLOAT_DTYPES
 from kernels.blocks import ROW_GPU_BLOCKS, row_blocks
-
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
@@ -36,8 +35,8 @@ def swiglu(gate, up):
         raise ValueError(
             f"swiglu: gate {tuple(gate.shape)} {gate.dtype} and up {tuple(up.shape)} {up.dtype} must match"
         )
-    if gate.dtype not in DTYPES:
-        raise ValueError(f"swiglu: dtype {gate.dtype} unsupported; expected one of {DTYPES}")
+    if gate.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"swiglu: dtype {gate.dtype} unsupported; expected one of {FLOAT_DTYPES}")
     if gate.stride(-1) != 1 or up.stride(-1) != 1:
         raise ValueError("swiglu: the last dimension of gate and up must be contiguous")
     width = gate.shape[-1]
@@ -51,7 +50,7 @@ def swiglu(gate, up):
             g2, u2, y, width, g2.stride(0), u2.stride(0), y.stride(0),
             BLOCK=blocks.block, num_warps=blocks.num_warps,
         )
-    return y.view(gate.shape)
+    return y.view(gate.shape)  # [M, I] -> gate's [..., I]
 
 
 def swiglu_ref(gate, up):
@@ -69,5 +68,5 @@ COMPILE_CASES = [
         constexprs={"BLOCK": ROW_GPU_BLOCKS.block},
         num_warps=ROW_GPU_BLOCKS.num_warps,
     )
-    for dtype in DTYPES
+    for dtype in FLOAT_DTYPES
 ]

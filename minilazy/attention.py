@@ -55,7 +55,7 @@ class FullAttention:
     def project(self, x: torch.Tensor, weight: torch.Tensor, heads: int) -> torch.Tensor:
         """`x [B, T, D]` -> `[B, T, heads, d]`."""
         b, t, _ = x.shape
-        return self.ops.linear(x, weight).view(b, t, heads, self.cfg.head_dim)
+        return self.ops.linear(x, weight).view(b, t, heads, self.cfg.head_dim)  # [B, T, heads*d] -> [B, T, heads, d]
 
     def queries(self, x: torch.Tensor, step: Step, out: torch.Tensor | None = None) -> torch.Tensor:
         """Post-RoPE queries `[B, T, H, d]`, written into `out` (a Q Cache slot) when given."""

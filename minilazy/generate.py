@@ -8,7 +8,7 @@ allocated once for `longest prompt + max_new_tokens` slots before the loop.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -26,7 +26,6 @@ class Request:
 
     input_ids: list[int]
     pixel_values: torch.Tensor | None = None  # [N, 3, S, S]
-    vision_inputs: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -50,7 +49,7 @@ class Generation:
 
 def image_features_for(model: Model, requests: list[Request]) -> torch.Tensor | None:
     """Features of every request's images, concatenated in request order."""
-    parts = [model.image_features(r.pixel_values, **r.vision_inputs) for r in requests if r.pixel_values is not None]
+    parts = [model.image_features(r.pixel_values) for r in requests if r.pixel_values is not None]
     return torch.cat(parts) if parts else None
 
 

@@ -49,3 +49,9 @@ class KVCache:
 
     def __getitem__(self, i: int) -> LayerCache:
         return self.layers[i]
+
+
+def full_attention_bytes(config, sequences: int, slots: int, element_size: int) -> int:
+    """KV bytes of the plain model for `slots` slots per sequence: every layer keeps keys and values."""
+    t = config.text
+    return 2 * t.num_hidden_layers * sequences * slots * t.num_key_value_heads * t.head_dim * element_size

@@ -17,6 +17,7 @@ from minilazy.attention import LayerSetup
 from minilazy.config import ModelConfig, load_config
 from minilazy.errors import InputError
 from minilazy.kv_cache import KVCache
+from minilazy.models import with_prefix
 from minilazy.models.llama import LlamaDecoder
 from minilazy.step import Step
 
@@ -25,11 +26,6 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype the projections of `x` come out in: autocast's when it is on (bf16 training), else x's."""
     device = x.device.type
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-
-
-def with_prefix(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The tensors under `prefix`, with the prefix removed."""
-    return {name.removeprefix(prefix): w for name, w in weights.items() if name.startswith(prefix)}
 
 
 class Model:
@@ -54,12 +50,11 @@ class Model:
             self.connector = Idefics3Connector(config, with_prefix(weights, "projector."), ops)
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, dtype: torch.dtype = torch.float32, backend: str = "auto",
-                        skip: tuple[str, ...] = ()) -> Model:
+    def from_pretrained(cls, model_dir: str | Path, dtype: torch.dtype = torch.float32, backend: str = "auto") -> Model:
         from weights.loader import load_weights
 
         config = load_config(model_dir)
-        return cls(config, load_weights(model_dir, config, dtype=dtype, skip=skip), Ops(backend))
+        return cls(config, load_weights(model_dir, config, dtype=dtype), Ops(backend))
 
     @classmethod
     def from_weights(cls, config: ModelConfig, weights: dict[str, torch.Tensor], backend: str = "torch") -> Model:
@@ -73,14 +68,11 @@ class Model:
     def device(self) -> torch.device:
         return self.decoder.embed_tokens.device
 
-    def parameters(self) -> list[torch.Tensor]:
-        return list(self.weights.values())
-
-    def image_features(self, pixel_values: torch.Tensor, **vision_inputs) -> torch.Tensor:
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`pixel_values [N, 3, S, S]` -> one decoder embedding per image token, `[N * tokens, D]`."""
         if self.vision is None:
             raise InputError(f"this {self.config.model_type} model has no vision tower: it cannot take images")
-        features = self.connector.forward(self.vision.forward(pixel_values, **vision_inputs))  # [N, P, D]
+        features = self.connector.forward(self.vision.forward(pixel_values))  # [N, P, D]
         return features.reshape(-1, features.shape[-1])  # [N*P, D]
 
     def embed(self, ids: torch.Tensor, image_features: torch.Tensor | None) -> torch.Tensor:
@@ -97,14 +89,14 @@ class Model:
         return x
 
     def forward_logits(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, lengths: torch.Tensor,
-                       cache_layout=None, **vision_inputs) -> torch.Tensor:
+                       cache_layout=None) -> torch.Tensor:
         """Teacher-forced logits `[B, T, V]` of padded sequences `input_ids [B, T]` (real lengths `lengths [B]`).
 
         `cache_layout` is the hook of `minilazy.generate.generate` (e.g. a LazyRuntime). Under
         autocast (training in bf16) the KV cache takes autocast's dtype, the projections' own.
         """
         batch, width = input_ids.shape
-        features = None if pixel_values is None else self.image_features(pixel_values, **vision_inputs)
+        features = None if pixel_values is None else self.image_features(pixel_values)
         x = self.embed(input_ids, features)
         text = self.config.text
         if cache_layout is None:

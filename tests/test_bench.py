@@ -8,7 +8,7 @@ import torch
 from minilazy.bench import profile
 from minilazy.bench.measure import combine_repeats, spread
 from minilazy.bench.variants import even_plan
-from tests.runtime.tiny_models import save_idefics3, save_llama, save_tokenizer
+from tests.runtime.tiny_models import TOKENIZER_VOCAB, save_idefics3, save_llama, save_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,21 @@ def test_bench_writes_every_figure(tiny_idefics3, tmp_path, capsys):
     assert list(ceilings) == ["lazy-0.4", "lazy-0.4-nofast", "lazy-0.6", "lazy-0.6-nofast"]
     assert ceilings["lazy-0.6"]["max_speedup"] > ceilings["lazy-0.4"]["max_speedup"] > 1
     assert f"lazy-0.6: at most about {ceilings['lazy-0.6']['max_speedup']:.2f}x full attention's decode step" in printed
+
+
+def test_bench_on_a_text_only_model(tmp_path, capsys):
+    """No image: the lazy plans' image keys are absent, and transformers' reference is its causal LM."""
+    from cli import main
+
+    model = tmp_path / "llama"
+    save_llama(model, vocab=TOKENIZER_VOCAB, hidden=64, layers=4)
+    save_tokenizer(model, bos=False)
+    rc = main(["bench", "--model", str(model), "--backend", "torch", "--quick", "--batch-sizes", "1",
+               "--ratios", "0.5", "--threads", "1", "--out", str(tmp_path / "bench")])
+    assert rc == 0, capsys.readouterr().err
+    data = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert data["inputs"]["image_tokens"] == 0 and data["vision_seconds"] is None
+    assert data["runs"]["full"]["1"]["first_tokens"] == data["runs"]["transformers"]["1"]["first_tokens"]
 
 
 def test_lazy_ceiling_is_the_attention_bytes_lazy_layers_skip():

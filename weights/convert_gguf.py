@@ -20,12 +20,10 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from kernels.backend import DTYPES
 from minilazy.errors import InputError
 from weights.gguf_tensors import dequantize_tensor, gguf, metadata_value, unpermute_qk
 from weights.gguf_tokenizer import special_token, tokenizer_from_gguf
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
 
 def config_dtype(dtype: str) -> str:
     """The name config.json gives a `--dtype` choice (`fp16` -> `float16`)."""

@@ -60,7 +60,7 @@ def dequantize_tensor(tensor: gguf.ReaderTensor) -> torch.Tensor:
     values = gguf.quants.dequantize(tensor.data, qtype)  # float32, rows of the innermost dimension
     torch_shape = tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists shapes innermost-first
     # A copy: float32 tensors come back as read-only views of the memory-mapped file.
-    return torch.from_numpy(np.array(values, dtype=np.float32).reshape(torch_shape))
+    return torch.from_numpy(np.array(values, dtype=np.float32).reshape(torch_shape))  # flat -> torch's shape
 
 
 def unpermute_qk(weight: torch.Tensor, n_heads: int) -> torch.Tensor:

@@ -10,19 +10,18 @@ reported in one error, so a broken checkpoint is diagnosed in one run.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 
+from kernels.backend import FLOAT_DTYPES
 from minilazy.config import ModelConfig
 from minilazy.errors import InputError
 from weights.layouts import canonical_name, expected_shapes, is_ignored, unused_shapes
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def checkpoint_files(model_dir: str | Path) -> list[Path]:
@@ -71,20 +70,11 @@ def load_weights(
     model_dir: str | Path,
     config: ModelConfig,
     dtype: torch.dtype = torch.float32,
-    skip: Iterable[str] = (),
 ) -> dict[str, torch.Tensor]:
-    """Read every weight `config` needs as `{canonical name: tensor of dtype}`.
-
-    `skip` names canonical weights that are not needed (e.g. projections a
-    feature never uses): they are neither required nor read.
-    """
-    if dtype not in DTYPES:
-        raise ValueError(f"unsupported weight dtype {dtype}; expected one of {DTYPES}")
-    skip, all_needed = set(skip), expected_shapes(config)
-    if skip - set(all_needed):
-        raise ValueError(f"skip names weights the model does not have: {sorted(skip - set(all_needed))}")
-    needed = {n: s for n, s in all_needed.items() if n not in skip}
-    accepted = {**unused_shapes(config), **{n: s for n, s in all_needed.items() if n in skip}}
+    """Read every weight `config` needs as `{canonical name: tensor of dtype}`."""
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"unsupported weight dtype {dtype}; expected one of {FLOAT_DTYPES}")
+    needed, accepted = expected_shapes(config), unused_shapes(config)
 
     found: dict[str, tuple[Path, str]] = {}  # canonical name -> (file, checkpoint key)
     unexpected, misshaped = [], []

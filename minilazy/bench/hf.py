@@ -13,13 +13,18 @@ import time
 import torch
 
 from minilazy.bench.measure import PeakMemory, synchronize
+from minilazy.errors import InputError
 
 
-def load_transformers_model(model_dir, dtype: torch.dtype, device: torch.device):
-    from transformers import AutoModelForImageTextToText
-
-    model = AutoModelForImageTextToText.from_pretrained(str(model_dir), dtype=dtype)
-    return model.to(device).eval()
+def load_transformers_model(model_dir, dtype: torch.dtype, device: torch.device, with_vision: bool = True):
+    """transformers' model of `model_dir`: the image-text-to-text class, or the causal LM of a text-only one."""
+    try:
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    except ImportError:
+        raise InputError("the comparison with transformers needs the transformers package "
+                         "(pip install -e '.[test]'), or give --no-transformers") from None
+    model_class = AutoModelForImageTextToText if with_vision else AutoModelForCausalLM
+    return model_class.from_pretrained(str(model_dir), dtype=dtype).to(device).eval()
 
 
 class _StepClock:

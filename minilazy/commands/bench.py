@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 from PIL import Image
 
 from minilazy.bench import measure, profile, report, variants
-from minilazy.commands.generate import add_model_arguments
+from minilazy.commands.options import add_model_arguments, command_line
 from minilazy.errors import InputError
 from minilazy.pipeline import DTYPES, Pipeline
 
@@ -90,13 +89,15 @@ def check(args) -> None:
 
 def run(args) -> int:
     check(args)
-    command = "python cli.py bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    command = command_line("bench", args)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     batches = sorted(set(args.batch_sizes))
     progress(f"loading {args.model} ({args.dtype})")
     pipeline = Pipeline.load(args.model, args.dtype, args.backend)
     model, device = pipeline.model, pipeline.model.device
+    if args.profile is not None and device.type != "cpu":
+        raise InputError("--profile measures CPU time and runs on the CPU only")
     if args.no_split and pipeline.processor is not None and hasattr(pipeline.processor, "do_image_splitting"):
         pipeline.processor = dataclasses.replace(pipeline.processor, do_image_splitting=False)
     image = bench_image(args.image) if model.vision is not None else None
@@ -132,7 +133,7 @@ def run(args) -> int:
         from minilazy.bench.hf import load_transformers_model, run_transformers
 
         progress("transformers: loading")
-        hf_model = load_transformers_model(args.model, DTYPES[args.dtype], device)
+        hf_model = load_transformers_model(args.model, DTYPES[args.dtype], device, with_vision=model.vision is not None)
     names = [v.name for v in chosen] + ([report.HF] if hf_model is not None else [])
     samples = {name: {b: [] for b in batches} for name in names}  # [variant][batch] -> one record per round
     for round_index in range(args.repeats):

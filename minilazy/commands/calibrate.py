@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from minilazy.commands.generate import add_model_arguments
+from minilazy.commands.options import add_model_arguments
+from minilazy.demo.questions import DESCRIBE_QUESTION
 from minilazy.errors import InputError
 from minilazy.lazy.calibrate import measure_divergence, plan_for_ratio, walk
 from minilazy.pipeline import Pipeline
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-DEFAULT_PROMPT = "Describe the image."
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
     add_model_arguments(p)
     p.add_argument("--images", required=True, metavar="DIR_OR_N",
                    help="a directory of images, or a number N of generated demo scenes (training seeds)")
-    p.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"prompt asked of every image (default: {DEFAULT_PROMPT!r})")
+    p.add_argument("--prompt", default=DESCRIBE_QUESTION, help=f"prompt asked of every image (default: {DESCRIBE_QUESTION!r})")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--ratio", type=float, metavar="F", help="share of layers to make lazy, in [0, 1)")
     target.add_argument("--threshold", type=float, metavar="T",
@@ -66,16 +65,14 @@ def run(args) -> int:
         plan, threshold = plan_for_ratio(js, args.ratio, args.depth, args.scope)
     else:
         plan, threshold = walk(js, args.threshold, args.depth, args.scope), args.threshold
-    plan.save(args.out)
-    data = json.loads(Path(args.out).read_text())
-    data.update(threshold=threshold, samples=len(samples), divergence=js.tolist())
-    Path(args.out).write_text(json.dumps(data, indent=2) + "\n")
-    print(f"{len(plan.lazy_layers)} of {plan.num_layers} layers lazy (threshold {threshold:.4g}): "
-          + (" ".join(f"{l}<-{plan.anchors[l]}" for l in plan.lazy_layers) or "none"))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    plan.save(args.out, threshold=threshold, samples=len(samples), divergence=js.tolist())
+    print(f"{len(plan.lazy_layers)} of {plan.num_layers} layers lazy (threshold {threshold:.4g}): {plan.inheritance()}")
     print(f"plan written to {args.out}")
     if args.plot:
         from minilazy.lazy.heatmap import plot_divergence
 
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         plot_divergence(js, plan, args.plot)
         print(f"heatmap written to {args.plot}")
     return 0

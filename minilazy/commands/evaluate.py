@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from minilazy.commands.generate import add_lazy_arguments, add_model_arguments, lazy_runtime
+from minilazy.commands.options import add_lazy_arguments, add_model_arguments, lazy_runtime
 from minilazy.errors import InputError
 
 
@@ -62,8 +62,7 @@ def run(args) -> int:
                       progress=True)
     plan = runtime.plan if runtime else None
     result["settings"] = {
-        "lazy_plan": None if plan is None else {"anchors": list(plan.anchors), "lazy_layers": plan.lazy_layers,
-                                                "depth": plan.depth, "scope": plan.scope},
+        "lazy_plan": None if plan is None else plan.to_dict(),
         "fast_decode": not args.no_fast_decode, "calib": args.calib if args.lazy_ratio is not None else None,
         "fastv": None if args.fastv_layer is None else {"layer": args.fastv_layer, "ratio": args.fastv_ratio},
         "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "backend": args.backend,
@@ -72,10 +71,10 @@ def run(args) -> int:
     print(format_table(result))
     print(kv_lines(result))
     if plan is not None:
-        print(f"lazy layers: {len(plan.lazy_layers)} of {plan.num_layers} (scope {plan.scope}): "
-              + (" ".join(f"{l}<-{plan.anchors[l]}" for l in plan.lazy_layers) or "none"))
+        print(f"lazy layers: {len(plan.lazy_layers)} of {plan.num_layers} (scope {plan.scope}): {plan.inheritance()}")
     print(f"{result['seconds']:.1f} s")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         print(f"written to {args.json}")
     return 0

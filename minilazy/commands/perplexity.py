@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 from pathlib import Path
 
 import torch
 
 from kernels import BACKENDS
+from minilazy.commands.options import command_line
 from minilazy.errors import InputError
 from minilazy.lazy.plan import SCOPES
 from minilazy.pipeline import DTYPES, Pipeline
@@ -49,17 +49,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/perplexity", metavar="DIR", help="output directory (default: out/perplexity)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return p
-
-
-def reproduce_command(args) -> str:
-    parts = ["python", "cli.py", "perplexity"]
-    if args.model:
-        parts += ["--model", args.model]
-    parts += ["--backend", args.backend, "--dtype", args.dtype, "--windows", str(args.windows), "--calib",
-              str(args.calib), "--span", str(args.span), "--tail", str(args.tail), "--ratios",
-              *[f"{r:g}" for r in args.ratios], "--scopes", *args.scopes, "--depth", str(args.depth),
-              *(["--per-head"] if args.per_head else []), "--batch-size", str(args.batch_size), "--out", args.out]
-    return shlex.join(parts)
 
 
 def format_table(result: dict) -> str:
@@ -108,7 +97,7 @@ def run(args) -> int:
     evaluation, calibration = corpus.splits(args.windows, args.calib)
     result = run_study(pipeline.model, evaluation, calibration, args.span, args.ratios, args.scopes, args.depth,
                        args.batch_size, progress=not args.no_progress, per_head=args.per_head)
-    command = reproduce_command(args)
+    command = command_line("perplexity", args)
     result = {"model": str(model_dir), "backend": args.backend, "dtype": args.dtype, "command": command,
               "corpus": corpus.describe(), **result}
 

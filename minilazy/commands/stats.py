@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import sys
 
-
-def full_attention_bytes(config, sequences: int, slots: int, element_size: int) -> int:
-    """KV bytes of the plain model for `slots` slots per sequence: every layer keeps keys and values."""
-    t = config.text
-    return 2 * t.num_hidden_layers * sequences * slots * t.num_key_value_heads * t.head_dim * element_size
+from minilazy.kv_cache import full_attention_bytes
 
 
 def print_stats(stats, pipeline, request, runtime, file=sys.stderr) -> None:
@@ -30,7 +26,7 @@ def print_stats(stats, pipeline, request, runtime, file=sys.stderr) -> None:
     if plan is not None:
         line("lazy layers", f"{len(plan.lazy_layers)} of {plan.num_layers} (scope {plan.scope}, "
                             f"Q Cache depth {plan.depth})")
-        line("  anchors", " ".join(f"{l}<-{plan.anchors[l]}" for l in plan.lazy_layers) or "-")
+        line("  anchors", plan.inheritance())
     if runtime.fastv is not None:
         kept = runtime.transition.kept_slots
         line("FastV", f"layer {runtime.fastv.layer}, ratio {runtime.fastv.ratio}: "

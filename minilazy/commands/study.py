@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import shlex
-from pathlib import Path
 
 from minilazy.commands.evaluate import add_eval_arguments, check_eval_arguments
-from minilazy.commands.generate import add_model_arguments
+from minilazy.commands.options import add_model_arguments, command_line
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,19 +20,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def shown_path(path: str) -> str:
-    """`path` relative to the working directory when it lies inside it (commands that read well)."""
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(Path.cwd())) if resolved.is_relative_to(Path.cwd()) else path
-
-
-def reproduce_command(args) -> str:
-    parts = ["python", "cli.py", "study", "--model", shown_path(args.model), "--n", args.n, "--calib", args.calib,
-             "--seed-offset", args.seed_offset, "--batch-size", args.batch_size, "--max-new-tokens",
-             args.max_new_tokens, "--backend", args.backend, "--dtype", args.dtype, "--out", args.out]
-    return shlex.join(map(str, parts))
-
-
 def run(args) -> int:
     from minilazy.pipeline import Pipeline
     from minilazy.study import markdown_table, run_study, write_report
@@ -43,7 +28,7 @@ def run(args) -> int:
     pipeline = Pipeline.load(args.model, args.dtype, args.backend)
     study = run_study(pipeline, args.model, args.n, args.calib, args.seed_offset, args.batch_size,
                       args.max_new_tokens)
-    study["command"] = reproduce_command(args)
+    study["command"] = command_line("study", args)
     paths = write_report(study, args.out)
     print(markdown_table(study))
     print("written: " + ", ".join(str(p) for p in paths.values()))

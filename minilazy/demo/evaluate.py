@@ -10,13 +10,11 @@ answer exactly when every answer token (and the closing `</s>`) is the argmax gi
 prefix, so this equals greedy exact match; training uses it for its quick validation, and
 `greedy_answers` goes through `minilazy.generate` (prefill, KV cache, decode steps) like the CLI.
 
-    python -m minilazy.demo.evaluate --model weights/demo --n 1000
+Its command is `python cli.py eval --model weights/demo --n 1000` (minilazy/commands/evaluate.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import time
 from collections import Counter
@@ -83,8 +81,8 @@ def description_scores(predicted: str, expected: str) -> tuple[int, int, int]:
 
 def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_size: int = 50,
              max_new_tokens: int = 64, backend: str = "auto", dtype: str = "fp32", cache_layout=None,
-             out_json: str | Path | None = None, pipeline=None, progress: bool = False) -> dict:
-    """Score the demo model in `model_dir` on `n` held-out questions; return (and optionally write) the figures.
+             pipeline=None, progress: bool = False) -> dict:
+    """Score the demo model in `model_dir` on `n` held-out questions; return the figures.
 
     `backend`, `dtype` and `cache_layout` (a `minilazy.generate` cache layout, e.g. Lazy Attention)
     are passed to the generation, so the same questions measure what a runtime option costs.
@@ -94,7 +92,7 @@ def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_s
     """
     from tqdm import tqdm
 
-    from minilazy.commands.stats import full_attention_bytes
+    from minilazy.kv_cache import full_attention_bytes
     from minilazy.pipeline import Pipeline
 
     if n < 1 or batch_size < 1:
@@ -133,8 +131,6 @@ def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_s
         "examples": [{"seed": seed, "family": qa.family, "question": qa.question, "expected": qa.answer,
                       "answer": answer} for (seed, qa), answer in zip(items[:20], answers)],
     }
-    if out_json is not None:
-        Path(out_json).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -219,22 +215,3 @@ def format_table(result: dict) -> str:
     lines.append(f"describe objects: precision {d['precision']:.1%}, recall {d['recall']:.1%}, F1 {d['f1']:.1%}")
     return "\n".join(lines)
 
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Score the demo model on held-out generated scenes.")
-    parser.add_argument("--model", default="weights/demo", help="model directory (default: weights/demo)")
-    parser.add_argument("--n", type=int, default=1000, help="number of held-out questions (default 1000)")
-    parser.add_argument("--seed-offset", type=int, default=0, help="first held-out scene seed after the split")
-    parser.add_argument("--batch-size", type=int, default=50, help="questions generated together")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="longest answer generated")
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"), help="kernel backend")
-    parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help="weights dtype")
-    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    args = parser.parse_args(argv)
-    result = evaluate(args.model, args.n, args.seed_offset, args.batch_size, args.max_new_tokens,
-                      backend=args.backend, dtype=args.dtype, out_json=args.json)
-    print(format_table(result))
-
-
-if __name__ == "__main__":
-    main()

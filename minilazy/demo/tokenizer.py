@@ -62,9 +62,3 @@ def save_tokenizer(tokenizer: Tokenizer, out_dir: str | Path, model_max_length: 
         json.dumps({**special, "additional_special_tokens": [IMAGE]}, indent=2) + "\n"
     )
 
-
-def load_tokenizer(model_dir: str | Path) -> Tokenizer:
-    path = Path(model_dir) / "tokenizer.json"
-    if not path.is_file():
-        raise ValueError(f"{model_dir}: no tokenizer.json (expected the demo model's directory)")
-    return Tokenizer.from_file(str(path))

@@ -37,12 +37,13 @@ from tqdm import tqdm
 from minilazy.config import parse_config
 from minilazy.demo.dataset import IMAGE_TOKENS, Batch, SceneStream, tokenizer_corpus
 from minilazy.demo.evaluate import held_out_questions, teacher_forced_correct
-from minilazy.demo.init import demo_config, init_weights
+from minilazy.demo.initialization import demo_config, init_weights
 from minilazy.demo.questions import SHORT_FAMILIES, TRAINING_FAMILIES
 from minilazy.demo.scenes import COLORS, GRID, SHAPES, SIZES
-from minilazy.demo.tokenizer import IMAGE, PAD, build_tokenizer, load_tokenizer, save_tokenizer
+from minilazy.demo.tokenizer import IMAGE, PAD, build_tokenizer, save_tokenizer
 from minilazy.image_processing.clip import CLIP_MEAN, CLIP_STD, ClipImageProcessor
 from minilazy.model import Model
+from minilazy.pipeline import load_tokenizer
 from weights.loader import load_weights
 from weights.saver import save_llava_checkpoint
 
@@ -130,6 +131,7 @@ def train_vision(model, weights, stream: SceneStream, args, log) -> None:
         targets["cell"] = cells.expand(pixels.shape[0], -1)
         with autocast(args.precision):
             features = model.image_features(pixels).view(pixels.shape[0], len(cells), dim)  # [B, P, D]
+            # logits [B, cells, classes] -> [B*cells, classes] against targets [B, cells] -> [B*cells]
             losses = {k: F.cross_entropy((features @ probe[k].T).flatten(0, 1).float(), targets[k].flatten(),
                                          ignore_index=-100) for k in heads}
         loss = sum(losses.values())

@@ -20,6 +20,7 @@ from minilazy.image_processing import (
     rescale_and_normalize,
     resize,
 )
+from minilazy.errors import InputError
 from minilazy.images import DEFAULT_MAX_PIXELS
 
 
@@ -70,6 +71,9 @@ class ClipImageProcessor:
     def preprocess_one(self, image: Image.Image) -> np.ndarray:
         """One RGB image -> float32 [3, crop_size, crop_size]."""
         height, width = self.resized_size(image.height, image.width)
+        if height * width > self.max_pixels:  # a very thin strip: its shortest edge scales up the long one
+            raise InputError(f"a {image.width}x{image.height} image would be resized to {width}x{height}, over "
+                             f"{self.max_pixels:,} pixels: its sides are too unequal (crop it first)")
         image = resize(image, height, width, self.resample)
         top = (height - self.crop_size) // 2
         left = (width - self.crop_size) // 2

@@ -135,18 +135,15 @@ def plan_for_ratio(js: torch.Tensor, ratio: float, depth: int = 1, scope: str = 
 
 
 def measure_divergence(pipeline, samples, max_new_tokens: int = 16, progress: bool = True,
-                       image_masks=None, per_head: bool = False) -> torch.Tensor:
-    """Mean JS divergence `[L, L]` over `samples`, a list of `(image, prompt)` pairs (image: path, PIL or None).
-
-    `image_masks[i]` (optional, `[T]` bool) marks which prompt tokens of sample i count as image tokens;
-    by default the image token id does.
-    """
+                       per_head: bool = False) -> torch.Tensor:
+    """Mean JS divergence `[L, L]` over `samples`, a list of `(image, prompt)` pairs (image: path, PIL or None);
+    the prompt's image tokens are the keys compared."""
     model = pipeline.model
     records = []
     for i, (image, prompt) in enumerate(tqdm(samples, desc="calibrating", unit="sample", disable=not progress)):
         request = pipeline.request(prompt, image)
         ids = torch.tensor(request.input_ids)
-        is_image = image_masks[i] if image_masks is not None else ids == model.config.image_token_id
+        is_image = ids == model.config.image_token_id
         if not bool(is_image.any()):
             raise InputError(f"calibration sample {i} has no image tokens: calibration needs image+prompt pairs")
         generate(model, [request], SamplingParams(max_new_tokens=max_new_tokens), stop_ids=pipeline.stop_ids,

@@ -79,11 +79,17 @@ class LayerPlan:
         if num_layers != self.num_layers:
             raise InputError(f"the plan is for {self.num_layers} layers but the model has {num_layers}")
 
-    def save(self, path: str | Path) -> None:
-        data = asdict(self)
-        data["anchors"] = list(self.anchors)
-        data["lazy_layers"] = self.lazy_layers
-        Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    def inheritance(self) -> str:
+        """The lazy layers and their anchors, `"3<-2 5<-4"` ("none" without lazy layers)."""
+        return " ".join(f"{l}<-{self.anchors[l]}" for l in self.lazy_layers) or "none"
+
+    def to_dict(self) -> dict:
+        """The plan as stored: its fields plus the lazy layers, for readers of the JSON."""
+        return {**asdict(self), "anchors": list(self.anchors), "lazy_layers": self.lazy_layers}
+
+    def save(self, path: str | Path, **extra) -> None:
+        """Write the plan as JSON, with `extra` fields (calibration details) after it."""
+        Path(path).write_text(json.dumps({**self.to_dict(), **extra}, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> LayerPlan:
@@ -93,6 +99,10 @@ class LayerPlan:
             raise InputError(f"{path}: no such plan file") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise InputError(f"{path}: not a JSON layer plan ({err})") from None
-        if not isinstance(data, dict) or "anchors" not in data:
-            raise InputError(f"{path}: a layer plan needs an 'anchors' list")
-        return cls(tuple(data["anchors"]), int(data.get("depth", 1)), data.get("scope", "visual"))
+        data = data if isinstance(data, dict) else {}
+        anchors, depth = data.get("anchors"), data.get("depth", 1)
+        if not isinstance(anchors, list) or not all(isinstance(a, int) for a in anchors):
+            raise InputError(f"{path}: a layer plan needs an 'anchors' list of layer numbers")
+        if not isinstance(depth, int):
+            raise InputError(f"{path}: the plan's 'depth' must be a whole number, got {depth!r}")
+        return cls(tuple(anchors), depth, data.get("scope", "visual"))

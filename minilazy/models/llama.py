@@ -15,11 +15,7 @@ import torch
 
 from minilazy.attention import ForwardContext, FullAttention
 from minilazy.config import TextConfig
-
-
-def layer_weights(weights: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
-    prefix = f"layers.{i}."
-    return {name.removeprefix(prefix): w for name, w in weights.items() if name.startswith(prefix)}
+from minilazy.models import with_prefix
 
 
 class LlamaDecoder:
@@ -30,7 +26,7 @@ class LlamaDecoder:
         self.embed_tokens = weights["embed_tokens.weight"]
         self.norm = weights["norm.weight"]
         self.lm_head = self.embed_tokens if cfg.tie_word_embeddings else weights["lm_head.weight"]
-        self.layers = [layer_weights(weights, i) for i in range(cfg.num_hidden_layers)]
+        self.layers = [with_prefix(weights, f"layers.{i}.") for i in range(cfg.num_hidden_layers)]
         self.attention = [FullAttention(cfg, w, ops, i) for i, w in enumerate(self.layers)]
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:

@@ -34,12 +34,12 @@ def position_ids(patch_mask: torch.Tensor, patches_per_side: int) -> torch.Tenso
     bucket_h = torch.bucketize(rows.clamp(max=1.0 - 1e-6), boundaries, right=True)  # [N, h]
     bucket_w = torch.bucketize(cols.clamp(max=1.0 - 1e-6), boundaries, right=True)  # [N, w]
     ids = (bucket_h[:, :, None] * patches_per_side + bucket_w[:, None, :]).reshape(n, h * w)  # [N, h*w]
-    return torch.where(patch_mask.reshape(n, h * w), ids, torch.zeros_like(ids))
+    return torch.where(patch_mask.reshape(n, h * w), ids, torch.zeros_like(ids))  # mask [N, h, w] -> [N, h*w]
 
 
 def real_images(pixels: torch.Tensor) -> torch.Tensor:
     """`[N]` bool: False for the all-zero images that pad a batch."""
-    return pixels.flatten(1).ne(0).any(dim=1)
+    return pixels.flatten(1).ne(0).any(dim=1)  # [N, C, S, S] -> [N, C*S*S] -> [N]
 
 
 class SigLIPVisionTower:

@@ -12,6 +12,7 @@ import torch
 
 from minilazy.config import VisionConfig
 from minilazy.errors import InputError
+from minilazy.models import with_prefix
 
 # transformers' activation names -> the fused epilogues of kernels/linear.py
 KERNEL_ACTIVATIONS = {
@@ -38,11 +39,7 @@ class ViTEncoder:
         self.ops = ops
         self.activation = kernel_activation(cfg.hidden_act)
         self.num_layers = cfg.num_hidden_layers if num_layers is None else num_layers
-        self.layers = [
-            {name.removeprefix(f"encoder.layers.{i}."): w for name, w in weights.items()
-             if name.startswith(f"encoder.layers.{i}.")}
-            for i in range(self.num_layers)
-        ]
+        self.layers = [with_prefix(weights, f"encoder.layers.{i}.") for i in range(self.num_layers)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`x [N, P, D]` -> the output of the last layer this encoder runs, `[N, P, D]`."""
@@ -56,9 +53,8 @@ class ViTEncoder:
         heads, head_dim = self.cfg.num_attention_heads, self.cfg.head_dim
 
         h = ops.layer_norm(x, w["layer_norm1.weight"], w["layer_norm1.bias"], eps)
-        q = ops.linear(h, w["self_attn.q_proj.weight"], w["self_attn.q_proj.bias"]).view(n, p, heads, head_dim)
-        k = ops.linear(h, w["self_attn.k_proj.weight"], w["self_attn.k_proj.bias"]).view(n, p, heads, head_dim)
-        v = ops.linear(h, w["self_attn.v_proj.weight"], w["self_attn.v_proj.bias"]).view(n, p, heads, head_dim)
+        q, k, v = (ops.linear(h, w[f"self_attn.{name}_proj.weight"], w[f"self_attn.{name}_proj.bias"])
+                   .view(n, p, heads, head_dim) for name in "qkv")  # [N, P, D] -> [N, P, H, d] each
         lengths = torch.full((n,), p, dtype=torch.int32, device=x.device)
         zeros = torch.zeros_like(lengths)
         o, _ = ops.attention(q, k, v, zeros, lengths, lengths, scale=head_dim**-0.5, causal=False)

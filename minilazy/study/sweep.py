@@ -17,13 +17,14 @@ import torch
 from tqdm import tqdm
 
 from minilazy.demo.evaluate import evaluate
+from minilazy.demo.questions import DESCRIBE_QUESTION
 from minilazy.demo.scenes import make_scene, render
 from minilazy.fastv import FastV
 from minilazy.lazy.calibrate import measure_divergence, plan_for_ratio
 from minilazy.lazy.plan import LayerPlan
 from minilazy.lazy.runtime import LazyRuntime
 
-CALIBRATION_PROMPT = "Describe the image."
+CALIBRATION_PROMPT = DESCRIBE_QUESTION
 LAZY_RATIOS = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9)
 ALL_SCOPE_RATIOS = (0.25, 0.5)
 FASTV_LAYER = 2
@@ -74,8 +75,7 @@ def run_record(spec: RunSpec, plan: LayerPlan | None, threshold: float | None, r
     """What the study keeps of one setting's evaluation."""
     return {
         "name": spec.name, "settings": asdict(spec),
-        "plan": None if plan is None else {"anchors": list(plan.anchors), "lazy_layers": plan.lazy_layers,
-                                           "depth": plan.depth, "scope": plan.scope, "threshold": threshold},
+        "plan": None if plan is None else {**plan.to_dict(), "threshold": threshold},
         "lazy_layers": 0 if plan is None else len(plan.lazy_layers),
         "kv_cache_bytes": result["kv_cache_bytes"], "kv_cache_bytes_full": result["kv_cache_bytes_full"],
         "kv_saved_percent": 100 * result["kv_saved"],

@@ -6,7 +6,7 @@ import pytest
 
 from minilazy.demo.dataset import SceneStream
 from minilazy.demo.questions import DESCRIBE_QUESTION
-from minilazy.demo.tokenizer import load_tokenizer
+from minilazy.pipeline import load_tokenizer
 from minilazy.image_processing.clip import ClipImageProcessor
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "weights" / "demo"

@@ -10,10 +10,11 @@ import torch.nn.functional as F
 from minilazy.config import parse_config
 from minilazy.demo import train
 from minilazy.demo.dataset import SceneStream
-from minilazy.demo.init import demo_config, init_weights
-from minilazy.demo.tokenizer import IMAGE, PAD, load_tokenizer
+from minilazy.demo.initialization import demo_config, init_weights
+from minilazy.demo.tokenizer import IMAGE, PAD
 from minilazy.image_processing.clip import ClipImageProcessor
 from minilazy.model import Model
+from minilazy.pipeline import load_tokenizer
 
 DEMO = Path(__file__).resolve().parents[2] / "weights" / "demo"
 
@@ -79,7 +80,7 @@ def test_a_tiny_training_run_writes_a_checkpoint_that_loads(tmp_path, precision)
                 "--warmup", "2", "--validation-size", "4"])
     runs = json.loads((out / "training_info.json").read_text())["runs"]
     assert runs[-1]["stage"] == "done" and runs[-1]["step"] == 3
-    assert 0.0 <= runs[-1]["validation_exact_match"] <= 1.0
+    assert runs[-1]["validation_exact_match"] * 4 in (0, 1, 2, 3, 4)  # a share of the 4 validation questions
     log = (out / "training_log.txt").read_text()
     assert "final step 3" in log and "nan" not in log
     model = Model.from_pretrained(out, backend="torch")

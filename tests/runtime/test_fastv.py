@@ -53,7 +53,7 @@ def test_ratio_zero_is_the_plain_model(models):
     _, model = models
     prompt = torch.randint(3, 96, (N,)).tolist()
     params = SamplingParams(max_new_tokens=8)
-    plain, plain_logits = [], []
+    plain_logits = []
     out = generate(model, [Request(prompt)], params, on_logits=plain_logits.append)
     pruned_logits = []
     fastv = generate(model, [Request(prompt)], params, on_logits=pruned_logits.append,
@@ -74,6 +74,7 @@ def test_prune_then_decode_equals_direct_implementation(models, plan):
     anchors = plan.anchors if plan else tuple(range(LAYERS))
     scope = plan.scope if plan else "visual"
     for b, prompt in enumerate(prompts):
+        assert len(out.tokens[b]) == 5, "the run stops only at max_new_tokens"
         kept = [s for s in runtime.transition.kept_slots[b].tolist() if s >= 0]
         seq = list(prompt)
         for token in out.tokens[b]:

