@@ -165,6 +165,7 @@ BAD_INPUTS = {
     "empty prompt": (lambda f: {"--prompt": "  "}, "empty"),
     "lazy scope without a ratio": (lambda f: {"--lazy-scope": "all"}, "only apply with --lazy-ratio"),
     "depth without a ratio": (lambda f: {"--q-cache-depth": "2"}, "only apply with --lazy-ratio"),
+    "no Q Cache slot": (lambda f: {"--lazy-ratio": "0.5", "--q-cache-depth": "0"}, "at least 1"),
     "longer than the context": (lambda f: {"--model": model_variant(f, "short", config=_context_window_of_30)},
                                 "context window"),
     "no config": (lambda f: {"--model": model_variant(f, "no_config", drop="config.json")}, "config.json"),

@@ -25,6 +25,7 @@ from minilazy.errors import InputError
 from weights.gguf_tensors import dequantize_tensor, gguf, metadata_value, unpermute_qk
 from weights.gguf_tokenizer import special_token, tokenizer_from_gguf
 
+
 def config_dtype(dtype: str) -> str:
     """The name config.json gives a `--dtype` choice (`fp16` -> `float16`)."""
     return str(DTYPES[dtype]).removeprefix("torch.")

@@ -88,8 +88,8 @@ def check(args) -> None:
 
 
 def run(args) -> int:
+    command = command_line("bench", args)  # as typed, before --quick fills in what it implies
     check(args)
-    command = command_line("bench", args)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     batches = sorted(set(args.batch_sizes))
@@ -118,6 +118,9 @@ def run(args) -> int:
 
     layers = model.config.text.num_hidden_layers
     divergence = None
+    if args.plans == "calibrated" and image is None:
+        progress("no image to calibrate on: lazy plans evenly spaced (--plans even)")
+        args.plans = "even"
     if args.plans == "calibrated":
         from minilazy.lazy.calibrate import measure_divergence
 

@@ -79,7 +79,7 @@ def lazy_runtime(args, pipeline, samples):
         if any(image is None for image, _ in samples):
             raise InputError("--lazy-ratio calibrates on the image: give --image (or a stored plan with --lazy)")
         js = measure_divergence(pipeline, samples, progress=False)
-        plan, _ = plan_for_ratio(js, args.lazy_ratio, args.q_cache_depth or 1, args.lazy_scope or "visual",
+        plan, _ = plan_for_ratio(js, args.lazy_ratio, 1 if args.q_cache_depth is None else args.q_cache_depth, args.lazy_scope or "visual",
                                  fastv.layer if fastv else None)
     if plan is not None:
         plan.check_layers(pipeline.config.text.num_hidden_layers)
@@ -99,5 +99,13 @@ def command_line(name: str, args: argparse.Namespace) -> str:
         if isinstance(action, argparse._StoreTrueAction):
             parts.append(flag)
         else:
-            parts += [flag, *map(str, value if isinstance(value, (list, tuple)) else [value])]
+            parts += [flag, *map(shown, value if isinstance(value, (list, tuple)) else [value])]
     return shlex.join(parts)
+
+
+def shown(value) -> str:
+    """A command-line value as a reader would type it: absolute paths inside the working directory made relative."""
+    text = str(value)
+    if text.startswith("/") and Path(text).is_relative_to(Path.cwd()):
+        return str(Path(text).relative_to(Path.cwd()))
+    return text

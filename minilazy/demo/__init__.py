@@ -2,7 +2,7 @@
 
 scenes.py draws and renders scenes, questions.py asks questions with one right answer,
 tokenizer.py trains the word-level tokenizer, dataset.py builds training conversations,
-init.py holds the config and random initialisation, train.py trains with minilazy's own
+initialization.py holds the config and random initialisation, train.py trains with minilazy's own
 model code on the torch backend, evaluate.py scores held-out scenes, examples.py writes
 the example images.
 """

@@ -214,4 +214,3 @@ def format_table(result: dict) -> str:
     d = result["describe_objects"]
     lines.append(f"describe objects: precision {d['precision']:.1%}, recall {d['recall']:.1%}, F1 {d['f1']:.1%}")
     return "\n".join(lines)
-

@@ -61,4 +61,3 @@ def save_tokenizer(tokenizer: Tokenizer, out_dir: str | Path, model_max_length: 
     (out_dir / "special_tokens_map.json").write_text(
         json.dumps({**special, "additional_special_tokens": [IMAGE]}, indent=2) + "\n"
     )
-

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from minilazy.errors import InputError
 from minilazy.image_processing import (
     CLIP_MEAN,
     CLIP_STD,
@@ -20,7 +21,6 @@ from minilazy.image_processing import (
     rescale_and_normalize,
     resize,
 )
-from minilazy.errors import InputError
 from minilazy.images import DEFAULT_MAX_PIXELS
 
 
