@@ -27,15 +27,14 @@ from minilazy.demo import train
 # the fifth phase (exist asked three times in nine) is the one the chained runs did not have
 PHASES = (
     (13, 1800, "--lr 1.5e-3 --warmup 80 --batch-size 12 --describe-prob 0.5 --curriculum 0.3"),
-    (7, 960, "--lr 1e-3 --warmup 20 --batch-size 12 --describe-prob 0.5 --curriculum 0.3"),
-    (9, 1035, "--lr 1e-3 --warmup 20 --describe-prob 0.4 --curriculum 0.1"),
-    (10, 1180, "--lr 6e-4 --warmup 20 --describe-prob 0.25 --curriculum 0.05 "
+    (10, 1150, "--lr 1e-3 --warmup 20 --describe-prob 0.4 --curriculum 0.1"),
+    (11, 1300, "--lr 6e-4 --warmup 20 --describe-prob 0.25 --curriculum 0.05 "
                "--families color color shape count exist relation relation"),
-    (14, 1750, "--lr 6e-4 --warmup 20 --describe-prob 0.2 --curriculum 0.05 "
+    (16, 2000, "--lr 6e-4 --warmup 20 --describe-prob 0.2 --curriculum 0.05 "
                "--families color where where relation relation shape count exist"),
-    (7, 875, "--lr 5e-4 --warmup 20 --describe-prob 0.15 --curriculum 0.05 "
-             "--families color where relation relation shape count exist exist exist"),
-    (18, 2250, "--lr 5e-4 --warmup 20 --describe-prob 0.15 --curriculum 0.05 "
+    (8, 1000, "--lr 5e-4 --warmup 20 --describe-prob 0.15 --curriculum 0.05 "
+              "--families color where relation relation shape count exist exist exist"),
+    (20, 2500, "--lr 5e-4 --warmup 20 --describe-prob 0.15 --curriculum 0.05 "
                "--families color where where relation relation relation shape count count exist"),
 )
 VISION_MINUTES = 5
