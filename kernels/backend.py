@@ -27,7 +27,7 @@ OP_MODULES = {
     "patch_embed": "patch_embed",
     "attention": "attention",
     "decode_attention": "decode_attention",
-    "decode_attention_from_logits": "decode_attention",
+    "decode_attention_from_logits": "decode_from_logits",
     "merge_attention": "merge_attention",
 }
 

@@ -6,7 +6,7 @@ group at once (rows of a tl.dot tile), so each K/V tile is read once per group,
 and writes a partial (o, lse) for its split; a second small kernel merges the
 splits by log-sum-exp. The same kernel also serves the lazy decode fast path:
 it can store the scaled logits it computes (`logits_out`), and
-`decode_attention_from_logits` reads such logits instead of q and K.
+`decode_attention_from_logits` (kernels/decode_from_logits.py) reads such logits instead of q and K.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def decode_blocks(n_keys: int, n_programs: int, device) -> tuple[int, int]:
     return block_n, triton.cdiv(keys_per_split, block_n) * block_n
 
 
-def _launch(q, k_cache, v_cache, logits, kv_len, key_slots, k_compact, scale, mode, n_heads, n_keys, out_dtype):
+def launch_decode_kernels(q, k_cache, v_cache, logits, kv_len, key_slots, k_compact, scale, mode, n_heads, n_keys, out_dtype):
     """Run both kernels; q/k_cache may be placeholders when the logits are read instead."""
     batch, _, n_kv, head_dim = v_cache.shape
     group_size = n_heads // n_kv
@@ -195,22 +195,7 @@ def decode_attention(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, k_co
                              f"dimension; got {logits_out.dtype} {tuple(logits_out.shape)}")
     mode = NO_LOGITS if logits_out is None else WRITE_LOGITS
     logits = logits_out if logits_out is not None else placeholder(q)
-    return _launch(q, k_cache, v_cache, logits, kv_len, key_slots, k_compact, scale, mode, n_heads, n_keys, q.dtype)
-
-
-def decode_attention_from_logits(logits, v_cache, kv_len, *, key_slots=None):
-    """Softmax over the first kv_len[b] logits [B, H, N] (fp32) times the values at key_slots (or rows 0..)."""
-    if logits.dim() != 3 or logits.dtype != torch.float32 or logits.stride(-1) != 1:
-        raise ValueError(f"logits must be fp32 [B, H, N] with a contiguous last dimension; got "
-                         f"{logits.dtype} {tuple(logits.shape)}")
-    batch, n_heads, n_keys = logits.shape
-    check_caches(v_cache, v_cache, n_heads, v_cache.shape[-1], key_slots, batch)
-    check_lengths("kv_len", kv_len, batch)
-    if key_slots is not None and key_slots.shape[1] != n_keys:
-        raise ValueError(f"key_slots has {key_slots.shape[1]} keys but logits have {n_keys}")
-    dummy = placeholder(v_cache)
-    return _launch(dummy, v_cache, v_cache, logits, kv_len, key_slots, False, 1.0, READ_LOGITS, n_heads,
-                   n_keys, v_cache.dtype)
+    return launch_decode_kernels(q, k_cache, v_cache, logits, kv_len, key_slots, k_compact, scale, mode, n_heads, n_keys, q.dtype)
 
 
 def placeholder(like):
@@ -281,24 +266,6 @@ def write_listed_logits(logits_out, logits, layout: KeyLayout) -> None:
     n = min(logits_out.shape[2], logits.shape[2])
     written = logits_out[:, :, :n]
     written.copy_(torch.where(listed[:, None, :n], logits[:, :, :n], written))
-
-
-def decode_attention_from_logits_ref(logits, v_cache, kv_len, *, key_slots=None):
-    """Torch twin of `decode_attention_from_logits`."""
-    batch, n_heads, _ = logits.shape
-    n_kv = v_cache.shape[2]
-    keys = key_list_ref(v_cache, v_cache, key_slots, False, kv_len)
-    layout, n_cols = keys.layout, keys.v.shape[1]
-    if layout.by_slot:  # key i's logit goes to column key_slots[b, i]; columns no key names stay -inf
-        n = layout.list_column.shape[1]
-        columns = layout.list_column[:, None, :].expand(-1, n_heads, -1)  # [B, H, n]
-        by_column = torch.full((batch, n_heads, n_cols + 1), float("-inf"), device=logits.device)
-        by_column = by_column.scatter_(2, columns, logits[:, :, :n].float())[:, :, :n_cols]  # [B, H, N]; N is spare
-    else:
-        by_column = logits[:, :, :n_cols].float().masked_fill(unlisted(layout.listed)[:, None, :], float("-inf"))
-    grouped = by_column.view(batch, n_kv, n_heads // n_kv, n_cols)  # [B, H, N] -> [B, G, R, N]
-    o, lse = softmax_values(grouped, keys.v, kv_len)
-    return o.to(v_cache.dtype), lse
 
 
 def _compile_cases():
