@@ -45,6 +45,8 @@ def eos_ids(model_dir: Path, tokenizer: Tokenizer) -> set[int]:
                 data = json.loads(path.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
                 raise InputError(f"{path}: not valid JSON ({err})") from None
+            if not isinstance(data, dict):
+                raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
             for section in (data, data.get("text_config") or {}):
                 eos = section.get("eos_token_id")
                 ids |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])

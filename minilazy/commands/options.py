@@ -26,7 +26,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 def add_lazy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lazy", metavar="PLAN.json", help="run with the lazy layers of this plan (from `calibrate`)")
     p.add_argument("--lazy-ratio", type=float, metavar="F",
-                   help="make this share of layers lazy, calibrating on the given image and prompt first")
+                   help="make this share of layers lazy, calibrating first (on the image and prompt; in eval, "
+                        "on --calib scenes)")
     p.add_argument("--lazy-scope", choices=["visual", "all"],
                    help="with --lazy-ratio: inherit attention over image keys only (default: visual) or over all keys")
     p.add_argument("--q-cache-depth", type=int, metavar="R",

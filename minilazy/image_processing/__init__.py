@@ -29,9 +29,20 @@ def read_preprocessor_config(model_dir) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: cannot read the preprocessor config ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object of settings, got {type(data).__name__}")
+    return data
+
+
+def resample_from_config(value) -> int:
+    """A `resample` entry: one of PIL's resampling filters, by number."""
+    if isinstance(value, bool) or value not in {int(f) for f in Image.Resampling}:
+        raise ValueError(f"resample {value!r} is not a PIL resampling filter "
+                         f"({', '.join(f'{int(f)} {f.name.lower()}' for f in Image.Resampling)})")
+    return int(value)
 
 
 def edge_from_config(value, key: str) -> int:

@@ -18,6 +18,7 @@ from minilazy.image_processing import (
     CLIP_STD,
     as_image_list,
     edge_from_config,
+    resample_from_config,
     rescale_and_normalize,
     resize,
 )
@@ -56,7 +57,7 @@ class ClipImageProcessor:
         return cls(
             size=edge_from_config(cfg.get("size", image_size), "shortest_edge"),
             crop_size=edge_from_config(cfg.get("crop_size", image_size), "height"),
-            resample=int(cfg.get("resample", Image.BICUBIC)),
+            resample=resample_from_config(cfg.get("resample", Image.BICUBIC)),
             rescale_factor=float(cfg.get("rescale_factor", 1 / 255)),
             mean=tuple(cfg.get("image_mean", CLIP_MEAN)),
             std=tuple(cfg.get("image_std", CLIP_STD)),

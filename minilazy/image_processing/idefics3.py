@@ -19,7 +19,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from minilazy.image_processing import HALF, as_image_list, edge_from_config, rescale_and_normalize, resize
+from minilazy.image_processing import (
+    HALF,
+    as_image_list,
+    edge_from_config,
+    resample_from_config,
+    rescale_and_normalize,
+    resize,
+)
 from minilazy.images import DEFAULT_MAX_PIXELS
 
 MAX_RESIZED_EDGE = 4096  # transformers' absolute cap on the resized image
@@ -60,7 +67,7 @@ class Idefics3ImageProcessor:
             longest_edge=edge_from_config(cfg.get("size", 4 * image_size), "longest_edge"),
             tile_size=edge_from_config(cfg.get("max_image_size", image_size), "longest_edge"),
             do_image_splitting=bool(cfg.get("do_image_splitting", True)),
-            resample=int(cfg.get("resample", Image.LANCZOS)),
+            resample=resample_from_config(cfg.get("resample", Image.LANCZOS)),
             rescale_factor=float(cfg.get("rescale_factor", 1 / 255)),
             mean=tuple(cfg.get("image_mean", HALF)),
             std=tuple(cfg.get("image_std", HALF)),

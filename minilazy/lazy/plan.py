@@ -101,8 +101,8 @@ class LayerPlan:
             raise InputError(f"{path}: not a JSON layer plan ({err})") from None
         data = data if isinstance(data, dict) else {}
         anchors, depth = data.get("anchors"), data.get("depth", 1)
-        if not isinstance(anchors, list) or not all(isinstance(a, int) for a in anchors):
+        if not isinstance(anchors, list) or not all(type(a) is int for a in anchors):
             raise InputError(f"{path}: a layer plan needs an 'anchors' list of layer numbers")
-        if not isinstance(depth, int):
+        if type(depth) is not int:
             raise InputError(f"{path}: the plan's 'depth' must be a whole number, got {depth!r}")
         return cls(tuple(anchors), depth, data.get("scope", "visual"))

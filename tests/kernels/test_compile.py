@@ -2,7 +2,7 @@
 
 Compiling for real GPUs works without one and catches code that only the
 interpreter accepts, and shared memory above the GPU's limit. It must run
-without TRITON_INTERPRET (set for the rest of the tests), so each module is
+without TRITON_INTERPRET (set for the rest of the tests on a machine without a CUDA GPU), so each module is
 compiled in a fresh subprocess that reports its results as JSON.
 """
 

@@ -42,10 +42,13 @@ def test_walk_inherits_from_the_closest_recent_active_layer():
 
 
 def test_walk_keeps_the_layers_around_fastv_active():
-    js = divergences({(1, 0): 0.01, (2, 1): 0.01, (2, 0): 0.01, (3, 2): 0.01, (4, 3): 0.01, (5, 3): 0.01}, n=6)
-    plan = walk(js, 0.1, fastv_layer=3)
-    assert plan.anchors[2] == 2 and plan.anchors[3] == 3  # K-1 and K are active
-    assert all(plan.anchors[l] >= 3 for l in range(3, 6))  # from K on, only anchors at or after K
+    # every layer is close to layer 0 and to its predecessor: without FastV they all inherit from 0
+    js = divergences({**{(l, 0): 0.01 for l in range(1, 6)}, **{(l, l - 1): 0.02 for l in range(1, 6)},
+                      (4, 2): 0.005, (4, 3): 0.05}, n=6)
+    assert walk(js, 0.1, depth=2).anchors == (0, 0, 0, 0, 0, 0)
+    # FastV at K = 3: layers 2 and 3 stay active; layer 4 is closest to 2 but may only inherit from 3
+    # (the token set changes at K), and layer 5 is not close to layer 3
+    assert walk(js, 0.1, depth=2, fastv_layer=3).anchors == (0, 0, 2, 3, 3, 5)
 
 
 def test_plan_for_ratio_reaches_the_ratio_and_returns_its_threshold():

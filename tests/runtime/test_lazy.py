@@ -134,7 +134,8 @@ def test_plan_files_round_trip_and_bad_ones_are_refused(tmp_path):
     assert LayerPlan.load(tmp_path / "plan.json") == plan
     assert plan.inheritance() == "1<-0 3<-2 4<-2"
     bad = {"anchors.json": '{"anchors": 5}', "words.json": '{"anchors": ["a"]}', "list.json": "[0, 1]",
-           "depth.json": '{"anchors": [0, 0], "depth": "x"}', "broken.json": '{"anchors": ['}
+           "depth.json": '{"anchors": [0, 0], "depth": "x"}', "broken.json": '{"anchors": [',
+           "booleans.json": '{"anchors": [false, false], "depth": true}'}
     for name, text in bad.items():
         (tmp_path / name).write_text(text)
         with pytest.raises(InputError, match=name):
