@@ -168,15 +168,20 @@ def parse_config(d: dict) -> ModelConfig:
     )
 
 
+def read_json_object(path: Path) -> dict:
+    """A checkpoint's JSON settings file as a dict, with a clear error when it is malformed."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def load_config(model_dir: str | Path) -> ModelConfig:
     """Read `model_dir/config.json`, with a clear error when it is missing or malformed."""
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise InputError(f"{model_dir}: no config.json (expected a Hugging Face model directory)")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object")
-    return parse_config(data)
+    return parse_config(read_json_object(path))

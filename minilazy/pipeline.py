@@ -7,12 +7,12 @@ question and an image file into a `Request` for `minilazy.generate`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
 from kernels.backend import DTYPES, resolve_backend
+from minilazy.config import read_json_object
 from minilazy.errors import InputError
 from minilazy.generate import Request
 from minilazy.image_processing import read_preprocessor_config
@@ -41,12 +41,7 @@ def eos_ids(model_dir: Path, tokenizer: Tokenizer) -> set[int]:
     for name in ("generation_config.json", "config.json"):
         path = model_dir / name
         if path.is_file():
-            try:
-                data = json.loads(path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise InputError(f"{path}: not valid JSON ({err})") from None
-            if not isinstance(data, dict):
-                raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+            data = read_json_object(path)
             for section in (data, data.get("text_config") or {}):
                 eos = section.get("eos_token_id")
                 ids |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])

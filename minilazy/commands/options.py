@@ -79,9 +79,10 @@ def lazy_runtime(args, pipeline, samples):
             raise InputError(f"--lazy-ratio must be in [0, 1), got {args.lazy_ratio}")
         if any(image is None for image, _ in samples):
             raise InputError("--lazy-ratio calibrates on the image: give --image (or a stored plan with --lazy)")
+        depth = 1 if args.q_cache_depth is None else args.q_cache_depth  # the defaults --help names
+        scope = args.lazy_scope or "visual"
         js = measure_divergence(pipeline, samples, progress=False)
-        plan, _ = plan_for_ratio(js, args.lazy_ratio, 1 if args.q_cache_depth is None else args.q_cache_depth, args.lazy_scope or "visual",
-                                 fastv.layer if fastv else None)
+        plan, _ = plan_for_ratio(js, args.lazy_ratio, depth, scope, fastv.layer if fastv else None)
     if plan is not None:
         plan.check_layers(pipeline.config.text.num_hidden_layers)
     return LazyRuntime(plan, fast_decode=not args.no_fast_decode, fastv=fastv)

@@ -8,12 +8,12 @@ its numpy arrays go through PIL and back losslessly), and rescaling and normalis
 transformers' arithmetic exactly (rescale in float64, cast to float32, normalise in float32).
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from minilazy.config import read_json_object
 from minilazy.errors import InputError
 from minilazy.images import DEFAULT_MAX_PIXELS, load_image
 
@@ -26,15 +26,7 @@ HALF = (0.5, 0.5, 0.5)
 def read_preprocessor_config(model_dir) -> dict | None:
     """The checkpoint's preprocessor_config.json as a dict, or None when it has none."""
     path = Path(model_dir) / "preprocessor_config.json"
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the preprocessor config ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object of settings, got {type(data).__name__}")
-    return data
+    return read_json_object(path) if path.is_file() else None
 
 
 def resample_from_config(value) -> int:
