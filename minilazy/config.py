@@ -179,6 +179,13 @@ def read_json_object(path: Path) -> dict:
     return data
 
 
+def write_json(path: str | Path, data: dict) -> None:
+    """Write `data` as indented JSON (non-ASCII kept as it is) with a final newline, creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def load_config(model_dir: str | Path) -> ModelConfig:
     """Read `model_dir/config.json`, with a clear error when it is missing or malformed."""
     path = Path(model_dir) / "config.json"

@@ -17,7 +17,6 @@ The result loads in minilazy and in transformers' Idefics3ForConditionalGenerati
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tokenizers import AddedToken, Tokenizer
 
-from minilazy.config import parse_config
+from minilazy.config import parse_config, read_json_object, write_json
 from minilazy.errors import InputError
 from weights.layouts import PREFIXES, canonical_name, expected_shapes
 
@@ -116,7 +115,7 @@ def build_bench_model(out_dir: str | Path, text_dir: str | Path | None = None, v
 
         text_dir = converted_smollm2()
     text_dir, out_dir = Path(text_dir), Path(out_dir)
-    text_config = json.loads((text_dir / "config.json").read_text())
+    text_config = read_json_object(text_dir / "config.json")
     if text_config.get("model_type") != "llama":
         raise InputError(f"{text_dir}: expected a Llama decoder checkpoint, got model_type "
                          f"{text_config.get('model_type')!r}")
@@ -150,7 +149,7 @@ def build_bench_model(out_dir: str | Path, text_dir: str | Path | None = None, v
         stored[to_checkpoint[prefix] + name[len(prefix):]] = tensor
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(stored, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    (out_dir / "config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
+    write_json(out_dir / "config.json", config_dict)
     tokenizer.save(str(out_dir / "tokenizer.json"))
     write_json(out_dir / "tokenizer_config.json", {
         "tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": False, "add_eos_token": False,
@@ -167,10 +166,6 @@ def build_bench_model(out_dir: str | Path, text_dir: str | Path | None = None, v
     return out_dir
 
 
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m weights.build_bench_model", description=__doc__.split("\n\n")[1])
     p.add_argument("out_dir", help="directory to write the checkpoint to")
@@ -179,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the random vision, connector and new vocabulary rows")
     args = p.parse_args(argv)
     out = build_bench_model(args.out_dir, args.text_dir, seed=args.seed)
-    config = json.loads((out / "config.json").read_text())
+    config = read_json_object(out / "config.json")
     print(f"wrote {out}: vocabulary {config['text_config']['vocab_size']}, image token {config['image_token_id']}")
     return 0
 

@@ -11,7 +11,6 @@ The output head is omitted when the file has none (it is tied to the embedding).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from kernels.backend import DTYPES
+from minilazy.config import write_json
 from minilazy.errors import InputError
 from weights.gguf_tensors import dequantize_tensor, gguf, metadata_value, unpermute_qk
 from weights.gguf_tokenizer import special_token, tokenizer_from_gguf
@@ -124,10 +124,6 @@ def convert_tensors(reader: gguf.GGUFReader, config: dict, dtype: torch.dtype, p
     return state
 
 
-def _write_json(path: Path, content: dict) -> None:
-    path.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n")
-
-
 def convert_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "fp32", progress: bool = True) -> Path:
     """Write the Hugging Face checkpoint of the Llama model in `gguf_path` into `out_dir`; returns `out_dir`."""
     if dtype not in DTYPES:
@@ -145,7 +141,7 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "fp32"
 
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(state, out_dir / "model.safetensors", metadata={"format": "pt"})
-    _write_json(out_dir / "config.json", {**config, "dtype": config_dtype(dtype)})
+    write_json(out_dir / "config.json", {**config, "dtype": config_dtype(dtype)})
     tokenizer.save(str(out_dir / "tokenizer.json"))
     tokens = {role: special_token(reader, tokenizer, role) for role in ("bos", "eos", "unknown", "padding")}
     tokenizer_config = {
@@ -161,9 +157,9 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "fp32"
     }
     if (template := metadata_value(reader, "tokenizer.chat_template", None)) is not None:
         tokenizer_config["chat_template"] = template
-    _write_json(out_dir / "tokenizer_config.json", tokenizer_config)
+    write_json(out_dir / "tokenizer_config.json", tokenizer_config)
     generation = {key: config[key] for key in ("bos_token_id", "eos_token_id", "pad_token_id") if config[key] is not None}
-    _write_json(out_dir / "generation_config.json", generation)
+    write_json(out_dir / "generation_config.json", generation)
     return out_dir
 
 

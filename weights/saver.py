@@ -8,13 +8,12 @@ written as zeros (LayerNorm weights as ones), so that transformers finds every t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from minilazy.config import parse_config
+from minilazy.config import parse_config, write_json
 from weights.layouts import LLAVA_ORIGINAL_PREFIXES, expected_shapes, unused_shapes
 
 # canonical prefix -> original llava-hf prefix
@@ -57,5 +56,5 @@ def save_llava_checkpoint(out_dir: str | Path, config_dict: dict, weights: dict[
             fill = 1.0 if "norm" in name and name.endswith(".weight") else 0.0
             tensors[original_llava_key(name)] = torch.full(shape, fill)
     save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    (out_dir / "config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
+    write_json(out_dir / "config.json", config_dict)
     return out_dir

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from minilazy.config import read_json_object
 from minilazy.errors import InputError
 from weights.convert_gguf import DTYPES, config_dtype, convert_gguf
 
@@ -58,7 +58,7 @@ def converted_smollm2(out_dir: str | Path | None = None, dtype: str = "fp32", pr
                     raise InputError(f"{out_dir} exists and is not a SmolLM2 conversion; "
                                      "give an empty or new directory")
                 _convert_into(out_dir, dtype, progress)
-    stored = json.loads((out_dir / "config.json").read_text()).get("dtype")
+    stored = read_json_object(out_dir / "config.json").get("dtype")
     wanted = config_dtype(dtype)
     if stored != wanted:
         raise InputError(f"{out_dir} holds a {stored} conversion, not {wanted}; give another directory")

@@ -1,4 +1,4 @@
-"""Figures derived from the runs (ratios, capacity in a KV budget, bandwidth roofline), the table and JSON.
+"""Figures derived from the runs (ratios, capacity in a KV budget, bandwidth roofline) and the table.
 
 `runs[variant][batch]` is what `measure.run_minilazy` / `hf.run_transformers`
 returned; the reference rows are "full" (minilazy, full attention) and
@@ -6,9 +6,6 @@ returned; the reference rows are "full" (minilazy, full attention) and
 """
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 from minilazy.bench.measure import spread
 
@@ -91,7 +88,3 @@ def table(summary: dict, batches: list[int]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     return "\n".join("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
                      for row in rows)
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")

@@ -16,6 +16,7 @@ from PIL import Image
 
 from minilazy.bench import measure, profile, report, variants
 from minilazy.commands.options import add_model_arguments, command_line
+from minilazy.config import write_json
 from minilazy.errors import InputError
 from minilazy.pipeline import DTYPES, Pipeline
 
@@ -187,7 +188,7 @@ def run(args) -> int:
         "profile": None if profiles is None else {str(b): p for b, p in profiles.items()},
         "lazy_ceiling": None if profiles is None else {str(b): c for b, c in ceilings.items()},
     }
-    report.write_json(out_dir / "bench.json", data)
+    write_json(out_dir / "bench.json", data)
     from minilazy.bench.plot import plot_bench
 
     plot_bench(summary, batches, args.budget_gb, out_dir / "bench.png")

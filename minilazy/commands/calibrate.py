@@ -65,7 +65,6 @@ def run(args) -> int:
         plan, threshold = plan_for_ratio(js, args.ratio, args.depth, args.scope)
     else:
         plan, threshold = walk(js, args.threshold, args.depth, args.scope), args.threshold
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     plan.save(args.out, threshold=threshold, samples=len(samples), divergence=js.tolist())
     print(f"{len(plan.lazy_layers)} of {plan.num_layers} layers lazy (threshold {threshold:.4g}): {plan.inheritance()}")
     print(f"plan written to {args.out}")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from minilazy.commands.options import add_lazy_arguments, add_model_arguments, lazy_runtime
+from minilazy.config import write_json
 from minilazy.errors import InputError
 
 
@@ -74,7 +73,6 @@ def run(args) -> int:
         print(f"lazy layers: {len(plan.lazy_layers)} of {plan.num_layers} (scope {plan.scope}): {plan.inheritance()}")
     print(f"{result['seconds']:.1f} s")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
         print(f"written to {args.json}")
     return 0

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from kernels import BACKENDS
 from minilazy.commands.options import command_line
+from minilazy.config import write_json
 from minilazy.errors import InputError
 from minilazy.lazy.plan import SCOPES
 from minilazy.pipeline import DTYPES, Pipeline
@@ -78,7 +78,7 @@ def run(args) -> int:
     from minilazy.lazy.heatmap import plot_divergence
     from minilazy.perplexity.corpus import build_corpus
     from minilazy.perplexity.plot import plot_perplexity
-    from minilazy.perplexity.study import run_study
+    from minilazy.perplexity.study import run_perplexity_study
 
     check_args(args)
     if args.model:
@@ -95,15 +95,15 @@ def run(args) -> int:
     corpus = build_corpus(pipeline.tokenizer, window)
     pipeline.check_vocabulary(corpus.tokens.tolist())
     evaluation, calibration = corpus.splits(args.windows, args.calib)
-    result = run_study(pipeline.model, evaluation, calibration, args.span, args.ratios, args.scopes, args.depth,
-                       args.batch_size, progress=not args.no_progress, per_head=args.per_head)
+    result = run_perplexity_study(pipeline.model, evaluation, calibration, args.span, args.ratios, args.scopes,
+                                  args.depth, args.batch_size, progress=not args.no_progress, per_head=args.per_head)
     command = command_line("perplexity", args)
     result = {"model": str(model_dir), "backend": args.backend, "dtype": args.dtype, "command": command,
               "corpus": corpus.describe(), **result}
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "perplexity.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out / "perplexity.json", result)
     plot_path = out / "perplexity.png"
     plot_perplexity(result, plot_path)
     # the heatmap shows the plan closest to half the layers lazy, the middle of the sweep

@@ -14,6 +14,8 @@ minutes, against the chain's 92.5% in 246.
 
 Any other `minilazy.demo.train` option given here is passed to every phase, after the recipe's own
 (so it wins): `--threads 1`, `--precision fp32`, or tiny `--steps`/`--minutes` for a smoke test.
+The phases stop on their step or minute cap, whichever comes first; on a CPU slower than the one
+measured, `--minutes 999` runs every phase to its step cap, as the recipe was tuned (README).
 """
 
 from __future__ import annotations

@@ -14,12 +14,11 @@ the other way round. The table gives accuracy per relation case of the original 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from PIL import Image
 from tqdm import tqdm
 
+from minilazy.config import write_json
 from minilazy.demo.evaluate import RELATION_CASES, greedy_answers, held_out_questions, relation_case, score_cases
 from minilazy.demo.questions import RELATIONS, relation_subject
 from minilazy.demo.scenes import make_scene
@@ -72,7 +71,7 @@ def main(argv=None) -> None:
     result = probe(Pipeline.load(args.model, dtype="fp32"), args.n)
     print(format_table(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ same ids as encoding their concatenation, which is how training sequences are bu
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from minilazy.config import write_json
 
 BOS, EOS, PAD, UNK, IMAGE = "<s>", "</s>", "<pad>", "<unk>", "<image>"
 SPECIAL_TOKENS = [UNK, BOS, EOS, PAD, IMAGE]
@@ -57,7 +58,5 @@ def save_tokenizer(tokenizer: Tokenizer, out_dir: str | Path, model_max_length: 
         "clean_up_tokenization_spaces": False,
         "extra_special_tokens": {"image_token": IMAGE},
     }
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (out_dir / "special_tokens_map.json").write_text(
-        json.dumps({**special, "additional_special_tokens": [IMAGE]}, indent=2) + "\n"
-    )
+    write_json(out_dir / "tokenizer_config.json", config)
+    write_json(out_dir / "special_tokens_map.json", {**special, "additional_special_tokens": [IMAGE]})

@@ -17,14 +17,14 @@ second definition of the architecture. Two stages:
 Both stages stop at a step count or a time budget, whichever comes first; the learning-rate
 schedule and the curriculum follow the larger of the two progress fractions, so a run cut
 short by its budget still ends annealed. Checkpoints are written periodically and at the end.
-Matrix products run in bf16 under autocast by default (weights, optimizer state and attention
-stay fp32): about 1.2x faster a step on a CPU with AMX bf16 units, at the same loss per step.
+Matrix products run in bf16 under autocast where the CPU multiplies bf16 natively (weights,
+optimizer state and attention stay fp32): about 1.2x faster a step with AMX bf16 units, at the same
+loss per step; elsewhere in fp32, since bf16 without those units is about 12x slower.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -35,17 +35,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from minilazy.config import parse_config
+from minilazy.demo.checkpoint import earlier_runs, load_start, save_checkpoint, write_preprocessor_config
 from minilazy.demo.dataset import IMAGE_TOKENS, Batch, SceneStream, tokenizer_corpus
 from minilazy.demo.evaluate import held_out_questions, teacher_forced_correct
 from minilazy.demo.initialization import demo_config, init_weights
 from minilazy.demo.questions import SHORT_FAMILIES, TRAINING_FAMILIES
 from minilazy.demo.scenes import COLORS, GRID, SHAPES, SIZES
 from minilazy.demo.tokenizer import IMAGE, PAD, build_tokenizer, save_tokenizer
-from minilazy.image_processing.clip import CLIP_MEAN, CLIP_STD, ClipImageProcessor
+from minilazy.image_processing.clip import ClipImageProcessor
 from minilazy.model import Model
-from minilazy.pipeline import load_tokenizer
-from weights.loader import load_weights
-from weights.saver import save_llava_checkpoint
 
 VALIDATION_OFFSET = 500_000_000  # validation scenes: held out, and apart from evaluate's default range
 
@@ -63,6 +61,15 @@ class Clock:
 def lr_factor(progress: float, step: int, warmup: int) -> float:
     """Linear warm-up, then cosine decay to 10%."""
     return min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto` is bf16 where oneDNN multiplies bf16 matrices natively on this CPU (AVX512-BF16 or AMX),
+    else fp32: without those units bf16 products fall back to a reference loop, about 12x slower than
+    fp32 (measured on an AVX2 AMD EPYC)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
 
 
 def autocast(precision: str):
@@ -88,27 +95,6 @@ def cell_of_patch(patches_per_side: int) -> torch.Tensor:
     idx = torch.arange(patches_per_side)
     cell_1d = idx * GRID // patches_per_side  # [S]
     return (cell_1d[:, None] * GRID + cell_1d[None, :]).reshape(-1)  # [S, S] -> [P]
-
-
-def earlier_runs(model_dir: Path | None) -> list[dict]:
-    """The training runs recorded in a checkpoint's training_info.json (none for a fresh start)."""
-    path = model_dir / "training_info.json" if model_dir else None
-    return json.loads(path.read_text())["runs"] if path and path.exists() else []
-
-
-def save_checkpoint(out: Path, config_dict: dict, weights: dict, runs: list[dict]) -> None:
-    save_llava_checkpoint(out, config_dict, {n: w.detach() for n, w in weights.items()})
-    (out / "training_info.json").write_text(json.dumps({"runs": runs}, indent=2) + "\n")
-
-
-def write_preprocessor_config(out: Path, image_size: int) -> None:
-    config = {
-        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": image_size},
-        "resample": 3, "do_center_crop": True, "crop_size": {"height": image_size, "width": image_size},
-        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-        "image_mean": list(CLIP_MEAN), "image_std": list(CLIP_STD), "do_convert_rgb": True,
-    }
-    (out / "preprocessor_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
 def train_vision(model, weights, stream: SceneStream, args, log) -> None:
@@ -198,13 +184,6 @@ def train_questions(model, weights, stream: SceneStream, tokenizer, processor, s
         save({"stage": "done", "step": step, "validation_exact_match": accuracy})
 
 
-def load_start(model_dir: Path) -> tuple:
-    """Tokenizer, config dict and fp32 weights of an earlier checkpoint, to train further from it."""
-    config_dict = json.loads((model_dir / "config.json").read_text())
-    weights = load_weights(model_dir, parse_config(config_dict), dtype=torch.float32)
-    return load_tokenizer(model_dir), config_dict, {n: w.clone() for n, w in weights.items()}
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Train the demo LLaVA model on generated scenes (CPU, torch backend).")
     p.add_argument("--out", default="weights/demo", help="checkpoint directory (default: weights/demo)")
@@ -214,9 +193,10 @@ def parse_args(argv=None):
                         "use --vision-steps 0 to go straight to question answering")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared, busy CPU one thread is faster than two)")
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
-                   help="bf16: matrix products under bf16 autocast, weights and optimizer in fp32 (default; about "
-                        "1.2x faster on CPUs with AMX bf16 units); fp32: everything in fp32")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="bf16: matrix products under bf16 autocast, weights and optimizer in fp32 (about 1.2x faster "
+                        "on CPUs with AMX bf16 units, about 12x slower on CPUs without native bf16); fp32: "
+                        "everything in fp32; auto (default): bf16 where the CPU multiplies bf16 natively, else fp32")
     p.add_argument("--layers", type=int, default=12, help="decoder layers")
     p.add_argument("--hidden", type=int, default=128, help="decoder width")
     p.add_argument("--vision-hidden", type=int, default=128, help="vision tower width")
@@ -248,6 +228,7 @@ def parse_args(argv=None):
 def main(argv=None, log_mode: str = "w") -> None:
     """Train as `argv` says; `log_mode="a"` appends to an existing log (the recipe's later phases)."""
     args = parse_args(argv)
+    args.precision = resolve_precision(args.precision)  # the log and training_info record what ran
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.out)

@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from minilazy.config import write_json
 from minilazy.errors import InputError
 
 SCOPES = ("visual", "all")
@@ -89,7 +90,7 @@ class LayerPlan:
 
     def save(self, path: str | Path, **extra) -> None:
         """Write the plan as JSON, with `extra` fields (calibration details) after it."""
-        Path(path).write_text(json.dumps({**self.to_dict(), **extra}, indent=2) + "\n")
+        write_json(path, {**self.to_dict(), **extra})
 
     @classmethod
     def load(cls, path: str | Path) -> LayerPlan:

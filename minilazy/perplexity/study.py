@@ -96,7 +96,7 @@ def kv_saving_formula(plan: LayerPlan, span: int, window: int) -> float:
     return plan.lazy_ratio * image_share / 2
 
 
-def run_study(model, evaluation: torch.Tensor, calibration: torch.Tensor, span: int, ratios, scopes=SCOPES,
+def run_perplexity_study(model, evaluation: torch.Tensor, calibration: torch.Tensor, span: int, ratios, scopes=SCOPES,
               depth: int = 1, batch_size: int = 8, progress: bool = True, per_head: bool = False) -> dict:
     """Calibrate on `calibration`, then perplexity on `evaluation` for full attention and every (scope, ratio)."""
     for ratio in ratios:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from minilazy.config import write_json
 from minilazy.lazy.calibrate import plan_for_ratio
 from minilazy.lazy.heatmap import plot_divergence
 
@@ -74,7 +74,7 @@ def write_report(study: dict, out_dir: str | Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / file for name, file in
              (("json", "study.json"), ("md", "study.md"), ("png", "study.png"), ("heatmap", "heatmap.png"))}
-    paths["json"].write_text(json.dumps(study, indent=2) + "\n")
+    write_json(paths["json"], study)
     command = study.get("command", "")
     paths["md"].write_text(f"# KV cache saved vs accuracy\n\nReproduce with `{command}`.\n\n"
                            + markdown_table(study) + "\n")

@@ -71,7 +71,14 @@ def test_cell_of_patch_maps_the_9x9_patches_onto_the_3x3_grid():
     assert torch.bincount(cells.flatten()).eq(9).all()
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_bf16_natively():
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert train.resolve_precision("auto") == ("bf16" if native else "fp32")
+    assert train.resolve_precision("bf16") == "bf16" and train.resolve_precision("fp32") == "fp32"
+    assert train.parse_args([]).precision == "auto"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32", "auto"])
 def test_a_tiny_training_run_writes_a_checkpoint_that_loads(tmp_path, precision):
     out = tmp_path / "run"
     train.main(["--out", str(out), "--precision", precision, "--threads", str(torch.get_num_threads()),
@@ -80,6 +87,7 @@ def test_a_tiny_training_run_writes_a_checkpoint_that_loads(tmp_path, precision)
                 "--warmup", "2", "--validation-size", "4"])
     runs = json.loads((out / "training_info.json").read_text())["runs"]
     assert runs[-1]["stage"] == "done" and runs[-1]["step"] == 3
+    assert runs[-1]["arguments"]["precision"] == train.resolve_precision(precision)  # what ran, never "auto"
     assert runs[-1]["validation_exact_match"] * 4 in (0, 1, 2, 3, 4)  # a share of the 4 validation questions
     log = (out / "training_log.txt").read_text()
     assert "final step 3" in log and "nan" not in log
