@@ -19,7 +19,7 @@ schedule and the curriculum follow the larger of the two progress fractions, so 
 short by its budget still ends annealed. Checkpoints are written periodically and at the end.
 Matrix products run in bf16 under autocast where the CPU multiplies bf16 natively (weights,
 optimizer state and attention stay fp32): about 1.2x faster a step with AMX bf16 units, at the same
-loss per step; elsewhere in fp32, since bf16 without those units is about 12x slower.
+loss per step; elsewhere in fp32, since without those units a bf16 step is about 7x slower.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def parse_args(argv=None):
                    help="torch CPU threads (default 1: on a shared, busy CPU one thread is faster than two)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="bf16: matrix products under bf16 autocast, weights and optimizer in fp32 (about 1.2x faster "
-                        "on CPUs with AMX bf16 units, about 12x slower on CPUs without native bf16); fp32: "
+                        "on CPUs with AMX bf16 units, about 7x slower a step on CPUs without native bf16); fp32: "
                         "everything in fp32; auto (default): bf16 where the CPU multiplies bf16 natively, else fp32")
     p.add_argument("--layers", type=int, default=12, help="decoder layers")
     p.add_argument("--hidden", type=int, default=128, help="decoder width")
