@@ -141,7 +141,8 @@ def decode_blocks(n_keys: int, n_programs: int, device) -> tuple[int, int]:
     return block_n, triton.cdiv(keys_per_split, block_n) * block_n
 
 
-def launch_decode_kernels(q, k_cache, v_cache, logits, kv_len, key_slots, k_compact, scale, mode, n_heads, n_keys, out_dtype):
+def launch_decode_kernels(q, k_cache, v_cache, logits, kv_len, key_slots, k_compact, scale, mode, n_heads, n_keys,
+                          out_dtype):
     """Run both kernels; q/k_cache may be placeholders when the logits are read instead."""
     batch, _, n_kv, head_dim = v_cache.shape
     group_size = n_heads // n_kv
@@ -195,7 +196,8 @@ def decode_attention(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, k_co
                              f"dimension; got {logits_out.dtype} {tuple(logits_out.shape)}")
     mode = NO_LOGITS if logits_out is None else WRITE_LOGITS
     logits = logits_out if logits_out is not None else placeholder(q)
-    return launch_decode_kernels(q, k_cache, v_cache, logits, kv_len, key_slots, k_compact, scale, mode, n_heads, n_keys, q.dtype)
+    return launch_decode_kernels(q, k_cache, v_cache, logits, kv_len, key_slots, k_compact, scale, mode, n_heads,
+                                 n_keys, q.dtype)
 
 
 def placeholder(like):

@@ -27,8 +27,8 @@ def decode_attention_from_logits(logits, v_cache, kv_len, *, key_slots=None):
     if key_slots is not None and key_slots.shape[1] != n_keys:
         raise ValueError(f"key_slots has {key_slots.shape[1]} keys but logits have {n_keys}")
     dummy = placeholder(v_cache)
-    return launch_decode_kernels(dummy, v_cache, v_cache, logits, kv_len, key_slots, False, 1.0, READ_LOGITS, n_heads,
-                   n_keys, v_cache.dtype)
+    return launch_decode_kernels(dummy, v_cache, v_cache, logits, kv_len, key_slots, False, 1.0, READ_LOGITS,
+                                 n_heads, n_keys, v_cache.dtype)
 
 
 def decode_attention_from_logits_ref(logits, v_cache, kv_len, *, key_slots=None):
