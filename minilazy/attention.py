@@ -15,6 +15,7 @@ import torch
 
 from minilazy.config import TextConfig
 from minilazy.kv_cache import KVCache
+from minilazy.models.fused import QKV
 from minilazy.step import Step
 
 
@@ -50,6 +51,7 @@ class FullAttention:
         self.wk = weights.get("self_attn.k_proj.weight")
         self.wv = weights["self_attn.v_proj.weight"]
         self.wo = weights["self_attn.o_proj.weight"]
+        self.wqkv = weights.get(QKV)  # q, k and v stacked, when minilazy/models/fused.py fused them
         self.scale = cfg.head_dim**-0.5
 
     def project(self, x: torch.Tensor, weight: torch.Tensor, heads: int) -> torch.Tensor:
@@ -61,6 +63,19 @@ class FullAttention:
         """Post-RoPE queries `[B, T, H, d]`, written into `out` (a Q Cache slot) when given."""
         q = self.project(x, self.wq, self.cfg.num_attention_heads)
         return self.ops.rope(q, step.positions, self.cfg.rope_theta, out=out)
+
+    def projections(self, x: torch.Tensor, step: Step, q_out: torch.Tensor | None = None):
+        """Post-RoPE queries `[B, T, H, d]` (written into `q_out` when given), post-RoPE keys and the
+        values `[B, T, G, d]`: one product with the fused matrix when there is one."""
+        cfg = self.cfg
+        if self.wqkv is None:
+            k = self.ops.rope(self.project(x, self.wk, cfg.num_key_value_heads), step.positions, cfg.rope_theta)
+            return self.queries(x, step, out=q_out), k, self.project(x, self.wv, cfg.num_key_value_heads)
+        heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        qkv = self.project(x, self.wqkv, heads + 2 * kv_heads)  # [B, T, H + 2G, d]
+        q, k, v = qkv.split([heads, kv_heads, kv_heads], dim=2)  # [B, T, H | G | G, d] views
+        q = self.ops.rope(q, step.positions, cfg.rope_theta, out=q_out)
+        return q, self.ops.rope(k, step.positions, cfg.rope_theta), v
 
     def attend(self, q: torch.Tensor, k_cache, v_cache, step: Step, **keys) -> tuple[torch.Tensor, torch.Tensor]:
         """Attention of `q [B, T, H, d]` over cached keys; returns `(o [B, T, H, d], lse [B, T, H])`."""
@@ -79,9 +94,7 @@ class FullAttention:
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         step, cache = ctx.step, ctx.cache[self.layer]
-        q = self.queries(x, step)
-        k = self.ops.rope(self.project(x, self.wk, self.cfg.num_key_value_heads), step.positions, self.cfg.rope_theta)
-        v = self.project(x, self.wv, self.cfg.num_key_value_heads)
+        q, k, v = self.projections(x, step)
         self.ops.kv_write(cache.k, k, step.slots)
         self.ops.kv_write(cache.v, v, step.slots)
         o, _ = self.attend(q, cache.k, cache.v, step)

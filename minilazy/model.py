@@ -18,6 +18,7 @@ from minilazy.config import ModelConfig, load_config
 from minilazy.errors import InputError
 from minilazy.kv_cache import KVCache
 from minilazy.models import with_prefix
+from minilazy.models.fused import fuse_projections
 from minilazy.models.llama import LlamaDecoder
 from minilazy.step import Step
 
@@ -31,6 +32,8 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 class Model:
     def __init__(self, config: ModelConfig, weights: dict[str, torch.Tensor], ops: Ops):
         self.config, self.weights, self.ops = config, weights, ops
+        for i in range(config.text.num_hidden_layers):
+            fuse_projections(weights, f"text.layers.{i}.")
         text = with_prefix(weights, "text.")
         if "lm_head.weight" in weights:
             text["lm_head.weight"] = weights["lm_head.weight"]

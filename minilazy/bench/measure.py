@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from minilazy.generate import Request, generate
+from minilazy.models.fused import unfused
 from minilazy.sampler import SamplingParams
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -84,7 +85,7 @@ def copy_bandwidth(device: torch.device, megabytes: int = 512, repeats: int = 5)
 def decoder_weight_bytes(model) -> int:
     """Bytes of weights one decode step reads: every decoder layer, the final norm and the output head."""
     decoder = model.decoder
-    tensors = [t for layer in decoder.layers for t in layer.values()]  # each layer: a dict of weights
+    tensors = [t for layer in decoder.layers for t in unfused(layer)]  # each layer: a dict of weights
     tensors += [decoder.norm, decoder.lm_head]
     return sum(t.numel() * t.element_size() for t in tensors)
 

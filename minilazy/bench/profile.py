@@ -3,7 +3,8 @@
     python cli.py bench --model out/bench-model --profile 16
 
 Groups of self CPU time per decode step:
-- `matmul`: aten::mm / aten::addmm, the weight matrices (projections, MLP, output head);
+- `matmul`: the weight matrices (projections, MLP, output head): oneDNN's linear in fp32, aten::mm /
+  aten::addmm otherwise;
 - `attention`: torch's fused CPU attention and aten::bmm (which only the attention twins call);
 - `other`: everything else, many small ops (norms, RoPE, cache writes, softmax pieces, sampling).
 
@@ -29,7 +30,7 @@ from minilazy.generate import Request, generate
 from minilazy.sampler import SamplingParams
 
 GROUPS = {
-    "matmul": ("aten::mm", "aten::addmm"),
+    "matmul": ("aten::mm", "aten::addmm", "mkldnn::_linear_pointwise"),
     "attention": ("aten::bmm", "aten::_scaled_dot_product_flash_attention_for_cpu"),
 }
 STEPS = 8  # decode steps profiled

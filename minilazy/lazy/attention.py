@@ -29,10 +29,9 @@ class AnchorAttention(FullAttention):
         step, cache, state = ctx.step, ctx.cache[self.layer], self.state
         b, t, _ = x.shape
         text = state.text_rows(step)  # registers this step's text tokens (anchors run before their lazy layers)
-        q = self.queries(x, step, out=state.q_slot(self.ring_slot, b, t))
-        k = self.ops.rope(self.project(x, self.wk, self.cfg.num_key_value_heads), step.positions, self.cfg.rope_theta)
+        q, k, v = self.projections(x, step, q_out=state.q_slot(self.ring_slot, b, t))
         self.ops.kv_write(cache.k, k, step.slots)
-        self.ops.kv_write(cache.v, self.project(x, self.wv, self.cfg.num_key_value_heads), step.slots)
+        self.ops.kv_write(cache.v, v, step.slots)
         logits = state.image_logits.get(self.layer)
         if not (step.is_decode and logits is not None):
             o, _ = self.attend(q, cache.k, cache.v, step)
@@ -54,12 +53,15 @@ class LazyVisualAttention(FullAttention):
         step, cache, state, cfg = ctx.step, ctx.cache[self.layer], self.state, self.cfg
         b, t, dim = x.shape
         text = state.text_rows(step)
-        q = self.queries(x, step)
-        self.ops.kv_write(cache.v, self.project(x, self.wv, cfg.num_key_value_heads), step.slots)
-        # keys for the text tokens only: gather them, project, rotate, append to the text-only cache
-        x_text = x if text.gather is None else x.gather(1, text.gather[:, :, None].expand(-1, -1, dim))  # [B, Tt, D]
-        k_text = self.ops.rope(self.project(x_text, self.wk, cfg.num_key_value_heads), text.positions, cfg.rope_theta)
-        self.ops.kv_write(cache.k, k_text, text.write)
+        if text.gather is None:  # every new token is text (a decode step): keys for all of them
+            q, k_text, v = self.projections(x, step)
+        else:  # keys for the text tokens only: gather them, project, rotate
+            q, v = self.queries(x, step), self.project(x, self.wv, cfg.num_key_value_heads)
+            x_text = x.gather(1, text.gather[:, :, None].expand(-1, -1, dim))  # [B, Tt, D]
+            k_text = self.ops.rope(self.project(x_text, self.wk, cfg.num_key_value_heads), text.positions,
+                                   cfg.rope_theta)
+        self.ops.kv_write(cache.v, v, step.slots)
+        self.ops.kv_write(cache.k, k_text, text.write)  # appended to the text-only key cache
         state.projection_rows["wk_skipped"] += text.image_rows
 
         if step.is_decode and self.fast_decode:

@@ -16,6 +16,7 @@ import torch
 from minilazy.attention import ForwardContext, FullAttention
 from minilazy.config import TextConfig
 from minilazy.models import with_prefix
+from minilazy.models.fused import GATE_UP
 
 
 class LlamaDecoder:
@@ -45,8 +46,10 @@ class LlamaDecoder:
             h, residual = self._norm(update, residual, w["input_layernorm.weight"])
             update = attention[i].forward(h, ctx)
             h, residual = ops.rms_norm(update, w["post_attention_layernorm.weight"], eps, residual=residual)
-            gate = ops.linear(h, w["mlp.gate_proj.weight"])
-            up = ops.linear(h, w["mlp.up_proj.weight"])
+            if GATE_UP in w:
+                gate, up = ops.linear(h, w[GATE_UP]).chunk(2, dim=-1)  # [B, T, 2I] -> two [B, T, I] views
+            else:
+                gate, up = ops.linear(h, w["mlp.gate_proj.weight"]), ops.linear(h, w["mlp.up_proj.weight"])
             update = ops.linear(ops.swiglu(gate, up), w["mlp.down_proj.weight"])
         h, _ = self._norm(update, residual, self.norm)
         return h, ctx

@@ -69,6 +69,37 @@ def test_twin_matches_plain_math(activation):
     assert_close(linear_ref(x, weight, b, activation), expected, 1e-10, 1e-10, f"twin {activation}")
 
 
+@pytest.mark.parametrize("lead", [(1,), (2, 3), (1, 1)])
+@pytest.mark.parametrize("activation", [None, "silu"])
+def test_twin_reads_fp32_weights_through_onednn(lead, activation, monkeypatch):
+    """In fp32 inference the twin hands the product to oneDNN (checked by counting its calls) and
+    gives plain math's answer for any leading shape, with or without bias."""
+    calls = []
+    onednn = torch.ops.mkldnn._linear_pointwise
+    monkeypatch.setattr(linear_module, "_onednn_linear", lambda *a: calls.append(1) or onednn(*a))
+    x, weight, b = _inputs(math.prod(lead), 113, 37, torch.float32)
+    x = x.view(*lead, 113)
+    expected = linear_ref(x.double(), weight.double(), b.double(), activation)
+    with torch.inference_mode():
+        for bias in (b, None):
+            y = linear_ref(x, weight, bias, activation)
+            want = expected if bias is not None else linear_ref(x.double(), weight.double(), None, activation)
+            assert y.shape == (*lead, 37) and y.dtype == torch.float32
+            assert_close(y, want, 1e-5, 1e-5, "oneDNN twin")
+    assert len(calls) == 2
+
+
+def test_twin_keeps_f_linear_for_training():
+    """Gradients and bf16 autocast (the demo training) need F.linear: oneDNN is not used for them."""
+    x, weight, b = _inputs(3, 40, 24, torch.float32)
+    assert linear_module.onednn_serves(x, weight)
+    assert not linear_module.onednn_serves(x, weight.requires_grad_())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not linear_module.onednn_serves(x, weight.detach())
+        assert linear_ref(x, weight.detach(), b).dtype == torch.bfloat16
+    assert not linear_module.onednn_serves(x.double(), weight.double())
+
+
 def test_twin_is_differentiable():
     x, weight, b = (t.requires_grad_() for t in _inputs(3, 40, 24, torch.float32))
     linear_ref(x, weight, b, "gelu").sum().backward()

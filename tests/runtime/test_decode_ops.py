@@ -56,8 +56,8 @@ def ops_in_one_decode_step(model, layout, batch=3) -> int:
 
 def test_full_attention_decode_ops_per_layer(model):
     per_layer = ops_in_one_decode_step(model, None) / LAYERS
-    # at least the layer's own work: two norms, seven projections, two rotations, two cache writes, attention
-    assert 14 <= per_layer <= 66, f"{per_layer:.0f} ops per layer in a full-attention decode step"
+    # at least the layer's own work: two norms, four projections, two rotations, two cache writes, attention
+    assert 12 <= per_layer <= 72, f"{per_layer:.0f} ops per layer in a full-attention decode step"
 
 
 @pytest.mark.parametrize("fast_decode", [True, False], ids=["fast", "nofast"])
@@ -66,5 +66,5 @@ def test_lazy_decode_ops_per_layer(model, fast_decode):
     mask[:, 2:12] = True  # tokens 2..11 stand in for an image
     runtime = LazyRuntime(LayerPlan((0, 0, 0, 3, 3, 3)), fast_decode=fast_decode, image_mask=mask)
     per_layer = ops_in_one_decode_step(model, runtime) / LAYERS
-    assert 14 <= per_layer <= (130 if fast_decode else 107), \
+    assert 12 <= per_layer <= (131 if fast_decode else 113), \
         f"{per_layer:.0f} ops per layer in a lazy decode step (fast path {fast_decode})"
