@@ -213,20 +213,32 @@ def decode_attention_ref(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, 
     """Torch twin of `decode_attention` (fp32 math, differentiable)."""
     batch, n_heads, head_dim = q.shape
     n_kv = k_cache.shape[2]
-    keys = key_list_ref(k_cache, v_cache, key_slots, k_compact, kv_len)
-    listed = keys.layout.listed  # [B, N]
     if logits_out is None:  # one fused call: a group's R query heads are R query rows over its kv head
         rows = q.view(batch, n_kv, n_heads // n_kv, head_dim).transpose(1, 2)  # [B, H, d] -> [B, R, G, d]
-        bias, has_key = _recent_masks.get((listed, kv_len), ("flash",),
-                                          lambda: mask_bias(listed[:, None, :], kv_len[:, None] > 0))
-        o, lse = flash_attend_ref(rows, keys.k, keys.v, bias, has_key, scale=scale)  # [B, R, G, d], [B, R, G]
+        n = same_length(kv_len) if key_slots is None else 0
+        if n:  # every sequence's keys fill slots 0..n-1: no mask to add, no padding keys to read
+            o, lse = flash_attend_ref(rows, k_cache[:, :n], v_cache[:, :n], None, None, scale=scale)
+        else:
+            keys = key_list_ref(k_cache, v_cache, key_slots, k_compact, kv_len)
+            listed = keys.layout.listed  # [B, N]
+            bias, has_key = _recent_masks.get((listed, kv_len), ("flash",),
+                                              lambda: mask_bias(listed[:, None, :], kv_len[:, None] > 0))
+            o, lse = flash_attend_ref(rows, keys.k, keys.v, bias, has_key, scale=scale)  # [B, R, G, d], [B, R, G]
         # [B, R, G, d] -> [B, G, R, d] -> [B, H, d]; lse [B, R, G] -> [B, H]
         return o.transpose(1, 2).reshape(batch, n_heads, head_dim), lse.transpose(1, 2).reshape(batch, n_heads)
+    keys = key_list_ref(k_cache, v_cache, key_slots, k_compact, kv_len)
     qg = q.float().view(batch, n_kv, n_heads // n_kv, head_dim)  # [B, H, d] -> [B, G, R, d]
     logits = torch.matmul(qg, keys.k.float().permute(0, 2, 3, 1)) * scale  # [B, G, R, d] @ [B, G, d, N]
     write_listed_logits(logits_out, logits.view(batch, n_heads, -1), keys.layout)  # [B, H, N]
-    o, lse = softmax_values(logits.masked_fill(unlisted(listed)[:, None, None, :], float("-inf")), keys.v, kv_len)
+    masked = logits.masked_fill(unlisted(keys.layout.listed)[:, None, None, :], float("-inf"))
+    o, lse = softmax_values(masked, keys.v, kv_len)
     return o.to(q.dtype), lse
+
+
+def same_length(kv_len: torch.Tensor) -> int:
+    """kv_len[b] when every sequence has that many keys, else 0 (once per step)."""
+    return _recent_masks.get((kv_len,), ("same length",),
+                             lambda: int(kv_len[0]) if bool((kv_len == kv_len[0]).all()) else 0)
 
 
 def unlisted(listed: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ CASES = {
     "mha_gathered_empty": (2, 4, 4, 16, "gathered", [50, 0], 130, 50),
     "one_kv_head_compact": (2, 8, 1, 24, "compact", [130, 7], 200, 130),
     "gqa_gathered_dense": (3, 6, 2, 32, "gathered", [120, 90, 1], 130, 120),  # read in place, masked
+    "gqa_same_length": (3, 6, 2, 32, "none", [77, 77, 77], 130, None),  # twin: no mask, slots past 77 unread
 }
 
 
