@@ -216,7 +216,7 @@ def decode_attention_ref(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, 
     if logits_out is None:  # one fused call: a group's R query heads are R query rows over its kv head
         rows = q.view(batch, n_kv, n_heads // n_kv, head_dim).transpose(1, 2)  # [B, H, d] -> [B, R, G, d]
         n = same_length(kv_len) if key_slots is None else 0
-        if n:  # every sequence's keys fill slots 0..n-1: no mask to add, no padding keys to read
+        if 0 < n <= min(k_cache.shape[1], v_cache.shape[1]):  # every sequence's keys are slots 0..n-1: no mask
             o, lse = flash_attend_ref(rows, k_cache[:, :n], v_cache[:, :n], None, None, scale=scale)
         else:
             keys = key_list_ref(k_cache, v_cache, key_slots, k_compact, kv_len)
@@ -238,7 +238,7 @@ def decode_attention_ref(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, 
 def same_length(kv_len: torch.Tensor) -> int:
     """kv_len[b] when every sequence has that many keys, else 0 (once per step)."""
     return _recent_masks.get((kv_len,), ("same length",),
-                             lambda: int(kv_len[0]) if bool((kv_len == kv_len[0]).all()) else 0)
+                             lambda: int(kv_len[0]) if len(kv_len) and bool((kv_len == kv_len[0]).all()) else 0)
 
 
 def unlisted(listed: torch.Tensor) -> torch.Tensor:

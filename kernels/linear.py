@@ -137,7 +137,7 @@ def _onednn_linear(*args):
     return torch.ops.mkldnn._linear_pointwise(*args)
 
 
-def onednn_serves(x, weight) -> bool:
+def onednn_serves(x, weight, bias=None) -> bool:
     """Whether `linear_ref` hands `x @ weight.T` to oneDNN: fp32 inference on a CPU, weight contiguous.
 
     torch's `F.linear` calls MKL, whose matrix-vector product reads the weights at about 11 GB/s
@@ -147,12 +147,12 @@ def onednn_serves(x, weight) -> bool:
     """
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and weight.is_contiguous()
             and torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled("cpu")
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+            and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))))
 
 
 def linear_ref(x, weight, bias=None, activation=None):
     """Torch twin of `linear`."""
-    if not onednn_serves(x, weight):
+    if not onednn_serves(x, weight, bias):
         return activation_ref(F.linear(x, weight, bias), activation)
     n, k = weight.shape
     # oneDNN reads 2-D inputs fastest: [..., K] -> [M, K]

@@ -31,6 +31,7 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 class Model:
     def __init__(self, config: ModelConfig, weights: dict[str, torch.Tensor], ops: Ops):
+        weights = dict(weights)  # the fused matrices below go into the model's own dict, not the caller's
         self.config, self.weights, self.ops = config, weights, ops
         for i in range(config.text.num_hidden_layers):
             fuse_projections(weights, f"text.layers.{i}.")
@@ -61,6 +62,8 @@ class Model:
 
     @classmethod
     def from_weights(cls, config: ModelConfig, weights: dict[str, torch.Tensor], backend: str = "torch") -> Model:
+        """A model over `weights`. Decoder projections that need no gradients are fused into copies
+        (minilazy/models/fused.py): make weights trainable before building the model, not after."""
         return cls(config, weights, Ops(backend))
 
     @property

@@ -57,6 +57,19 @@ def test_kernel_matches_twin(name, dtype, atol, rtol):
         assert_close(got, expected, atol, rtol, what=what)
 
 
+def test_twin_reads_no_slot_past_an_equal_length():
+    """Sequences of one length take the unmasked path: NaN in every slot past it changes nothing."""
+    (q, k_cache, v_cache, kv_len), kwargs = make_case("gqa_same_length")
+    poisoned = [c.clone() for c in (k_cache, v_cache)]
+    for c in poisoned:
+        c[:, 77:] = float("nan")
+    o, lse = decode_attention_ref(q, *poisoned, kv_len, **kwargs)
+    o_ref, lse_ref = attention_ref(q[:, None], k_cache[:, :77], v_cache[:, :77], int32([0] * 3), int32([1] * 3),
+                                   kv_len, causal=False, **kwargs)
+    assert_close(o, o_ref[:, 0], 1e-5, 1e-5, what="o")
+    assert_close(lse, lse_ref[:, 0], 1e-5, 1e-5, what="lse")
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_twin_matches_attention_with_one_query(name):
     args, kwargs = make_case(name)

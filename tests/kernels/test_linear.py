@@ -93,6 +93,7 @@ def test_twin_keeps_f_linear_for_training():
     """Gradients and bf16 autocast (the demo training) need F.linear: oneDNN is not used for them."""
     x, weight, b = _inputs(3, 40, 24, torch.float32)
     assert linear_module.onednn_serves(x, weight)
+    assert not linear_module.onednn_serves(x, weight, b.clone().requires_grad_())
     assert not linear_module.onednn_serves(x, weight.requires_grad_())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not linear_module.onednn_serves(x, weight.detach())
