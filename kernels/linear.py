@@ -141,7 +141,7 @@ def onednn_serves(x, weight, bias=None) -> bool:
     """Whether `linear_ref` hands `x @ weight.T` to oneDNN: fp32 inference on a CPU, weight contiguous.
 
     torch's `F.linear` calls MKL, whose matrix-vector product reads the weights at about 11 GB/s
-    on an AMD EPYC where a plain copy moves 32 GB/s; oneDNN's reads them 1.5-2x faster, and a decode
+    on an AMD EPYC where a plain copy moves 32 GB/s; oneDNN's reads them 1.4-2.3x faster, and a decode
     step is little more than reading every weight once. oneDNN has no autograd and no autocast, so
     training (gradients or bf16 autocast) keeps `F.linear`.
     """
