@@ -140,9 +140,9 @@ def _onednn_linear(*args):
 def onednn_serves(x, weight, bias=None) -> bool:
     """Whether `linear_ref` hands `x @ weight.T` to oneDNN: fp32 inference on a CPU, weight contiguous.
 
-    torch's `F.linear` calls MKL, whose matrix-vector product reads the weights at about 11 GB/s
-    on an AMD EPYC where a plain copy moves 32 GB/s; oneDNN's reads them 1.4-2.3x faster, and a decode
-    step is little more than reading every weight once. oneDNN has no autograd and no autocast, so
+    torch's `F.linear` calls MKL, whose matrix-vector product reads the weights at about a third of
+    copy bandwidth on an AMD EPYC; oneDNN's is faster there, and a decode step is little more than
+    reading every weight once. oneDNN has no autograd and no autocast, so
     training (gradients or bf16 autocast) keeps `F.linear`.
     """
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and weight.is_contiguous()

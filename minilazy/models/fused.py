@@ -1,8 +1,7 @@
 """Fused projections for inference: a layer's q, k and v as one matrix, gate and up as another.
 
 A decode step reads every weight once, and on the CPU one matrix-vector product over a tall matrix
-reads it faster than several over its parts (the bench model's 30 layers at batch 1: about 13 ms
-for the fused pairs against 17-19 ms for the five parts, oneDNN, 2 threads). `fuse_projections`
+reads it faster than several over its parts. `fuse_projections`
 concatenates the rows once, when the model is built, and replaces each part by a row view of the
 result, so every weight is held once and code that needs a part alone (a lazy layer projects keys
 for text tokens only) still finds it under its own name.
