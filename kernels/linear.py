@@ -132,9 +132,13 @@ def activation_ref(y, activation):
     raise ValueError(f"unknown activation {activation!r}; expected one of {list(ACTIVATIONS)}")
 
 
-def _onednn_linear(*args):
-    """oneDNN's fp32 matmul as torch exposes it (the op Inductor's CPU backend emits for linear layers)."""
-    return torch.ops.mkldnn._linear_pointwise(*args)
+ONEDNN = torch.backends.mkldnn.is_available()  # checked once, not at every product
+
+
+def onednn_linear(x, weight, bias=None):
+    """`x [M, K] @ weight.T + bias` by oneDNN's matmul as torch exposes it (the op Inductor's CPU backend
+    emits for linear layers), with no fused activation."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
 def onednn_serves(x, weight, bias=None) -> bool:
@@ -146,7 +150,7 @@ def onednn_serves(x, weight, bias=None) -> bool:
     training (gradients or bf16 autocast) keeps `F.linear`.
     """
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and weight.is_contiguous()
-            and torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled("cpu")
+            and ONEDNN and not torch.is_autocast_enabled("cpu")
             and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))))
 
 
@@ -156,7 +160,7 @@ def linear_ref(x, weight, bias=None, activation=None):
         return activation_ref(F.linear(x, weight, bias), activation)
     n, k = weight.shape
     # oneDNN reads 2-D inputs fastest: [..., K] -> [M, K]
-    y = _onednn_linear(x.reshape(-1, k), weight, bias, "none", [], "")  # [M, N]
+    y = onednn_linear(x.reshape(-1, k), weight, bias)  # [M, N]
     return activation_ref(y.view(*x.shape[:-1], n), activation)  # [M, N] -> [..., N]
 
 

@@ -16,24 +16,20 @@ import time
 import torch
 import torch.nn.functional as F
 
-from kernels.linear import _onednn_linear
+from kernels.linear import onednn_linear
 from minilazy.bench.measure import copy_bandwidth
 from minilazy.errors import InputError
-from minilazy.models.fused import FUSED
+from minilazy.models.fused import multiplied
 
 LIBRARIES = {
-    "MKL (F.linear)": lambda x, w: F.linear(x, w),
-    "oneDNN": lambda x, w: _onednn_linear(x, w, None, "none", [], ""),
+    "MKL (F.linear)": F.linear,
+    "oneDNN": onednn_linear,
 }
 
 
 def decode_matrices(model) -> list[torch.Tensor]:
     """Every matrix one decode step multiplies: each layer's (fused where fused) and the output head."""
-    matrices = []
-    for layer in model.decoder.layers:
-        covered = {part for name, parts in FUSED.items() if name in layer for part in parts}  # in a fused matrix
-        matrices += [w for name, w in layer.items() if w.dim() == 2 and name not in covered]
-    return matrices + [model.decoder.lm_head]
+    return [w for layer in model.decoder.layers for w in multiplied(layer)] + [model.decoder.lm_head]
 
 
 def read_speed(matrices: list[torch.Tensor], batch: int, product, passes: int = 3) -> float:

@@ -35,6 +35,12 @@ def fuse_projections(weights: dict[str, torch.Tensor], prefix: str) -> None:
         weights[prefix + fused] = whole
 
 
+def multiplied(layer: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The matrices a layer's forward pass multiplies by: the fused ones where there are, not their parts."""
+    covered = {part for name, parts in FUSED.items() if name in layer for part in parts}
+    return [w for name, w in layer.items() if w.dim() == 2 and name not in covered]
+
+
 def unfused(layer: dict[str, torch.Tensor]) -> list[torch.Tensor]:
     """A layer's weight tensors with each one held once: the fused matrices' parts, not the matrices too."""
     return [t for name, t in layer.items() if name not in FUSED]
