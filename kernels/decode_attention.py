@@ -231,8 +231,8 @@ def decode_attention_ref(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, 
     logits = torch.matmul(qg, keys.k.float().permute(0, 2, 3, 1)) * scale  # [B, G, R, d] @ [B, G, d, N]
     write_listed_logits(logits_out, logits.view(batch, n_heads, -1), keys.layout)  # [B, H, N]
     masked = logits.masked_fill(unlisted(keys.layout.listed)[:, None, None, :], float("-inf"))
-    o, lse = softmax_values(masked, keys.v, kv_len)
-    return o.to(q.dtype), lse
+    weights, lse = softmax_weights(masked, kv_len)
+    return weighted_values(weights, keys.v).to(q.dtype), lse
 
 
 def same_length(kv_len: torch.Tensor) -> int:
@@ -246,12 +246,12 @@ def unlisted(listed: torch.Tensor) -> torch.Tensor:
     return _recent_masks.get((listed,), ("unlisted",), lambda: ~listed)
 
 
-def softmax_values(logits, v, kv_len):
-    """Softmax over N of logits `[B, G, R, N]` (fp32, -inf at the keys left out) and its weighted sum of v `[B, N, G, d]`.
+def softmax_weights(logits, kv_len):
+    """Softmax over N of logits `[B, G, R, N]` (fp32, -inf at the keys left out).
 
-    Returns o `[B, G*R, d]` fp32 and lse `[B, G*R]` fp32; a sequence with kv_len 0 gives o = 0 and
-    lse = -inf. Written out (not torch.logsumexp) to pass over the logits fewer times; the peak is
-    only a stabiliser, so gradients stay finite on empty rows.
+    Returns the weights `[B, G, R, N]` fp32 and lse `[B, G*R]` fp32; a sequence with kv_len 0 gets
+    all-zero weights and lse = -inf. Written out (not torch.softmax and torch.logsumexp) to pass
+    over the logits fewer times; the peak is only a stabiliser, so gradients stay finite on empty rows.
     """
     batch, n_kv, group_size, _ = logits.shape
     has_key = _recent_masks.get((kv_len,), ("has key",), lambda: None if bool((kv_len > 0).all())
@@ -263,11 +263,17 @@ def softmax_values(logits, v, kv_len):
     total = weights.sum(-1, keepdim=True)  # [B, G, R, 1]
     if has_key is not None:
         total = torch.where(has_key, total, 1.0)
-    o = torch.matmul(weights, v.float().permute(0, 2, 1, 3)) / total  # [B, G, R, N] @ [B, G, N, d]: the cache in place
     lse = peak + total.log()
     if has_key is not None:
         lse = torch.where(has_key, lse, float("-inf"))
-    return o.view(batch, n_kv * group_size, -1), lse.view(batch, n_kv * group_size)  # [B, G, R, .] -> [B, H, .]
+    return weights / total, lse.view(batch, n_kv * group_size)  # lse [B, G, R, 1] -> [B, H]
+
+
+def weighted_values(weights, v):
+    """`weights [B, G, R, N]` times the values `v [B, N, G, d]`: o `[B, G*R, d]` fp32."""
+    batch, n_kv, group_size, _ = weights.shape
+    o = torch.matmul(weights, v.float().permute(0, 2, 1, 3))  # [B, G, R, N] @ [B, G, N, d]: the cache in place
+    return o.view(batch, n_kv * group_size, -1)  # [B, G, R, d] -> [B, H, d]
 
 
 def write_listed_logits(logits_out, logits, layout: KeyLayout) -> None:

@@ -17,6 +17,7 @@ import triton.language as tl
 from kernels.aot import CompileCase, pointer
 from kernels.backend import FLOAT_DTYPES, interpreting
 from kernels.blocks import linear_blocks, linear_gpu_blocks
+from kernels.onednn import PACKED, onednn_linear, onednn_serves
 
 # activation name -> code of the kernel epilogue
 ACTIVATIONS = {None: 0, "gelu": 1, "gelu_tanh": 2, "quick_gelu": 3, "silu": 4}
@@ -132,35 +133,14 @@ def activation_ref(y, activation):
     raise ValueError(f"unknown activation {activation!r}; expected one of {list(ACTIVATIONS)}")
 
 
-ONEDNN = torch.backends.mkldnn.is_available()  # checked once, not at every product
-
-
-def onednn_linear(x, weight, bias=None):
-    """`x [M, K] @ weight.T + bias` by oneDNN's matmul as torch exposes it (the op Inductor's CPU backend
-    emits for linear layers), with no fused activation."""
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-
-def onednn_serves(x, weight, bias=None) -> bool:
-    """Whether `linear_ref` hands `x @ weight.T` to oneDNN: fp32 inference on a CPU, weight contiguous.
-
-    torch's `F.linear` calls MKL, whose matrix-vector product reads the weights at about a third of
-    copy bandwidth on an AMD EPYC; oneDNN's is faster there, and a decode step is little more than
-    reading every weight once. oneDNN has no autograd and no autocast, so
-    training (gradients or bf16 autocast) keeps `F.linear`.
-    """
-    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and weight.is_contiguous()
-            and ONEDNN and not torch.is_autocast_enabled("cpu")
-            and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))))
-
-
 def linear_ref(x, weight, bias=None, activation=None):
-    """Torch twin of `linear`."""
+    """Torch twin of `linear`: in fp32 inference on a CPU, oneDNN's product on a packed copy of the
+    weight (kernels/onednn.py); otherwise `F.linear`, which autograd and autocast follow."""
     if not onednn_serves(x, weight, bias):
         return activation_ref(F.linear(x, weight, bias), activation)
     n, k = weight.shape
     # oneDNN reads 2-D inputs fastest: [..., K] -> [M, K]
-    y = onednn_linear(x.reshape(-1, k), weight, bias)  # [M, N]
+    y = onednn_linear(x.reshape(-1, k), PACKED.get(weight), bias)  # [M, N]
     return activation_ref(y.view(*x.shape[:-1], n), activation)  # [M, N] -> [..., N]
 
 

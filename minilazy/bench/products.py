@@ -1,11 +1,11 @@
-"""How fast the CPU's matrix libraries read a decoder's weights: MKL (`F.linear`) against oneDNN.
+"""How fast the CPU's matrix libraries read a decoder's weights: MKL (`F.linear`) against oneDNN, plain and packed.
 
     python -m minilazy.bench.products --model out/bench-model --threads 2
 
 A decode step at batch B multiplies every weight matrix of the decoder by B rows, once. This times
 exactly those products (the fused matrices as the model holds them, and the output head), with
-torch's `F.linear` (MKL) and with the oneDNN op `kernels/linear.py` uses for fp32 inference, best of
-a few passes, and prints the bytes of weights read per second next to the machine's copy bandwidth.
+torch's `F.linear` (MKL), with oneDNN on the plain weights and with oneDNN on its packed copies (what
+`kernels/linear.py` uses for fp32 inference), best of a few passes, and prints the bytes of weights read per second next to the machine's copy bandwidth.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from kernels.linear import onednn_linear
+from kernels.onednn import PACKED, onednn_linear
 from minilazy.bench.measure import copy_bandwidth
 from minilazy.errors import InputError
 from minilazy.models.fused import multiplied
@@ -24,6 +24,7 @@ from minilazy.models.fused import multiplied
 LIBRARIES = {
     "MKL (F.linear)": F.linear,
     "oneDNN": onednn_linear,
+    "oneDNN packed": lambda x, w: onednn_linear(x, PACKED.get(w)),  # packed in the warm-up pass
 }
 
 

@@ -46,10 +46,11 @@ class LazyState:
         self.n_text = torch.zeros(batch, dtype=torch.int32, device=device)
         self.q_cache = q_cache
         heads = q_cache.shape[2]
-        self.image_logits = {
-            a: torch.zeros(batch, heads, self.image_width, dtype=torch.float32, device=device)
-            for a in fast_decode_anchors
-        }
+        with torch.inference_mode(False):  # normal tensors: their version counters tell the twins a new step's logits
+            self.image_logits = {
+                a: torch.zeros(batch, heads, self.image_width, dtype=torch.float32, device=device)
+                for a in fast_decode_anchors
+            }
         self._step, self._rows = None, None
         self.projection_rows = {"wq_skipped": 0, "wk_skipped": 0}  # token rows, summed over layers
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from kernels import decode_from_logits
 from kernels.attention import attention, attention_ref
 from kernels.decode_attention import decode_attention, decode_attention_ref
 from kernels.decode_from_logits import decode_attention_from_logits, decode_attention_from_logits_ref
@@ -116,3 +117,26 @@ def test_rejects_bad_logits_buffer():
     args, kwargs = make_case("gqa_ragged")
     with pytest.raises(ValueError, match="logits_out"):
         decode_attention(*args, **kwargs, logits_out=torch.zeros(3, 6, 7))
+
+
+@pytest.mark.parametrize("inference", [False, True], ids=["normal", "inference"])
+def test_from_logits_twin_computes_a_softmax_once_per_rewrite(inference, monkeypatch):
+    """Calls that share the logits (the lazy layers of one anchor) share one softmax; a rewrite in
+    place (the anchor's next step) is seen, also for an inference tensor, which is never memoised."""
+    calls = []
+    softmax = decode_from_logits.softmax_weights
+    monkeypatch.setattr(decode_from_logits, "softmax_weights", lambda *a: calls.append(1) or softmax(*a))
+    args, kwargs = make_case("gqa_gathered_dense")
+    (q, k_cache, v_cache, kv_len), slots = args, kwargs["key_slots"]
+    with torch.inference_mode(inference):
+        logits = logits_buffer(args, kwargs)
+        decode_attention_ref(*args, **kwargs, logits_out=logits)
+        first = decode_attention_from_logits_ref(logits, v_cache, kv_len, key_slots=slots)
+        again = decode_attention_from_logits_ref(logits, v_cache * 2, kv_len, key_slots=slots)
+        assert_close(again[0], 2 * first[0], 1e-5, 1e-5, what="o, other values")
+        assert len(calls) == (2 if inference else 1)
+        decode_attention_ref(q.flip(0), k_cache, v_cache, kv_len, **kwargs, logits_out=logits)  # rewritten in place
+        o, lse = decode_attention_from_logits_ref(logits, v_cache, kv_len, key_slots=slots)
+        o_ref, lse_ref = decode_attention_ref(q.flip(0), k_cache, v_cache, kv_len, **kwargs)
+    assert_close(o, o_ref, 1e-5, 1e-5, what="o after the rewrite")
+    assert_close(lse, lse_ref, 1e-5, 1e-5, what="lse after the rewrite")

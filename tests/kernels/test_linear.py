@@ -1,12 +1,13 @@
 """linear: the Triton kernel (interpreted) against its torch twin, and the twin against plain math."""
 
 import dataclasses
+import gc
 import math
 
 import pytest
 import torch
 
-from kernels import blocks, linear as linear_module
+from kernels import blocks, linear as linear_module, onednn
 from kernels.linear import ACTIVATIONS, linear, linear_ref
 from tests.helpers import TOLERANCES, assert_close
 
@@ -92,13 +93,13 @@ def test_twin_reads_fp32_weights_through_onednn(lead, activation, monkeypatch):
 def test_twin_keeps_f_linear_for_training():
     """Gradients and bf16 autocast (the demo training) need F.linear: oneDNN is not used for them."""
     x, weight, b = _inputs(3, 40, 24, torch.float32)
-    assert linear_module.onednn_serves(x, weight)
-    assert not linear_module.onednn_serves(x, weight, b.clone().requires_grad_())
-    assert not linear_module.onednn_serves(x, weight.requires_grad_())
+    assert onednn.onednn_serves(x, weight)
+    assert not onednn.onednn_serves(x, weight, b.clone().requires_grad_())
+    assert not onednn.onednn_serves(x, weight.requires_grad_())
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not linear_module.onednn_serves(x, weight.detach())
+        assert not onednn.onednn_serves(x, weight.detach())
         assert linear_ref(x, weight.detach(), b).dtype == torch.bfloat16
-    assert not linear_module.onednn_serves(x.double(), weight.double())
+    assert not onednn.onednn_serves(x.double(), weight.double())
 
 
 def test_twin_is_differentiable():
@@ -117,3 +118,27 @@ def test_linear_rejects_bad_input():
         linear(x, weight.half(), b)
     with pytest.raises(ValueError, match="contiguous"):
         linear(x, weight.T.contiguous().T, b)
+
+
+def test_twin_packs_each_inference_weight_once(monkeypatch):
+    """oneDNN's packed copy is made at a weight's first product, reused after, made again when the
+    weight changes in place, dropped with the weight, and never made for a trainable weight."""
+    packs = []
+    monkeypatch.setattr(onednn, "pack", lambda w: packs.append(1) or torch.ops.mkldnn._reorder_linear_weight(w))
+    x, weight, b = _inputs(4, 113, 37, torch.float32)
+    before = len(onednn.PACKED)
+    with torch.inference_mode():
+        first = linear_ref(x, weight, b)
+        assert_close(linear_ref(x, weight, b), first, 0, 0, "reused copy")
+    assert len(packs) == 1 and len(onednn.PACKED) == before + 1
+    weight.mul_(2)
+    with torch.no_grad():
+        assert_close(linear_ref(x, weight, b), 2 * first - b, 1e-5, 1e-5, "after an in-place change")
+    assert len(packs) == 2
+    del weight
+    gc.collect()
+    assert len(onednn.PACKED) == before
+    trainable = _inputs(4, 113, 37, torch.float32)[1].requires_grad_()
+    with torch.no_grad():  # a validation pass during training
+        assert_close(linear_ref(x, trainable), x @ trainable.T, 1e-5, 1e-5, "trainable weight")
+    assert len(packs) == 2 and len(onednn.PACKED) == before
