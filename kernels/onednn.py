@@ -7,9 +7,10 @@ reading every weight once. oneDNN is faster still on weights reordered into its 
 `python -m minilazy.bench.products` times the three.
 
 `PackedWeights` makes that copy the first time a weight is multiplied and keeps it for as long as
-the weight lives, so resident memory grows by one copy of every weight the model multiplies (the
-checkpoint's memory-mapped pages are clean and the OS may reclaim them). A weight changed in place
-is packed again; an inference tensor has no version counter, so it is packed once.
+the weight lives, so resident memory grows by one copy of every weight the model multiplies. A
+lazy layer's prefill multiplies the row views of its fused q/k/v matrix (models/fused.py) on their
+own, so those rows get a second packed copy. A weight changed in place is packed again; an
+inference tensor has no version counter, so it is packed once.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class PackedWeights:
 
     def __len__(self) -> int:
         return len(self._copies)
+
+    def __contains__(self, weight: torch.Tensor) -> bool:
+        return id(weight) in self._copies
 
     def get(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.requires_grad:

@@ -119,22 +119,25 @@ def test_rejects_bad_logits_buffer():
         decode_attention(*args, **kwargs, logits_out=torch.zeros(3, 6, 7))
 
 
-@pytest.mark.parametrize("inference", [False, True], ids=["normal", "inference"])
-def test_from_logits_twin_computes_a_softmax_once_per_rewrite(inference, monkeypatch):
+@pytest.mark.parametrize("run_mode, logits_mode", [(False, False), (True, False), (True, True)],
+                         ids=["normal", "normal logits in inference mode", "inference"])
+def test_from_logits_twin_computes_a_softmax_once_per_rewrite(run_mode, logits_mode, monkeypatch):
     """Calls that share the logits (the lazy layers of one anchor) share one softmax; a rewrite in
-    place (the anchor's next step) is seen, also for an inference tensor, which is never memoised."""
+    place (the anchor's next step) is seen. Generation runs in inference mode on logits allocated as
+    a normal tensor (LazyState); an inference tensor has no version counter and is never memoised."""
     calls = []
     softmax = decode_from_logits.softmax_weights
     monkeypatch.setattr(decode_from_logits, "softmax_weights", lambda *a: calls.append(1) or softmax(*a))
     args, kwargs = make_case("gqa_gathered_dense")
     (q, k_cache, v_cache, kv_len), slots = args, kwargs["key_slots"]
-    with torch.inference_mode(inference):
+    with torch.inference_mode(logits_mode):
         logits = logits_buffer(args, kwargs)
+    with torch.inference_mode(run_mode):
         decode_attention_ref(*args, **kwargs, logits_out=logits)
         first = decode_attention_from_logits_ref(logits, v_cache, kv_len, key_slots=slots)
         again = decode_attention_from_logits_ref(logits, v_cache * 2, kv_len, key_slots=slots)
         assert_close(again[0], 2 * first[0], 1e-5, 1e-5, what="o, other values")
-        assert len(calls) == (2 if inference else 1)
+        assert len(calls) == (2 if logits_mode else 1)
         decode_attention_ref(q.flip(0), k_cache, v_cache, kv_len, **kwargs, logits_out=logits)  # rewritten in place
         o, lse = decode_attention_from_logits_ref(logits, v_cache, kv_len, key_slots=slots)
         o_ref, lse_ref = decode_attention_ref(q.flip(0), k_cache, v_cache, kv_len, **kwargs)

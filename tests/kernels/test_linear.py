@@ -123,22 +123,22 @@ def test_linear_rejects_bad_input():
 def test_twin_packs_each_inference_weight_once(monkeypatch):
     """oneDNN's packed copy is made at a weight's first product, reused after, made again when the
     weight changes in place, dropped with the weight, and never made for a trainable weight."""
-    packs = []
+    packs, packed = [], onednn.PackedWeights()
     monkeypatch.setattr(onednn, "pack", lambda w: packs.append(1) or torch.ops.mkldnn._reorder_linear_weight(w))
+    monkeypatch.setattr(linear_module, "PACKED", packed)
     x, weight, b = _inputs(4, 113, 37, torch.float32)
-    before = len(onednn.PACKED)
     with torch.inference_mode():
         first = linear_ref(x, weight, b)
         assert_close(linear_ref(x, weight, b), first, 0, 0, "reused copy")
-    assert len(packs) == 1 and len(onednn.PACKED) == before + 1
+    assert len(packs) == 1 and weight in packed and len(packed) == 1
     weight.mul_(2)
     with torch.no_grad():
         assert_close(linear_ref(x, weight, b), 2 * first - b, 1e-5, 1e-5, "after an in-place change")
     assert len(packs) == 2
     del weight
     gc.collect()
-    assert len(onednn.PACKED) == before
+    assert len(packed) == 0
     trainable = _inputs(4, 113, 37, torch.float32)[1].requires_grad_()
     with torch.no_grad():  # a validation pass during training
         assert_close(linear_ref(x, trainable), x @ trainable.T, 1e-5, 1e-5, "trainable weight")
-    assert len(packs) == 2 and len(onednn.PACKED) == before
+    assert len(packs) == 2 and len(packed) == 0
