@@ -177,7 +177,7 @@ def test_table_names_each_transformers_ratio_once():
 
 
 def test_products_bench_times_each_decode_matrix_once(tmp_path, capsys):
-    """`python -m minilazy.bench.products`: every matrix a decode step multiplies, fused ones once, both libraries."""
+    """`python -m minilazy.bench.products`: every matrix a decode step multiplies, fused ones once, each library."""
     from minilazy.bench import products
     from minilazy.bench.measure import decoder_weight_bytes
     from minilazy.model import Model
@@ -195,5 +195,6 @@ def test_products_bench_times_each_decode_matrix_once(tmp_path, capsys):
     for batch, line in zip((1, 3), lines[1:]):
         speeds = [float(part.split()[-2]) for part in line.split(": ", 1)[1].split(", ")]
         assert line.startswith(f"batch {batch}: MKL (F.linear) ") and "oneDNN" in line and min(speeds) > 0
+        assert len(speeds) == len(products.LIBRARIES) and "oneDNN packed" in line
     with pytest.raises(SystemExit, match="batch sizes must be at least 1"):
         products.main(["--model", str(tmp_path), "--batch-sizes", "0"])

@@ -5,7 +5,8 @@
 A decode step at batch B multiplies every weight matrix of the decoder by B rows, once. This times
 exactly those products (the fused matrices as the model holds them, and the output head), with
 torch's `F.linear` (MKL), with oneDNN on the plain weights and with oneDNN on its packed copies (what
-`kernels/linear.py` uses for fp32 inference), best of a few passes, and prints the bytes of weights read per second next to the machine's copy bandwidth.
+`kernels/linear.py` uses for fp32 inference), best of a few passes, and prints the bytes of weights
+read per second next to the machine's copy bandwidth.
 """
 
 from __future__ import annotations
