@@ -9,13 +9,9 @@ Families (the keys of FAMILIES):
 - describe: "Describe the image."                    -> "large red circle at top left and small ..."
   (every object as `size colour shape at cell`, row-major over the cells, joined by "and")
 
-and the families that training may ask but the harness does not score (TRAINING_FAMILIES):
+and one family that training may ask but the harness does not score (TRAINING_FAMILIES):
 - where:    "What is the red circle at?"             -> "top left" (the object named must be unique;
   the words are the shipped tokenizer's); a relation question is two of these and a comparison
-- exist-hard: exist questions whose "no" names a colour and a shape that are both in the scene, on
-  different objects, wherever the scene has such a pair (the case that binds colour to shape)
-- relation-balanced: relation questions answered "yes" half the time (about a third in `relation`,
-  whose same-column and same-row pairs are all "no")
 """
 
 from __future__ import annotations
@@ -27,7 +23,7 @@ from minilazy.demo.scenes import CELL_NAMES, COLORS, SHAPES, SIZES, Scene, Scene
 
 FAMILIES = ("color", "shape", "count", "exist", "relation", "describe")
 SHORT_FAMILIES = FAMILIES[:-1]  # one-word answers; "describe" is the long one
-TRAINING_FAMILIES = SHORT_FAMILIES + ("where", "exist-hard", "relation-balanced")  # what training may ask
+TRAINING_FAMILIES = SHORT_FAMILIES + ("where",)  # the short families training may ask
 DESCRIBE_QUESTION = "Describe the image."
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds", "cross": "crosses"}
 
@@ -103,17 +99,13 @@ def ask_count(scene: Scene, rng: random.Random) -> QA:
     return QA("count", question, str(n))
 
 
-def ask_exist(scene: Scene, rng: random.Random, hard: bool = False) -> QA:
-    """Half the time an object of the scene; else an absent pair, with `hard` one whose colour and
-    shape are both in the scene when there is such a pair."""
+def ask_exist(scene: Scene, rng: random.Random) -> QA:
     present = {(o.color, o.shape) for o in scene.objects}
     if rng.random() < 0.5:
         color, shape = rng.choice(sorted(present))
     else:
         absent = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in present]
-        colors, shapes = {c for c, _ in present}, {s for _, s in present}
-        crossed = [(c, s) for c, s in absent if c in colors and s in shapes]
-        color, shape = rng.choice(crossed if hard and crossed else absent)
+        color, shape = rng.choice(absent)
     answer = "yes" if (color, shape) in present else "no"
     return QA("exist", f"Is there a {color} {shape}?", answer)
 
@@ -129,30 +121,17 @@ def named_objects(scene: Scene) -> list[tuple[SceneObject, str]]:
     return [(o, ref) for o in scene.objects if (ref := unique_reference(scene, o))]
 
 
-RELATIONS = ("left of", "above")  # what `ask_relation` asks
-
-
-def relation_qa(first: tuple[SceneObject, str], relation: str, second: tuple[SceneObject, str]) -> QA:
-    """"Is the {first} {relation} the {second}?" about two (object, reference) pairs."""
-    (a, ref_a), (b, ref_b) = first, second
-    holds = a.col < b.col if relation == "left of" else a.row < b.row
-    return QA("relation", f"Is the {ref_a} {relation} the {ref_b}?", "yes" if holds else "no")
-
-
-def ask_relation(scene: Scene, rng: random.Random, balanced: bool = False) -> QA | None:
-    """Two named objects and a relation at random; `balanced` then draws the answer first, "yes" or
-    "no" alike, and a question with that answer where the scene has one."""
+def ask_relation(scene: Scene, rng: random.Random) -> QA | None:
     named = named_objects(scene)
     if len(named) < 2:
         return None
-    first, second = rng.sample(named, 2)
-    qa = relation_qa(first, "left of" if rng.random() < 0.5 else "above", second)
-    if balanced:
-        wanted = rng.choice(("yes", "no"))
-        options = [q for a in named for b in named if a is not b for r in RELATIONS
-                   if (q := relation_qa(a, r, b)).answer == wanted]
-        qa = rng.choice(options) if options else qa
-    return qa
+    (a, ref_a), (b, ref_b) = rng.sample(named, 2)
+    if rng.random() < 0.5:
+        return QA("relation", f"Is the {ref_a} left of the {ref_b}?", "yes" if a.col < b.col else "no")
+    return QA("relation", f"Is the {ref_a} above the {ref_b}?", "yes" if a.row < b.row else "no")
+
+
+RELATIONS = ("left of", "above")  # what `ask_relation` asks
 
 
 def relation_subject(question: str) -> tuple[str, str, str]:
@@ -178,8 +157,6 @@ def ask_describe(scene: Scene, rng: random.Random) -> QA:
 ASKERS = {
     "color": ask_color, "shape": ask_shape, "count": ask_count,
     "exist": ask_exist, "relation": ask_relation, "describe": ask_describe, "where": ask_where,
-    "exist-hard": lambda scene, rng: ask_exist(scene, rng, hard=True),
-    "relation-balanced": lambda scene, rng: ask_relation(scene, rng, balanced=True),
 }
 
 

@@ -31,15 +31,13 @@ PHASES = (
     (13, 1800, "--lr 1.5e-3 --warmup 80 --batch-size 12 --describe-prob 0.5 --curriculum 0.3"),
     (10, 1150, "--lr 1e-3 --warmup 20 --describe-prob 0.4 --curriculum 0.1"),
     (11, 1300, "--lr 6e-4 --warmup 20 --describe-prob 0.25 --curriculum 0.05 "
-               "--families color color shape count exist-hard relation-balanced relation-balanced"),
+               "--families color color shape count exist relation relation"),
     (16, 2000, "--lr 6e-4 --warmup 20 --describe-prob 0.2 --curriculum 0.05 "
-               "--families color where where relation-balanced relation-balanced shape count exist-hard"),
+               "--families color where where relation relation shape count exist"),
     (8, 1000, "--lr 5e-4 --warmup 20 --describe-prob 0.15 --curriculum 0.05 "
-              "--families color where relation-balanced relation-balanced shape count "
-              "exist-hard exist-hard exist-hard"),
-    (24, 3100, "--lr 5e-4 --warmup 20 --describe-prob 0.15 --curriculum 0.05 "
-               "--families color where where relation-balanced relation-balanced relation-balanced "
-               "shape count count exist-hard"),
+              "--families color where relation relation shape count exist exist exist"),
+    (20, 2500, "--lr 5e-4 --warmup 20 --describe-prob 0.15 --curriculum 0.05 "
+               "--families color where where relation relation relation shape count count exist"),
 )
 VISION_MINUTES = 5
 
