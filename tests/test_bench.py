@@ -198,3 +198,27 @@ def test_products_bench_times_each_decode_matrix_once(tmp_path, capsys):
         assert len(speeds) == len(products.LIBRARIES) and "oneDNN packed" in line
     with pytest.raises(SystemExit, match="batch sizes must be at least 1"):
         products.main(["--model", str(tmp_path), "--batch-sizes", "0"])
+
+
+def test_attention_reads_bench_times_each_reader(tmp_path, capsys):
+    """`python -m minilazy.bench.attention_reads`: caches of the model's shapes, each reader a speed, clear errors."""
+    from minilazy.bench import attention_reads
+    from minilazy.config import load_config
+
+    save_llama(tmp_path, hidden=64, layers=3)
+    config = load_config(tmp_path)
+    cache = attention_reads.caches(config, batch=2, tokens=70)
+    assert len(cache.layers) == 3 and cache[0].k.shape == (2, 70 + attention_reads.SPARE_SLOTS,
+                                                            config.text.num_key_value_heads, config.text.head_dim)
+    assert all(layer.k.abs().sum() > 0 and layer.v.abs().sum() > 0 for layer in cache.layers)  # not the zeros
+    attention_reads.main(["--model", str(tmp_path), "--tokens", "70", "--batch-sizes", "1", "3", "--threads", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("3 layers") and "70 keys" in lines[0] and len(lines) == 3
+    for batch, line in zip((1, 3), lines[1:]):
+        parts = line.split(": ", 1)[1].split(", ")
+        assert line.startswith(f"batch {batch}: read ") and len(parts) == 3
+        assert all(float(part.split()[-2]) > 0 for part in parts)
+    with pytest.raises(SystemExit, match="at least 1"):
+        attention_reads.main(["--model", str(tmp_path), "--tokens", "0"])
+    with pytest.raises(SystemExit, match="no config.json"):
+        attention_reads.main(["--model", str(tmp_path / "missing")])

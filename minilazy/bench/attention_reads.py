@@ -1,0 +1,102 @@
+"""How fast the CPU twins' decode attention reads the KV cache, against a plain read of the same bytes.
+
+    python -m minilazy.bench.attention_reads --model out/bench-model --tokens 1100 --threads 2
+
+A decode step's attention reads each layer's keys and values once: at batch 16 and about 1,100
+prompt tokens that is most of the step's bytes. This times, over caches of the model's shapes (one
+per layer, laid out as minilazy/kv_cache.py allocates them, so that they do not all fit in the CPU's
+caches), best of a few passes:
+
+- `read`: a sum over the keys and values, the bandwidth any reader of these bytes could reach;
+- `decode attention`: `decode_attention_ref`, as a full-attention layer's decode step calls it
+  (torch's fused CPU attention), over the same keys and values;
+- `values from logits`: `decode_attention_from_logits_ref`, a lazy layer's image pass on the decode
+  fast path (stored logits, one shared softmax, then the values), over the values only.
+
+It prints the bytes read per second of each, next to the machine's copy bandwidth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from kernels.decode_attention import decode_attention_ref
+from kernels.decode_from_logits import decode_attention_from_logits_ref
+from minilazy.bench.measure import copy_bandwidth
+from minilazy.config import load_config
+from minilazy.errors import InputError
+from minilazy.kv_cache import KVCache, full_attention_bytes
+
+SPARE_SLOTS = 64  # slots past the prompt, as a generation call allocates for its new tokens
+
+
+def caches(config, batch: int, tokens: int) -> KVCache:
+    t = config.text
+    shapes = [(tokens + SPARE_SLOTS, tokens + SPARE_SLOTS)] * t.num_hidden_layers
+    cache = KVCache.allocate(shapes, batch, t.num_key_value_heads, t.head_dim, torch.float32, "cpu")
+    for layer in cache.layers:
+        layer.k.normal_()
+        layer.v.normal_()
+    return cache
+
+
+def read_speeds(config, batch: int, tokens: int, passes: int = 3) -> dict[str, float]:
+    """Bytes per second of each reader (see the module docstring) over every layer's cache, best of `passes`."""
+    t = config.text
+    cache = caches(config, batch, tokens)
+    kv_len = torch.full((batch,), tokens, dtype=torch.int32)
+    q = torch.randn(batch, t.num_attention_heads, t.head_dim)
+    with torch.inference_mode(False):  # a normal tensor, as the lazy state allocates: its softmax is shared
+        logits = torch.randn(batch, t.num_attention_heads, cache[0].v.shape[1])  # one per slot, as the kernels take
+    scale = t.head_dim**-0.5
+    # each reader with the share of the keys and values it reads
+    readers = {
+        "read": (lambda c: (c.k[:, :tokens].sum(), c.v[:, :tokens].sum()), 1.0),
+        "decode attention": (lambda c: decode_attention_ref(q, c.k, c.v, kv_len, scale=scale), 1.0),
+        "values from logits": (lambda c: decode_attention_from_logits_ref(logits, c.v, kv_len), 0.5),
+    }
+    kv_bytes = full_attention_bytes(config, batch, tokens, element_size=4)
+    speeds = {}
+    for name, (reader, share) in readers.items():
+        best = float("inf")
+        for _ in range(passes + 1):  # the first pass warms the libraries' caches of prepared shapes
+            start = time.perf_counter()
+            for layer in cache.layers:
+                reader(layer)
+            best = min(best, time.perf_counter() - start)
+        speeds[name] = share * kv_bytes / best
+    return speeds
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m minilazy.bench.attention_reads",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="weights/demo",
+                        help="model directory; only its config is read (default: weights/demo)")
+    parser.add_argument("--tokens", type=int, default=1100, help="keys per sequence (default: 1100)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16], metavar="B",
+                        help="sequences per decode step (default: 1 16)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if any(b < 1 for b in args.batch_sizes) or args.tokens < 1:
+        raise SystemExit(f"error: batch sizes and --tokens must be at least 1, got {args.batch_sizes} and "
+                         f"{args.tokens}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        config = load_config(args.model)
+    except InputError as err:
+        raise SystemExit(f"error: {err}") from None
+    t = config.text
+    print(f"{t.num_hidden_layers} layers, {t.num_key_value_heads} kv heads of {t.head_dim}, {args.tokens} keys; "
+          f"copy bandwidth {copy_bandwidth(torch.device('cpu')) / 1e9:.1f} GB/s; {torch.get_num_threads()} threads")
+    for batch in args.batch_sizes:
+        speeds = read_speeds(config, batch, args.tokens)
+        print(f"batch {batch}: " + ", ".join(f"{name} {speed / 1e9:.1f} GB/s" for name, speed in speeds.items()))
+
+
+if __name__ == "__main__":
+    main()
