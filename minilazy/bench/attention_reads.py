@@ -11,7 +11,8 @@ caches), best of a few passes:
 - `decode attention`: `decode_attention_ref`, as a full-attention layer's decode step calls it
   (torch's fused CPU attention), over the same keys and values;
 - `values from logits`: `decode_attention_from_logits_ref`, a lazy layer's image pass on the decode
-  fast path (stored logits, one shared softmax, then the values), over the values only.
+  fast path, over the values only: stored logits, whose softmax every layer here shares (in a
+  generation the lazy layers of one anchor share it), then the values.
 
 It prints the bytes read per second of each, next to the machine's copy bandwidth.
 """
@@ -34,6 +35,7 @@ SPARE_SLOTS = 64  # slots past the prompt, as a generation call allocates for it
 
 
 def caches(config, batch: int, tokens: int) -> KVCache:
+    """One fp32 key and value cache per layer, `tokens` keys per sequence plus spare slots, filled with noise."""
     t = config.text
     shapes = [(tokens + SPARE_SLOTS, tokens + SPARE_SLOTS)] * t.num_hidden_layers
     cache = KVCache.allocate(shapes, batch, t.num_key_value_heads, t.head_dim, torch.float32, "cpu")
