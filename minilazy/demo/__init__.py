@@ -3,6 +3,7 @@
 scenes.py draws and renders scenes, questions.py asks questions with one right answer,
 tokenizer.py trains the word-level tokenizer, dataset.py builds training conversations,
 initialization.py holds the config and random initialisation, train.py trains with minilazy's own
-model code on the torch backend, evaluate.py scores held-out scenes, examples.py writes
-the example images.
+model code on the torch backend, recipe.py chains its phases into one run, evaluate.py scores
+held-out scenes, relation_probe.py and position_probe.py look into the relation questions, and
+examples.py writes the example images.
 """

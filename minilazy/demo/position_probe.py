@@ -1,0 +1,133 @@
+"""Where the demo model loses "left of": linear probes of a relation question's last token, layer by layer.
+
+    python -m minilazy.demo.position_probe --model weights/demo --n 600
+
+The answer to "Is the red circle left of the square?" is read at the prompt's last token, so the
+columns of both objects (or their rows, for "above") have to reach it. This takes the residual
+stream there at the input of every decoder layer, fits a linear probe to it (least squares onto
+one-hot targets) for the row and the column of each of the two objects and for the right answer,
+on relation questions about training scenes, and scores it on as many held-out ones. Columns read
+as well as rows would put the failure in the comparison; columns that never reach the token put
+it in what the model gathers from the image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+
+import torch
+from tqdm import tqdm
+
+from minilazy.attention import LayerSetup
+from minilazy.config import write_json
+from minilazy.demo.dataset import EVAL_SEED_START, IMAGE_TOKENS, pad_batch
+from minilazy.demo.questions import QA, ask, named_objects, relation_subject
+from minilazy.demo.scenes import make_scene, render
+from minilazy.kv_cache import KVCache
+from minilazy.prompts import ImageLayout, build_prompt
+
+TARGETS = ("row a", "column a", "row b", "column b", "answer")
+RIDGE = 1e-3  # times the mean of the states' squared norms: keeps the solve well posed
+
+
+def relation_items(n: int, first_seed: int) -> list[tuple[int, QA]]:
+    """`n` relation questions about the scenes from `first_seed` on (scenes without two named objects skipped)."""
+    items, seed = [], first_seed
+    while len(items) < n:
+        if (qa := ask(make_scene(seed), "relation", random.Random(f"position probe {seed}"))) is not None:
+            items.append((seed, qa))
+        seed += 1
+    return items
+
+
+def targets(seed: int, qa: QA) -> list[int]:
+    """The class of each of TARGETS for one question: rows and columns 0-2, the answer 1 for "yes"."""
+    by_reference = {ref: obj for obj, ref in named_objects(make_scene(seed))}
+    ref_a, _, ref_b = relation_subject(qa.question)
+    a, b = by_reference[ref_a], by_reference[ref_b]
+    return [a.row, a.col, b.row, b.col, int(qa.answer == "yes")]
+
+
+@torch.no_grad()
+def last_token_states(pipeline, items: list[tuple[int, QA]], batch_size: int = 50) -> torch.Tensor:
+    """The residual stream at each prompt's last token at the input of every decoder layer: `[L, N, D]`."""
+    model, text = pipeline.model, pipeline.model.config.text
+    per_batch = []
+    for i in tqdm(range(0, len(items), batch_size), desc="states", unit="batch"):
+        chunk = items[i: i + batch_size]
+        prompts = [build_prompt("llava", pipeline.tokenizer, qa.question, ImageLayout(IMAGE_TOKENS)) for _, qa in chunk]
+        batch = pad_batch(pipeline.tokenizer, [(ids, [False] * len(ids)) for ids in prompts],
+                          pipeline.processor([render(make_scene(seed)) for seed, _ in chunk]))
+        last = batch.lengths - 1  # [B]
+        states = []
+
+        def capture(layer, update, residual, ctx):
+            stream = update if residual is None else update + residual  # [B, T, D]
+            states.append(stream[torch.arange(len(last)), last].float())  # [B, D]
+            return update, residual, ctx
+
+        def layout(_model, _ids, _lengths, width, _slots):
+            cache = KVCache.allocate([(width, width)] * text.num_hidden_layers, len(chunk), text.num_key_value_heads,
+                                     text.head_dim, model.dtype, model.device)
+            return LayerSetup(cache, transition=capture)
+
+        model.forward_logits(batch.input_ids, batch.pixel_values, batch.lengths, cache_layout=layout)
+        per_batch.append(torch.stack(states))  # [L, B, D]
+    return torch.cat(per_batch, dim=1)  # [L, N, D]
+
+
+def probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor) -> float:
+    """Held-out accuracy of a least-squares probe from states `[N, D]` onto the one-hot classes `[N]`."""
+    def with_bias(x):
+        return torch.cat([x, torch.ones(len(x), 1)], dim=1).double()  # [N, D + 1]
+
+    x = with_bias(train_x)
+    one_hot = torch.nn.functional.one_hot(train_y, int(max(train_y.max(), test_y.max())) + 1).double()  # [N, C]
+    ridge = RIDGE * float((x * x).sum(1).mean())
+    weights = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=x.dtype), x.T @ one_hot)  # [D+1, C]
+    return float(((with_bias(test_x) @ weights).argmax(1) == test_y).double().mean())
+
+
+def position_probe(pipeline, n: int) -> dict:
+    """Probe accuracy per layer and target, `n` training and `n` held-out relation questions."""
+    train, test = relation_items(n, 0), relation_items(n, EVAL_SEED_START)
+    train_y, test_y = (torch.tensor([targets(seed, qa) for seed, qa in items]) for items in (train, test))  # [N, 5]
+    train_x, test_x = last_token_states(pipeline, train), last_token_states(pipeline, test)  # [L, N, D]
+    majority = [float((test_y[:, t] == train_y[:, t].mode().values).double().mean()) for t in range(len(TARGETS))]
+    layers = [{name: probe_accuracy(train_x[layer], train_y[:, t], test_x[layer], test_y[:, t])
+               for t, name in enumerate(TARGETS)} for layer in range(train_x.shape[0])]
+    return {"n_train": n, "n_test": n, "majority": dict(zip(TARGETS, majority)), "layers": layers}
+
+
+def format_table(result: dict) -> str:
+    lines = [f"{'input of layer':<16}" + "".join(f"{name:>10}" for name in TARGETS)]
+    for layer, row in enumerate(result["layers"]):
+        lines.append(f"{layer:<16}" + "".join(f"{row[name]:>10.1%}" for name in TARGETS))
+    lines.append(f"{'majority':<16}" + "".join(f"{result['majority'][name]:>10.1%}" for name in TARGETS))
+    lines.append(f"linear probes of the prompt's last token: {result['n_train']} relation questions about training "
+                 f"scenes, scored on {result['n_test']} held-out ones; a is the first object named, b the second")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    from minilazy.pipeline import Pipeline
+
+    parser = argparse.ArgumentParser(description="Linear probes of a relation question's last token in every decoder "
+                                                 "layer: do both objects' rows and columns reach it?")
+    parser.add_argument("--model", default="weights/demo", help="model directory (default: weights/demo)")
+    parser.add_argument("--n", type=int, default=600,
+                        help="relation questions to fit on (training scenes) and as many to score on (held out); "
+                             "default 600")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    if args.n < 10:
+        raise SystemExit(f"error: --n must be at least 10 for a probe to mean anything, got {args.n}")
+    result = position_probe(Pipeline.load(args.model, dtype="fp32"), args.n)
+    print(format_table(result))
+    if args.json:
+        write_json(args.json, result)
+
+
+if __name__ == "__main__":
+    main()
