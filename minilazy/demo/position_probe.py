@@ -13,15 +13,14 @@ it in what the model gathers from the image.
 
 from __future__ import annotations
 
-import argparse
 import random
 
 import torch
 from tqdm import tqdm
 
 from minilazy.attention import LayerSetup
-from minilazy.config import write_json
 from minilazy.demo.dataset import EVAL_SEED_START, IMAGE_TOKENS, pad_batch
+from minilazy.demo.probe_command import run_probe
 from minilazy.demo.questions import QA, ask, named_objects, relation_subject
 from minilazy.demo.scenes import make_scene, render
 from minilazy.kv_cache import KVCache
@@ -111,22 +110,9 @@ def format_table(result: dict) -> str:
 
 
 def main(argv=None) -> None:
-    from minilazy.pipeline import Pipeline
-
-    parser = argparse.ArgumentParser(description="Linear probes of a relation question's last token in every decoder "
-                                                 "layer: do both objects' rows and columns reach it?")
-    parser.add_argument("--model", default="weights/demo", help="model directory (default: weights/demo)")
-    parser.add_argument("--n", type=int, default=600,
-                        help="relation questions to fit on (training scenes) and as many to score on (held out); "
-                             "default 600")
-    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    args = parser.parse_args(argv)
-    if args.n < 10:
-        raise SystemExit(f"error: --n must be at least 10 for a probe to mean anything, got {args.n}")
-    result = position_probe(Pipeline.load(args.model, dtype="fp32"), args.n)
-    print(format_table(result))
-    if args.json:
-        write_json(args.json, result)
+    run_probe(argv, "Linear probes of a relation question's last token in every decoder layer: do both objects' "
+                    "rows and columns reach it?", position_probe, format_table, n_default=600,
+              n_help="relation questions to fit on (training scenes), and as many to score on (held out)", n_min=10)
 
 
 if __name__ == "__main__":

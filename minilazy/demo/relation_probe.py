@@ -13,13 +13,11 @@ the other way round. The table gives accuracy per relation case of the original 
 
 from __future__ import annotations
 
-import argparse
-
 from PIL import Image
 from tqdm import tqdm
 
-from minilazy.config import write_json
 from minilazy.demo.evaluate import RELATION_CASES, greedy_answers, held_out_questions, relation_case, score_cases
+from minilazy.demo.probe_command import run_probe
 from minilazy.demo.questions import RELATIONS, relation_subject
 from minilazy.demo.scenes import make_scene
 
@@ -59,19 +57,9 @@ def format_table(result: dict) -> str:
 
 
 def main(argv=None) -> None:
-    from minilazy.pipeline import Pipeline
-
-    parser = argparse.ArgumentParser(description="Relation questions about the scenes as drawn and transposed "
-                                                 "(left of <-> above): do the demo model's errors follow the image?")
-    parser.add_argument("--model", default="weights/demo", help="model directory (default: weights/demo)")
-    parser.add_argument("--n", type=int, default=1000,
-                        help="held-out questions to take the relation ones from, as in eval (default 1000: 166)")
-    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    args = parser.parse_args(argv)
-    result = probe(Pipeline.load(args.model, dtype="fp32"), args.n)
-    print(format_table(result))
-    if args.json:
-        write_json(args.json, result)
+    run_probe(argv, "Relation questions about the scenes as drawn and transposed (left of <-> above): do the demo "
+                    "model's errors follow the image?", probe, format_table, n_default=1000,
+              n_help="held-out questions to take the relation ones from, as in eval (1000 hold 166)", n_min=6)
 
 
 if __name__ == "__main__":

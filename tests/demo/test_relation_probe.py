@@ -3,6 +3,7 @@
 import random
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from minilazy.demo.evaluate import RELATION_CASES, relation_case
@@ -49,3 +50,10 @@ def test_probe_runs_on_the_shipped_model_and_prints_both_views():
     for view in ("as drawn", "transposed"):
         assert sum(row["total"] for row in result[view].values()) == 2
     assert "transposed" in format_table(result).splitlines()[0]
+
+
+def test_too_few_questions_is_a_clear_error():
+    from minilazy.demo.relation_probe import main
+
+    with pytest.raises(SystemExit, match="at least 6"):
+        main(["--n", "2"])
