@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 
 from minilazy.config import write_json
+from minilazy.demo.dataset import IMAGE_TOKENS
+from minilazy.errors import InputError
 
 
 def run_probe(argv, description: str, probe, format_table, n_default: int, n_help: str, n_min: int = 1) -> None:
@@ -22,7 +24,14 @@ def run_probe(argv, description: str, probe, format_table, n_default: int, n_hel
     args = parser.parse_args(argv)
     if args.n < n_min:
         raise SystemExit(f"error: --n must be at least {n_min}, got {args.n}")
-    result = probe(Pipeline.load(args.model, dtype="fp32"), args.n)
+    try:
+        pipeline = Pipeline.load(args.model, dtype="fp32")
+    except InputError as err:
+        raise SystemExit(f"error: {err}") from None
+    if pipeline.config.model_type != "llava" or pipeline.config.image_tokens_per_image != IMAGE_TOKENS:
+        raise SystemExit(f"error: {args.model} is not a demo model (a llava checkpoint with {IMAGE_TOKENS} image "
+                         f"tokens, as python -m minilazy.demo.train writes); the probes ask about its scenes")
+    result = probe(pipeline, args.n)
     print(format_table(result))
     if args.json:
         write_json(args.json, result)

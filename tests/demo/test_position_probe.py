@@ -34,3 +34,14 @@ def test_too_few_questions_is_a_clear_error():
 
     with pytest.raises(SystemExit, match="at least 10"):
         main(["--n", "5"])
+
+
+def test_a_model_that_is_not_a_demo_model_is_a_clear_error(tmp_path):
+    from minilazy.demo.position_probe import main
+    from tests.runtime.tiny_models import save_llama
+
+    with pytest.raises(SystemExit, match="no such model directory"):
+        main(["--model", str(tmp_path / "missing")])
+    save_llama(tmp_path)
+    with pytest.raises(SystemExit, match="not a demo model"):
+        main(["--model", str(tmp_path)])
