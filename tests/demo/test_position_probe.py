@@ -38,10 +38,11 @@ def test_too_few_questions_is_a_clear_error():
 
 def test_a_model_that_is_not_a_demo_model_is_a_clear_error(tmp_path):
     from minilazy.demo.position_probe import main
-    from tests.runtime.tiny_models import save_llama
+    from tests.runtime.tiny_models import save_llama, save_tokenizer
 
     with pytest.raises(SystemExit, match="no such model directory"):
         main(["--model", str(tmp_path / "missing")])
     save_llama(tmp_path)
+    save_tokenizer(tmp_path)
     with pytest.raises(SystemExit, match="not a demo model"):
         main(["--model", str(tmp_path)])
