@@ -1,6 +1,6 @@
 """How fast the CPU twins' decode attention reads the KV cache, against a plain read of the same bytes.
 
-    python -m minilazy.bench.attention_reads --model out/bench-model --tokens 1100 --threads 2
+    python -m minilazy.bench.attention_reads --model out/bench-model --tokens 1141 --threads 2
 
 A decode step's attention reads each layer's keys and values once: at batch 16 and about 1,100
 prompt tokens that is most of the step's bytes. This times, over caches of the model's shapes (one
@@ -11,8 +11,9 @@ caches), best of a few passes:
 - `decode attention`: `decode_attention_ref`, as a full-attention layer's decode step calls it
   (torch's fused CPU attention), over the same keys and values;
 - `values from logits`: `decode_attention_from_logits_ref`, a lazy layer's image pass on the decode
-  fast path, over the values only: stored logits, whose softmax every layer here shares (in a
-  generation the lazy layers of one anchor share it), then the values.
+  fast path, over the values only (the key bucket's rows, `kernels/key_list.py`): every layer here
+  shares one set of logits, so their softmax is computed once, in the warm-up pass, and the times
+  leave it out (in a generation it runs once per anchor and step).
 
 It prints the bytes read per second of each, next to the machine's copy bandwidth.
 """
@@ -26,10 +27,11 @@ import torch
 
 from kernels.decode_attention import decode_attention_ref
 from kernels.decode_from_logits import decode_attention_from_logits_ref
+from kernels.key_list import bucket
 from minilazy.bench.measure import copy_bandwidth
 from minilazy.config import load_config
 from minilazy.errors import InputError
-from minilazy.kv_cache import KVCache, full_attention_bytes
+from minilazy.kv_cache import KVCache
 
 SPARE_SLOTS = 64  # slots past the prompt, as a generation call allocates for its new tokens
 
@@ -45,31 +47,35 @@ def caches(config, batch: int, tokens: int) -> KVCache:
     return cache
 
 
-def read_speeds(config, batch: int, tokens: int, passes: int = 3) -> dict[str, float]:
-    """Bytes per second of each reader (see the module docstring) over every layer's cache, best of `passes`."""
+def read_speeds(config, batch: int, tokens: int, passes: int = 10) -> dict[str, float]:
+    """Bytes per second of each reader (see the module docstring) over every layer's cache, the best of
+    `passes` timed passes after a warm-up one."""
     t = config.text
     cache = caches(config, batch, tokens)
     kv_len = torch.full((batch,), tokens, dtype=torch.int32)
     q = torch.randn(batch, t.num_attention_heads, t.head_dim)
-    with torch.inference_mode(False):  # a normal tensor, as the lazy state allocates: its softmax is shared
+    with torch.inference_mode(False):  # a normal tensor even for a caller in inference mode, as the lazy state makes
         logits = torch.randn(batch, t.num_attention_heads, cache[0].v.shape[1])  # one per slot, as the kernels take
     scale = t.head_dim**-0.5
-    # each reader with the share of the keys and values it reads
+    # each reader with the cache rows it reads per layer: keys and values, or the values' key bucket
     readers = {
-        "read": (lambda c: (c.k[:, :tokens].sum(), c.v[:, :tokens].sum()), 1.0),
-        "decode attention": (lambda c: decode_attention_ref(q, c.k, c.v, kv_len, scale=scale), 1.0),
-        "values from logits": (lambda c: decode_attention_from_logits_ref(logits, c.v, kv_len), 0.5),
+        "read": (lambda c: (c.k[:, :tokens].sum(), c.v[:, :tokens].sum()), 2 * tokens),
+        "decode attention": (lambda c: decode_attention_ref(q, c.k, c.v, kv_len, scale=scale), 2 * tokens),
+        "values from logits": (lambda c: decode_attention_from_logits_ref(logits, c.v, kv_len),
+                               min(bucket(tokens), cache[0].v.shape[1])),
     }
-    kv_bytes = full_attention_bytes(config, batch, tokens, element_size=4)
+    row_bytes = batch * t.num_key_value_heads * t.head_dim * 4 * t.num_hidden_layers  # one slot of every layer, fp32
+
+    def seconds(reader) -> float:
+        start = time.perf_counter()
+        for layer in cache.layers:
+            reader(layer)
+        return time.perf_counter() - start
+
     speeds = {}
-    for name, (reader, share) in readers.items():
-        best = float("inf")
-        for _ in range(passes + 1):  # the first pass warms the libraries' caches of prepared shapes
-            start = time.perf_counter()
-            for layer in cache.layers:
-                reader(layer)
-            best = min(best, time.perf_counter() - start)
-        speeds[name] = share * kv_bytes / best
+    for name, (reader, rows) in readers.items():
+        seconds(reader)  # warm-up: the libraries' caches of prepared shapes, the shared softmax
+        speeds[name] = rows * row_bytes / min(seconds(reader) for _ in range(passes))
     return speeds
 
 
@@ -78,7 +84,8 @@ def main(argv=None) -> None:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="weights/demo",
                         help="model directory; only its config is read (default: weights/demo)")
-    parser.add_argument("--tokens", type=int, default=1100, help="keys per sequence (default: 1100)")
+    parser.add_argument("--tokens", type=int, default=1141,
+                        help="keys per sequence (default: 1141, the bench's image prompt on the SmolVLM-sized model)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16], metavar="B",
                         help="sequences per decode step (default: 1 16)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

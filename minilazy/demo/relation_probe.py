@@ -18,10 +18,11 @@ from tqdm import tqdm
 
 from minilazy.demo.evaluate import RELATION_CASES, greedy_answers, held_out_questions, relation_case, score_cases
 from minilazy.demo.probe_command import run_probe
-from minilazy.demo.questions import RELATIONS, relation_subject
+from minilazy.demo.questions import FAMILIES, RELATIONS, relation_subject
 from minilazy.demo.scenes import make_scene
 
 SWAP = dict(zip(RELATIONS, reversed(RELATIONS)))  # "left of" <-> "above"
+FEWEST = FAMILIES.index("relation") + 1  # held-out questions that hold a relation one (families rotate)
 
 
 def transposed_view(question: str, image: Image.Image) -> tuple[str, Image.Image]:
@@ -35,7 +36,7 @@ def probe(pipeline, n: int, batch_size: int = 50) -> dict:
     among `n` held-out questions."""
     items = [(seed, qa) for seed, qa in held_out_questions(n) if qa.family == "relation"]
     if not items:
-        raise ValueError(f"no relation question among {n} held-out questions; ask for more (--n 6 or more)")
+        raise ValueError(f"no relation question among {n} held-out questions; ask for more (--n {FEWEST} or more)")
     cases = [relation_case(make_scene(seed), qa.question) for seed, qa in items]
     result = {"n_relation": len(items)}
     for name, view in (("as drawn", None), ("transposed", transposed_view)):
@@ -59,7 +60,7 @@ def format_table(result: dict) -> str:
 def main(argv=None) -> None:
     run_probe(argv, "Relation questions about the scenes as drawn and transposed (left of <-> above): do the demo "
                     "model's errors follow the image?", probe, format_table, n_default=1000,
-              n_help="held-out questions to take the relation ones from, as in eval (1000 hold 166)", n_min=6)
+              n_help="held-out questions to take the relation ones from, as in eval (1000 hold 166)", n_min=FEWEST)
 
 
 if __name__ == "__main__":

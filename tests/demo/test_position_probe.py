@@ -4,7 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from minilazy.demo.position_probe import TARGETS, format_table, position_probe, relation_items, targets
+from minilazy.demo.position_probe import (
+    BY_RELATION, TARGETS, format_table, position_probe, relation_items, targets,
+)
+from minilazy.demo.dataset import EVAL_SEED_START
 from minilazy.demo.questions import relation_subject
 from minilazy.pipeline import Pipeline
 
@@ -21,10 +24,15 @@ def test_targets_give_each_question_its_answer():
 
 def test_probes_are_at_chance_on_the_embeddings_and_read_the_first_row_later():
     result = position_probe(Pipeline.load(MODEL_DIR), n=60)
-    assert len(result["layers"]) == 12 and set(result["layers"][0]) == set(TARGETS)
-    # every prompt ends in the same token, so the first layer's input is one state: the probe can
-    # only give the training scenes' commonest class
-    assert result["layers"][0] == result["majority"]
+    assert len(result["layers"]) == 12 and set(result["layers"][0]) == {*TARGETS, *BY_RELATION}
+    # every prompt ends in the same token, so the first layer's input is one state: the probe can only
+    # give one class to every question, and scores that class's share of the held-out questions
+    held_out = relation_items(60, EVAL_SEED_START)
+    classes = {name: [targets(seed, qa)[TARGETS.index(name)] for seed, qa in held_out] for name in TARGETS}
+    for name in TARGETS:
+        shares = {c: classes[name].count(c) / len(held_out) for c in set(classes[name])}
+        assert any(abs(result["layers"][0][name] - share) < 1e-9 for share in shares.values()), name
+    assert result["layers"][0]["row a"] == result["majority"]["row a"]  # no tie among its classes
     assert max(row["row a"] for row in result["layers"]) > result["majority"]["row a"] + 0.25
     assert len(format_table(result).splitlines()) == 12 + 3
 

@@ -55,5 +55,5 @@ def test_probe_runs_on_the_shipped_model_and_prints_both_views():
 def test_too_few_questions_is_a_clear_error():
     from minilazy.demo.relation_probe import main
 
-    with pytest.raises(SystemExit, match="at least 6"):
+    with pytest.raises(SystemExit, match="at least 5"):
         main(["--n", "2"])
