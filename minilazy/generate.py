@@ -85,8 +85,7 @@ def generate(model: Model, requests: list[Request], params: SamplingParams, stop
     x = model.embed(ids, image_features_for(model, requests))
     chunk = min(prefill_chunk, width)
     if cache_layout is None:
-        setup = LayerSetup(KVCache.allocate([(total, total)] * text.num_hidden_layers, batch,
-                                            text.num_key_value_heads, text.head_dim, model.dtype, device))
+        setup = LayerSetup(KVCache.plain(text, batch, total, model.dtype, device))
     else:
         setup = cache_layout(model, ids, lengths, total, chunk)
         chunk = setup.prefill_chunk or chunk

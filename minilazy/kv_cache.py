@@ -43,6 +43,13 @@ class KVCache:
 
         return cls([LayerCache(buffer(ks), buffer(vs)) for ks, vs in shapes])
 
+    @classmethod
+    def plain(cls, text_config, batch: int, slots: int, dtype: torch.dtype, device) -> KVCache:
+        """The plain model's cache: keys and values for `slots` slots in every layer."""
+        t = text_config
+        return cls.allocate([(slots, slots)] * t.num_hidden_layers, batch, t.num_key_value_heads, t.head_dim, dtype,
+                            device)
+
     @property
     def nbytes(self) -> int:
         return sum(layer.nbytes for layer in self.layers)

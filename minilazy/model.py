@@ -106,8 +106,7 @@ class Model:
         x = self.embed(input_ids, features)
         text = self.config.text
         if cache_layout is None:
-            setup = LayerSetup(KVCache.allocate([(width, width)] * text.num_hidden_layers, batch,
-                                                text.num_key_value_heads, text.head_dim, compute_dtype(x), x.device))
+            setup = LayerSetup(KVCache.plain(text, batch, width, compute_dtype(x), x.device))
         else:
             setup = cache_layout(self, input_ids, lengths, width, width)
         hidden, _ = self.decoder.forward(x, setup.context(Step.span(torch.zeros_like(lengths), lengths, width)))

@@ -31,16 +31,14 @@ from kernels.key_list import bucket
 from minilazy.bench.measure import copy_bandwidth
 from minilazy.config import load_config
 from minilazy.errors import InputError
-from minilazy.kv_cache import KVCache
+from minilazy.kv_cache import KVCache, full_attention_bytes
 
 SPARE_SLOTS = 64  # slots past the prompt, as a generation call allocates for its new tokens
 
 
 def caches(config, batch: int, tokens: int) -> KVCache:
     """One fp32 key and value cache per layer, `tokens` keys per sequence plus spare slots, filled with noise."""
-    t = config.text
-    shapes = [(tokens + SPARE_SLOTS, tokens + SPARE_SLOTS)] * t.num_hidden_layers
-    cache = KVCache.allocate(shapes, batch, t.num_key_value_heads, t.head_dim, torch.float32, "cpu")
+    cache = KVCache.plain(config.text, batch, tokens + SPARE_SLOTS, torch.float32, "cpu")
     for layer in cache.layers:
         layer.k.normal_()
         layer.v.normal_()
@@ -64,7 +62,7 @@ def read_speeds(config, batch: int, tokens: int, passes: int = 10) -> dict[str, 
         "values from logits": (lambda c: decode_attention_from_logits_ref(logits, c.v, kv_len),
                                min(bucket(tokens), cache[0].v.shape[1])),
     }
-    row_bytes = batch * t.num_key_value_heads * t.head_dim * 4 * t.num_hidden_layers  # one slot of every layer, fp32
+    row_bytes = full_attention_bytes(config, batch, slots=1, element_size=4) // 2  # the keys of one slot, every layer
 
     def seconds(reader) -> float:
         start = time.perf_counter()

@@ -72,9 +72,7 @@ def last_token_states(pipeline, items: list[tuple[int, QA]], batch_size: int = 5
             return update, residual, ctx
 
         def capturing_layout(_model, _ids, _lengths, width, _slots):
-            cache = KVCache.allocate([(width, width)] * text.num_hidden_layers, len(chunk), text.num_key_value_heads,
-                                     text.head_dim, model.dtype, model.device)
-            return LayerSetup(cache, transition=capture)
+            return LayerSetup(KVCache.plain(text, len(chunk), width, model.dtype, model.device), transition=capture)
 
         model.forward_logits(batch.input_ids, batch.pixel_values, batch.lengths, cache_layout=capturing_layout)
         per_batch.append(torch.stack(states))  # [L, B, D]

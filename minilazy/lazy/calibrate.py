@@ -72,8 +72,7 @@ def recording_layout(is_image: torch.Tensor, records: list):
         cfg = model.config.text
         mask = torch.zeros(total, dtype=torch.bool, device=ids.device)
         mask[: is_image.shape[0]] = is_image
-        cache = KVCache.allocate([(total, total)] * cfg.num_hidden_layers, 1, cfg.num_key_value_heads,
-                                 cfg.head_dim, model.dtype, ids.device)
+        cache = KVCache.plain(cfg, 1, total, model.dtype, ids.device)
         attention = [RecordingAttention(cfg, w, model.ops, i, mask, records) for i, w in enumerate(model.decoder.layers)]
         return LayerSetup(cache, attention)
 
