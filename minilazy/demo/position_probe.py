@@ -114,11 +114,10 @@ def position_probe(pipeline, n: int) -> dict:
 
 def format_table(result: dict) -> str:
     """One row per layer input, one column per probe, and the commonest class's share."""
-    names = (*TARGETS, *BY_RELATION)
-    lines = [f"{'input of layer':<15}" + "".join(f"{name:>10}" for name in TARGETS)
-             + "".join(f"{name:>19}" for name in BY_RELATION)]
+    widths = {name: max(10, len(name) + 2) for name in (*TARGETS, *BY_RELATION)}
+    lines = [f"{'input of layer':<15}" + "".join(f"{name:>{width}}" for name, width in widths.items())]
     for label, row in [*enumerate(result["layers"]), ("majority", result["majority"])]:
-        lines.append(f"{label:<15}" + "".join(f"{row[name]:>{10 if name in TARGETS else 19}.1%}" for name in names))
+        lines.append(f"{label:<15}" + "".join(f"{row[name]:>{width}.1%}" for name, width in widths.items()))
     lines.append(f"linear probes of the prompt's last token: {result['n_train']} relation questions about scenes "
                  f"from the training seed range, scored on {result['n_test']} held-out ones; a is the first object "
                  f"named, b the second; the last two columns use only the questions of one relation")
