@@ -84,18 +84,23 @@ class SceneStream:
     def scenes(self, max_objects: int) -> list[Scene]:
         return [make_scene(self.rng.randrange(EVAL_SEED_START), 1, max_objects) for _ in range(self.batch_size)]
 
-    def qa_batch(self, max_objects: int) -> Batch:
+    def conversations(self, max_objects: int) -> tuple[torch.Tensor, list[list[QA]]]:
+        """Pixels `[B, 3, S, S]` of a batch of scenes and one conversation about each."""
         scenes = self.scenes(max_objects)
-        sequences = []
+        conversations = []
         for scene in scenes:
             # A description is a conversation of its own, asked first as at inference time; were it
             # followed by questions, their answers could be read off it instead of the image.
             if self.rng.random() < self.describe_prob:
-                qas = [QA("describe", DESCRIBE_QUESTION, describe(scene))]
+                conversations.append([QA("describe", DESCRIBE_QUESTION, describe(scene))])
             else:
-                qas = sample_questions(scene, self.rng, self.questions_per_image, self.families)
-            sequences.append(conversation_ids(self.tokenizer, qas))
-        return pad_batch(self.tokenizer, sequences, self.processor([render(s) for s in scenes]))
+                conversations.append(sample_questions(scene, self.rng, self.questions_per_image, self.families))
+        return self.processor([render(s) for s in scenes]), conversations
+
+    def qa_batch(self, max_objects: int) -> Batch:
+        """The conversations as one sequence each: the questions follow each other."""
+        pixels, conversations = self.conversations(max_objects)
+        return pad_batch(self.tokenizer, [conversation_ids(self.tokenizer, qas) for qas in conversations], pixels)
 
     def cell_batch(self, max_objects: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Pixels `[B, 3, S, S]` and per-cell labels `[B, 9]`: shape (0 = empty), colour and size (-100 if empty)."""

@@ -41,6 +41,7 @@ from minilazy.demo.evaluate import held_out_questions, teacher_forced_correct
 from minilazy.demo.initialization import demo_config, init_weights
 from minilazy.demo.questions import SHORT_FAMILIES, TRAINING_FAMILIES
 from minilazy.demo.scenes import COLORS, GRID, SHAPES, SIZES
+from minilazy.demo.shared_image import shared_image_batch, shared_image_loss
 from minilazy.demo.tokenizer import IMAGE, PAD, build_tokenizer, save_tokenizer
 from minilazy.image_processing.clip import ClipImageProcessor
 from minilazy.model import Model
@@ -156,9 +157,12 @@ def train_questions(model, weights, stream: SceneStream, tokenizer, processor, s
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * lr_factor(progress, step, args.warmup)
         max_objects = min(6, 2 + int(4 * progress / args.curriculum))
-        batch = stream.qa_batch(max_objects)
         with autocast(args.precision):
-            loss = answer_loss(model, batch)
+            if args.shared_image:
+                pixels, conversations = stream.conversations(max_objects)
+                loss = shared_image_loss(model, shared_image_batch(tokenizer, conversations, pixels))
+            else:
+                loss = answer_loss(model, stream.qa_batch(max_objects))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(rest + tower, 1.0)
@@ -214,6 +218,10 @@ def parse_args(argv=None):
                    help="short-question families of the conversations, drawn uniformly; repeat a name to ask it "
                         f"more often; 'where' (\"What is the red circle at?\" -> \"top left\") is taught but not "
                         f"scored (default: {' '.join(SHORT_FAMILIES)})")
+    p.add_argument("--shared-image", action="store_true",
+                   help="ask each question of a conversation on its own, as inference asks it, after one pass over "
+                        "the image shared by all of them (minilazy/demo/shared_image.py); default: the questions "
+                        "follow each other in one sequence, later ones seeing the earlier answers")
     p.add_argument("--describe-prob", type=float, default=0.5,
                    help="chance a conversation is the description alone (else short questions only)")
     p.add_argument("--curriculum", type=float, default=0.3,
