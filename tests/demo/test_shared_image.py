@@ -1,33 +1,18 @@
 """Shared-image batches: each question after one pass over its image gives the loss and gradients of asking
 every question alone, as inference does."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from minilazy.config import parse_config
 from minilazy.demo import train
 from minilazy.demo.dataset import SceneStream, conversation_ids, pad_batch
-from minilazy.demo.initialization import demo_config, init_weights
 from minilazy.demo.shared_image import shared_image_batch, shared_image_loss
-from minilazy.demo.tokenizer import IMAGE, PAD
-from minilazy.image_processing.clip import ClipImageProcessor
-from minilazy.model import Model
-from minilazy.pipeline import load_tokenizer
-
-DEMO = Path(__file__).resolve().parents[2] / "weights" / "demo"
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    """A random two-layer demo model, its weights (leaves that require grad) and a stream with descriptions."""
-    tokenizer = load_tokenizer(DEMO)
-    config_dict = demo_config(tokenizer.get_vocab_size(), tokenizer.token_to_id(IMAGE), tokenizer.token_to_id(PAD),
-                              layers=2, hidden=64, vision_hidden=32, vision_layers=2)
-    weights = {n: w.requires_grad_() for n, w in init_weights(config_dict, seed=3).items()}
-    model = Model.from_weights(parse_config(config_dict), weights, backend="torch")
-    processor = ClipImageProcessor.from_config(None, model.config.vision.image_size)
+def tiny(tiny_model):
+    """The tiny model, its weights, the tokenizer and a stream where half the conversations are descriptions."""
+    model, weights, tokenizer, processor = tiny_model
     return model, weights, tokenizer, SceneStream(tokenizer, processor, seed=7, batch_size=4, questions_per_image=3,
                                                   describe_prob=0.5)
 

@@ -1,34 +1,20 @@
 """The demo model's training script: its loss, its bf16 mode, and a whole tiny run end to end."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from minilazy.config import parse_config
 from minilazy.demo import train
 from minilazy.demo.dataset import SceneStream
-from minilazy.demo.initialization import demo_config, init_weights
-from minilazy.demo.tokenizer import IMAGE, PAD
-from minilazy.image_processing.clip import ClipImageProcessor
 from minilazy.model import Model
-from minilazy.pipeline import load_tokenizer
-
-DEMO = Path(__file__).resolve().parents[2] / "weights" / "demo"
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    """A random two-layer demo model (fp32 leaves that require grad) and a stream of training batches."""
-    tokenizer = load_tokenizer(DEMO)
-    config_dict = demo_config(tokenizer.get_vocab_size(), tokenizer.token_to_id(IMAGE), tokenizer.token_to_id(PAD),
-                              layers=2, hidden=64, vision_hidden=32, vision_layers=2)
-    config = parse_config(config_dict)
-    weights = {n: w.requires_grad_() for n, w in init_weights(config_dict, seed=3).items()}
-    model = Model.from_weights(config, weights, backend="torch")
-    processor = ClipImageProcessor.from_config(None, config.vision.image_size)
+def tiny(tiny_model):
+    """The tiny model, its weights and a stream of training batches."""
+    model, weights, tokenizer, processor = tiny_model
     stream = SceneStream(tokenizer, processor, seed=5, batch_size=3, questions_per_image=4, describe_prob=0.3)
     return model, weights, stream
 
