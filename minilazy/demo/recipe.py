@@ -36,12 +36,10 @@ PHASES = (
                "--families color where where relation relation shape count exist"),
     (8, 1000, "--lr 5e-4 --warmup 20 --describe-prob 0.15 --curriculum 0.05 "
               "--families color where relation relation shape count exist exist exist"),
-    (23, 2900, "--lr 5e-4 --warmup 20 --describe-prob 0.15 --curriculum 0.05 "
+    (20, 2500, "--lr 5e-4 --warmup 20 --describe-prob 0.15 --curriculum 0.05 "
                "--families color where where relation relation relation shape count count exist"),
 )
 VISION_MINUTES = 5
-# every phase asks each question on its own after one pass over the image, as inference asks it
-SHARED_IMAGE = "--shared-image"
 
 
 def phase_argv(index: int, out: str, seed: int, passed: list[str]) -> list[str]:
@@ -51,7 +49,7 @@ def phase_argv(index: int, out: str, seed: int, passed: list[str]) -> list[str]:
     # a vision budget of 0 skips stage 1: later phases go straight to the questions
     start = [f"--vision-minutes={VISION_MINUTES}"] if index == 0 else ["--init-from", out, "--vision-minutes=0"]
     return ["--out", out, "--seed", str(seed + index), *start, "--minutes", str(minutes), "--steps", str(steps),
-            "--checkpoint-minutes", str(max(5, minutes // 2)), SHARED_IMAGE, *options.split(), *passed]
+            "--checkpoint-minutes", str(max(5, minutes // 2)), *options.split(), *passed]
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:

@@ -18,12 +18,10 @@ def test_every_phase_parses_and_continues_from_the_one_before():
             assert args.init_from == "out/x" and args.vision_minutes == 0
     late = train.parse_args(recipe.phase_argv(len(recipe.PHASES) - 1, "out/x", 0, []))
     assert "where" in late.families and late.families.count("relation") == 3
-    assert all(train.parse_args(recipe.phase_argv(i, "out/x", 0, [])).shared_image for i in range(len(recipe.PHASES)))
 
 
 def test_the_budget_leaves_room_for_validation_within_90_minutes():
-    # 87 minutes of phases ran 88 (run k, README): validation and checkpoints come on top
-    assert recipe.VISION_MINUTES + sum(minutes for minutes, _, _ in recipe.PHASES) <= 86
+    assert recipe.VISION_MINUTES + sum(minutes for minutes, _, _ in recipe.PHASES) <= 85
 
 
 def test_options_passed_to_the_recipe_override_every_phase():
