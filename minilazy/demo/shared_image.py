@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from minilazy.attention import LayerSetup
-from minilazy.demo.dataset import conversation_ids
+from minilazy.demo.dataset import Batch, conversation_ids, pad_batch
 from minilazy.demo.questions import QA
-from minilazy.demo.tokenizer import IMAGE, PAD
+from minilazy.demo.tokenizer import IMAGE
 from minilazy.kv_cache import KVCache, LayerCache
 from minilazy.model import Model, compute_dtype
 from minilazy.step import Step
@@ -34,12 +34,10 @@ from minilazy.step import Step
 
 @dataclass
 class Turns:
-    """Questions asked after the prefix: row r belongs to image `image[r]`."""
+    """Questions asked after the prefix: row r of `rows` belongs to image `image[r]`."""
 
     image: torch.Tensor  # [R] long
-    input_ids: torch.Tensor  # [R, S] long, padded with <pad>
-    lengths: torch.Tensor  # [R] long
-    loss_mask: torch.Tensor  # [R, S] bool: token t is an answer token (predicted from t-1)
+    rows: Batch  # input_ids, lengths and loss_mask of the rows after the prefix; no pixel_values (the prefix has them)
 
 
 @dataclass
@@ -51,7 +49,7 @@ class SharedImageBatch:
 
 def shared_image_batch(tokenizer: Tokenizer, conversations: list[list[QA]], pixel_values: torch.Tensor) -> SharedImageBatch:
     """Every question of `conversations[b]` (about image b) as a single-turn prompt after a shared prefix."""
-    image_id, pad = tokenizer.token_to_id(IMAGE), tokenizer.token_to_id(PAD)
+    image_id = tokenizer.token_to_id(IMAGE)
     prefix, rows = None, {False: [], True: []}
     for image, qas in enumerate(conversations):
         for qa in qas:
@@ -61,19 +59,9 @@ def shared_image_batch(tokenizer: Tokenizer, conversations: list[list[QA]], pixe
                 prefix = ids[:split]
             elif ids[:split] != prefix:
                 raise ValueError(f"question {qa.question!r} starts with another prefix than the others")
-            rows[qa.family == "describe"].append((image, ids[split:], mask[split:]))
-    groups = []
-    for group in (rows[False], rows[True]):
-        if not group:
-            continue
-        width = max(len(ids) for _, ids, _ in group)
-        input_ids = torch.full((len(group), width), pad, dtype=torch.long)
-        loss_mask = torch.zeros((len(group), width), dtype=torch.bool)
-        for row, (_, ids, mask) in enumerate(group):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            loss_mask[row, : len(mask)] = torch.tensor(mask)
-        groups.append(Turns(torch.tensor([image for image, _, _ in group]), input_ids,
-                            torch.tensor([len(ids) for _, ids, _ in group]), loss_mask))
+            rows[qa.family == "describe"].append((image, (ids[split:], mask[split:])))
+    groups = [Turns(torch.tensor([image for image, _ in group]), pad_batch(tokenizer, [seq for _, seq in group], None))
+              for group in (rows[False], rows[True]) if group]
     prefix_ids = torch.tensor(prefix).expand(len(conversations), -1)  # [P] -> [B, P]
     return SharedImageBatch(prefix_ids, pixel_values, groups)
 
@@ -90,15 +78,15 @@ def prefix_cache(model: Model, prefix_ids: torch.Tensor, pixel_values: torch.Ten
 
 def turn_logits(model: Model, prefix: KVCache, turns: Turns) -> torch.Tensor:
     """Pass 2: logits `[R, S, V]` of each row after its image's prefix, at the slots and positions inference uses."""
-    rows, width = turns.input_ids.shape
+    ids, lengths = turns.rows.input_ids, turns.rows.lengths
+    rows, width = ids.shape
 
     def extended(t: torch.Tensor) -> torch.Tensor:  # [B, P, G, d] -> [R, P + S, G, d], the new slots zero
         return torch.cat([t[turns.image], t.new_zeros(rows, width, *t.shape[2:])], dim=1)
 
     cache = KVCache([LayerCache(extended(layer.k), extended(layer.v)) for layer in prefix.layers])
-    start = torch.full_like(turns.lengths, prefix[0].k.shape[1])
-    hidden, _ = model.decoder.forward(model.embed(turns.input_ids, None),
-                                      LayerSetup(cache).context(Step.span(start, turns.lengths, width)))
+    start = torch.full_like(lengths, prefix[0].k.shape[1])
+    hidden, _ = model.decoder.forward(model.embed(ids, None), LayerSetup(cache).context(Step.span(start, lengths, width)))
     return model.decoder.logits(hidden)
 
 
@@ -108,7 +96,7 @@ def shared_image_loss(model: Model, batch: SharedImageBatch) -> torch.Tensor:
     losses, tokens = [], 0
     for turns in batch.groups:
         logits = turn_logits(model, prefix, turns)  # [R, S, V]
-        mask = turns.loss_mask[:, 1:]
-        losses.append(F.cross_entropy(logits[:, :-1][mask].float(), turns.input_ids[:, 1:][mask], reduction="sum"))
+        mask = turns.rows.loss_mask[:, 1:]
+        losses.append(F.cross_entropy(logits[:, :-1][mask].float(), turns.rows.input_ids[:, 1:][mask], reduction="sum"))
         tokens += int(mask.sum())
     return sum(losses) / tokens

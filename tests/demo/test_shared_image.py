@@ -41,4 +41,3 @@ def test_shared_image_loss_and_gradients_equal_asking_each_question_alone(tiny):
     for got, want in zip(gradients(shared, weights), gradients(alone, weights)):
         if want is not None:
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
-
