@@ -85,8 +85,8 @@ class SceneStream:
     def scenes(self, max_objects: int) -> list[Scene]:
         return [make_scene(self.rng.randrange(EVAL_SEED_START), 1, max_objects) for _ in range(self.batch_size)]
 
-    def conversations(self, max_objects: int) -> tuple[torch.Tensor, list[list[QA]]]:
-        """Pixels `[B, 3, S, S]` of a batch of scenes and one conversation about each."""
+    def conversations(self, max_objects: int) -> tuple[torch.Tensor, list[Scene], list[list[QA]]]:
+        """Pixels `[B, 3, S, S]` of a batch of scenes, the scenes, and one conversation about each."""
         scenes = self.scenes(max_objects)
         conversations = []
         for scene in scenes:
@@ -96,12 +96,17 @@ class SceneStream:
                 conversations.append([QA("describe", DESCRIBE_QUESTION, describe(scene))])
             else:
                 conversations.append(sample_questions(scene, self.rng, self.questions_per_image, self.families))
-        return self.processor([render(s) for s in scenes]), conversations
+        return self.processor([render(s) for s in scenes]), scenes, conversations
 
     def qa_batch(self, max_objects: int) -> Batch:
         """The conversations as one sequence each: the questions follow each other."""
-        pixels, conversations = self.conversations(max_objects)
-        return pad_batch(self.tokenizer, [conversation_ids(self.tokenizer, qas) for qas in conversations], pixels)
+        return self.scene_qa_batch(max_objects)[0]
+
+    def scene_qa_batch(self, max_objects: int) -> tuple[Batch, list[Scene], list[list[QA]]]:
+        """`qa_batch` with the scenes and conversations it encodes (for labels beyond the answers)."""
+        pixels, scenes, conversations = self.conversations(max_objects)
+        batch = pad_batch(self.tokenizer, [conversation_ids(self.tokenizer, qas) for qas in conversations], pixels)
+        return batch, scenes, conversations
 
     def cell_batch(self, max_objects: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Pixels `[B, 3, S, S]` and per-cell labels `[B, 9]`: shape (0 = empty), colour and size (-100 if empty)."""

@@ -38,6 +38,7 @@ from minilazy.config import parse_config
 from minilazy.demo.checkpoint import earlier_runs, load_start, save_checkpoint, write_preprocessor_config
 from minilazy.demo.dataset import IMAGE_TOKENS, Batch, SceneStream, tokenizer_corpus
 from minilazy.demo.evaluate import held_out_questions, teacher_forced_correct
+from minilazy.demo.grounding import StreamCapture, grounding_loss, grounding_targets
 from minilazy.demo.initialization import demo_config, init_weights
 from minilazy.demo.questions import SHORT_FAMILIES, TRAINING_FAMILIES
 from minilazy.demo.scenes import COLORS, GRID, SHAPES, SIZES
@@ -78,15 +79,17 @@ def autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def answer_loss(model: Model, batch: Batch) -> torch.Tensor:
-    """Mean cross-entropy of the answer tokens of a padded batch.
+def answer_loss(model: Model, batch: Batch, cache_layout=None) -> torch.Tensor:
+    """Mean cross-entropy of the answer tokens of a padded batch (`cache_layout`: the hook of
+    `Model.forward_logits`, e.g. a grounding `StreamCapture`).
 
     Every row runs at the batch's full width: padding only follows a sequence's end and attention
     is causal, so no real token sees it, and the attention needs no per-row mask (the fused causal
     kernel then skips the masked blocks, about 15% of a step).
     """
     width = batch.input_ids.shape[1]
-    logits = model.forward_logits(batch.input_ids, batch.pixel_values, torch.full_like(batch.lengths, width))  # [B, T, V]
+    logits = model.forward_logits(batch.input_ids, batch.pixel_values, torch.full_like(batch.lengths, width),
+                                  cache_layout)  # [B, T, V]
     mask = batch.loss_mask[:, 1:]
     return F.cross_entropy(logits[:, :-1][mask].float(), batch.input_ids[:, 1:][mask])
 
@@ -151,7 +154,7 @@ def train_questions(model, weights, stream: SceneStream, tokenizer, processor, s
     clock = Clock(args.steps, args.minutes)
     last_save, best = time.time(), -1.0
     bar = tqdm(desc="questions", total=args.steps)
-    step, running = 0, None
+    step, running, grounded = 0, None, None  # running means of the answer and grounding losses
     while step < args.steps and clock.progress(step) < 1:
         progress = clock.progress(step)
         for group in optimizer.param_groups:
@@ -159,20 +162,28 @@ def train_questions(model, weights, stream: SceneStream, tokenizer, processor, s
         max_objects = min(6, 2 + int(4 * progress / args.curriculum))
         with autocast(args.precision):
             if args.shared_image:
-                pixels, conversations = stream.conversations(max_objects)
+                pixels, _, conversations = stream.conversations(max_objects)
                 loss = shared_image_loss(model, shared_image_batch(tokenizer, conversations, pixels))
+            elif args.grounding_weight > 0:
+                batch, scenes, conversations = stream.scene_qa_batch(max_objects)
+                capture = StreamCapture(args.grounding_layer)
+                loss = answer_loss(model, batch, capture)
+                grounding = grounding_loss(capture.stream, grounding_targets(batch, scenes, conversations))
             else:
                 loss = answer_loss(model, stream.qa_batch(max_objects))
         optimizer.zero_grad()
-        loss.backward()
+        (loss + args.grounding_weight * grounding if args.grounding_weight > 0 else loss).backward()
         torch.nn.utils.clip_grad_norm_(rest + tower, 1.0)
         optimizer.step()
         step += 1
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if args.grounding_weight > 0:
+            grounded = grounding.item() if grounded is None else 0.95 * grounded + 0.05 * grounding.item()
         bar.update(1)
         bar.set_postfix(loss=f"{running:.3f}", objects=max_objects)
         if step % 25 == 0:
-            log(f"qa step {step} loss {running:.4f} objects {max_objects} lr {optimizer.param_groups[0]['lr']:.2e} "
+            log(f"qa step {step} loss {running:.4f} " + (f"grounding {grounded:.4f} " if grounded is not None else "")
+                + f"objects {max_objects} lr {optimizer.param_groups[0]['lr']:.2e} "
                 f"elapsed {time.time() - clock.start:.0f}s")
         if time.time() - last_save > args.checkpoint_minutes * 60:
             accuracy = validate(model, tokenizer, processor, validation)
@@ -222,6 +233,11 @@ def parse_args(argv=None):
                    help="ask each question of a conversation on its own, as inference asks it, after one pass over "
                         "the image shared by all of them (minilazy/demo/shared_image.py); default: the questions "
                         "follow each other in one sequence, later ones seeing the earlier answers")
+    p.add_argument("--grounding-weight", type=float, default=0.0,
+                   help="weight of the auxiliary loss that reads the row and column of the objects a question names "
+                        "at its last token (minilazy/demo/grounding.py); 0 (default) leaves it out")
+    p.add_argument("--grounding-layer", type=int, default=8,
+                   help="decoder layer at whose input the grounding loss reads the residual stream (default 8)")
     p.add_argument("--describe-prob", type=float, default=0.5,
                    help="chance a conversation is the description alone (else short questions only)")
     p.add_argument("--curriculum", type=float, default=0.3,
@@ -230,7 +246,10 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-minutes", type=float, default=8.0, help="validate and checkpoint this often")
     p.add_argument("--validation-size", type=int, default=192, help="held-out questions of the periodic validation")
     p.add_argument("--log", default=None, help="log file (default: OUT/training_log.txt)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.grounding_weight > 0 and args.shared_image:
+        p.error("--grounding-weight reads the questions of one sequence; it does not combine with --shared-image")
+    return args
 
 
 def main(argv=None, log_mode: str = "w") -> None:
@@ -260,6 +279,9 @@ def main(argv=None, log_mode: str = "w") -> None:
                                   vision_hidden=args.vision_hidden)
         weights = init_weights(config_dict, args.seed)
     config = parse_config(config_dict)
+    if args.grounding_weight > 0 and not 0 <= args.grounding_layer < config.text.num_hidden_layers:
+        raise SystemExit(f"--grounding-layer {args.grounding_layer} is not a layer of this "
+                         f"{config.text.num_hidden_layers}-layer decoder")
     if config.image_tokens_per_image != IMAGE_TOKENS:
         raise ValueError(f"the config gives {config.image_tokens_per_image} image tokens, the data expects {IMAGE_TOKENS}")
     save_tokenizer(tokenizer, out, model_max_length=config.text.max_position_embeddings)

@@ -30,7 +30,7 @@ def gradients(loss, weights):
 
 def test_shared_image_loss_and_gradients_equal_asking_each_question_alone(tiny):
     model, weights, tokenizer, stream = tiny
-    pixels, conversations = stream.conversations(max_objects=5)
+    pixels, _, conversations = stream.conversations(max_objects=5)
     families = {qa.family == "describe" for qas in conversations for qa in qas}
     assert families == {True, False}, "the batch should hold both groups for this test to mean anything"
     batch = shared_image_batch(tokenizer, conversations, pixels)
