@@ -12,7 +12,9 @@ second definition of the architecture. Two stages:
    at the top left" is one attention lookup away.
 2. Question answering: the whole model on multi-turn conversations (many questions per image
    so the image tokens are paid once), loss on answer tokens only, the tower at a lower
-   learning rate, scenes growing from few objects to many.
+   learning rate, scenes growing from few objects to many. With `--grounding-weight`, an auxiliary
+   loss also asks, at each question's last token, where the objects it names are
+   (minilazy/demo/grounding.py).
 
 Both stages stop at a step count or a time budget, whichever comes first; the learning-rate
 schedule and the curriculum follow the larger of the two progress fractions, so a run cut
