@@ -38,7 +38,11 @@ PHASES = (
               "--families color where relation relation shape count exist exist exist"),
     (20, 2500, "--lr 5e-4 --warmup 20 --describe-prob 0.15 --curriculum 0.05 "
                "--families color where where relation relation relation shape count count exist"),
+    (6, 1000, "--lr 5e-4 --warmup 20 --describe-prob 0.15 --curriculum 0.05 "
+              "--families color where relation relation shape count count exist exist exist"),
 )
+# every phase also learns where the objects a question names are (minilazy/demo/grounding.py)
+COMMON = "--grounding-weight 0.3"
 VISION_MINUTES = 5
 
 
@@ -49,7 +53,7 @@ def phase_argv(index: int, out: str, seed: int, passed: list[str]) -> list[str]:
     # a vision budget of 0 skips stage 1: later phases go straight to the questions
     start = [f"--vision-minutes={VISION_MINUTES}"] if index == 0 else ["--init-from", out, "--vision-minutes=0"]
     return ["--out", out, "--seed", str(seed + index), *start, "--minutes", str(minutes), "--steps", str(steps),
-            "--checkpoint-minutes", str(max(5, minutes // 2)), *options.split(), *passed]
+            "--checkpoint-minutes", str(max(5, minutes // 2)), *COMMON.split(), *options.split(), *passed]
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
@@ -63,12 +67,18 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
                                                          "(default: weights/demo)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first phase; phase i uses seed + i")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--first-phase", type=int, default=1, choices=range(1, len(PHASES) + 1), metavar="N",
+                   help="start at phase N (1-based) from the checkpoint in --out that phase N-1 wrote, e.g. to "
+                        f"resume a run that stopped (default 1: the whole recipe; 1-{len(PHASES)})")
     return p.parse_known_args(argv)
 
 
 def main(argv=None) -> None:
     args, passed = parse_args(argv)
-    for index in range(len(PHASES)):
+    if args.first_phase > 1 and not (Path(args.out) / "training_info.json").exists():
+        raise SystemExit(f"--first-phase {args.first_phase} continues the checkpoint of the phase before, "
+                         f"and {args.out} has none")
+    for index in range(args.first_phase - 1, len(PHASES)):
         print(f"phase {index + 1}/{len(PHASES)}", flush=True)
         phase = phase_argv(index, args.out, args.seed, ["--threads", str(args.threads), *passed])
         train.main(phase, log_mode="w" if index == 0 else "a")
