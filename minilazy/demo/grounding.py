@@ -3,8 +3,7 @@
 The answer to "Is the red circle left of the square?" is read at the question's last token, so the
 columns of both objects have to reach that token; the position probe (minilazy/demo/position_probe.py,
 README) finds the second object's column hardly readable there. This loss asks for it directly: at
-the last token of every question that names objects (relation, where, colour, and exist where the
-scene holds the object asked about once), a fixed
+the last token of every question that names objects by a phrase (relation, where, colour), a fixed
 linear readout of the residual stream at the input of one decoder layer is scored against the row
 and the column of the first and of the second object named (`SLOTS`, 3 classes each; a question
 naming one object leaves the second pair unscored).
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 
 from minilazy.attention import LayerSetup
 from minilazy.demo.dataset import Batch
-from minilazy.demo.questions import QA, exist_subject, relation_subject
+from minilazy.demo.questions import QA, relation_subject
 from minilazy.demo.scenes import COLORS, GRID, SIZES, Scene, SceneObject
 from minilazy.kv_cache import KVCache
 from minilazy.model import Model, compute_dtype
@@ -51,10 +50,6 @@ def objects_named(scene: Scene, qa: QA) -> list[SceneObject]:
         return [named_object(scene, qa.question.removeprefix("What is the ").removesuffix(" at?"))]
     if qa.family == "color":
         return [named_object(scene, qa.question.removeprefix("What color is the ").removesuffix("?"))]
-    if qa.family == "exist":  # the object asked about, where the scene holds exactly one of its colour and shape
-        color, shape = exist_subject(qa.question)
-        found = [o for o in scene.objects if (o.color, o.shape) == (color, shape)]
-        return found if len(found) == 1 else []
     return []
 
 

@@ -39,7 +39,7 @@ def test_a_tiny_recipe_runs_all_phases_into_one_checkpoint(tmp_path):
     recipe.main(["--out", str(out), "--seed", "3", "--threads", str(torch.get_num_threads()),
                  "--layers", "2", "--hidden", "32", "--vision-hidden", "32", "--vision-steps", "3",
                  "--vision-batch-size", "2", "--steps", "2", "--batch-size", "2", "--questions-per-image", "2",
-                 "--warmup", "2", "--validation-size", "4"])
+                 "--warmup", "2", "--validation-size", "4", "--grounding-layer", "1"])
     runs = json.loads((out / "training_info.json").read_text())["runs"]
     assert [run["arguments"]["seed"] for run in runs] == [3 + i for i in range(len(recipe.PHASES))]
     assert all(run["stage"] == "done" and run["step"] == 2 for run in runs)
@@ -49,7 +49,8 @@ def test_a_tiny_recipe_runs_all_phases_into_one_checkpoint(tmp_path):
     assert Model.from_pretrained(out, backend="torch").config.text.num_hidden_layers == 2
     last = len(recipe.PHASES)
     recipe.main(["--out", str(out), "--seed", "3", "--first-phase", str(last), "--threads", "1", "--steps", "2",
-                 "--batch-size", "2", "--questions-per-image", "2", "--warmup", "2", "--validation-size", "4"])
+                 "--batch-size", "2", "--questions-per-image", "2", "--warmup", "2", "--validation-size", "4",
+                 "--grounding-layer", "1"])
     runs = json.loads((out / "training_info.json").read_text())["runs"]
     assert len(runs) == last + 1 and runs[-1]["arguments"]["seed"] == 3 + last - 1  # the last phase once more
 
