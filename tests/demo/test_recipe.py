@@ -23,8 +23,8 @@ def test_every_phase_parses_and_continues_from_the_one_before():
 
 
 def test_the_budget_leaves_room_for_validation_within_90_minutes():
-    # a phase's own start, validations and checkpoints take seconds: phases 4 and 6 of run m (README)
-    # stopped on their 16- and 20-minute caps after 16.0 and 19.9 minutes, checkpoint included
+    # a phase's own start, validations and checkpoints take seconds: phase 4 of run m (README) stopped
+    # on its 16-minute cap after 16.0 minutes, checkpoint included
     assert recipe.VISION_MINUTES + sum(minutes for minutes, _, _ in recipe.PHASES) <= 89
 
 
