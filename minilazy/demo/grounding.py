@@ -20,13 +20,12 @@ import torch.nn.functional as F
 
 from minilazy.attention import LayerSetup
 from minilazy.demo.dataset import Batch
-from minilazy.demo.questions import QA, exist_subject, relation_subject
+from minilazy.demo.questions import QA, relation_subject
 from minilazy.demo.scenes import COLORS, GRID, SIZES, Scene, SceneObject
 from minilazy.kv_cache import KVCache
 from minilazy.model import Model, compute_dtype
 
 SLOTS = ("row a", "column a", "row b", "column b")
-NONE = GRID * GRID  # EXIST_SLOT's class for an object the scene does not hold
 READOUT_SEED = 20260
 IGNORE = -100
 
@@ -62,22 +61,10 @@ def slot_labels(scene: Scene, qa: QA) -> list[int]:
     return labels
 
 
-def exist_label(scene: Scene, qa: QA) -> int:
-    """EXIST_SLOT's class for an exist question: the cell of the one object of its colour and shape, NONE
-    where the scene holds none, IGNORE for other families and where it holds several."""
-    if qa.family != "exist":
-        return IGNORE
-    color, shape = exist_subject(qa.question)
-    found = [o for o in scene.objects if (o.color, o.shape) == (color, shape)]
-    if not found:
-        return NONE
-    return found[0].row * GRID + found[0].col if len(found) == 1 else IGNORE
-
-
 def grounding_targets(batch: Batch, scenes: list[Scene], conversations: list[list[QA]]) -> torch.Tensor:
     """Labels `[B, T, len(SLOTS)]`: at the token each answer is read from (the one before its first
     token), the slots of that turn's question; IGNORE elsewhere."""
-    targets = torch.full((*batch.input_ids.shape, len(SLOTS) + 1), IGNORE, dtype=torch.long)
+    targets = torch.full((*batch.input_ids.shape, len(SLOTS)), IGNORE, dtype=torch.long)
     mask = batch.loss_mask
     reads = mask[:, 1:] & ~mask[:, :-1]  # [B, T-1]: token t is followed by an answer's first token
     for row, (scene, qas) in enumerate(zip(scenes, conversations)):
@@ -85,7 +72,7 @@ def grounding_targets(batch: Batch, scenes: list[Scene], conversations: list[lis
         if len(positions) != len(qas):
             raise ValueError(f"row {row} has {len(positions)} answers for {len(qas)} questions")
         for t, qa in zip(positions.tolist(), qas):
-            targets[row, t] = torch.tensor(slot_labels(scene, qa) + [exist_label(scene, qa)])
+            targets[row, t] = torch.tensor(slot_labels(scene, qa))
     return targets
 
 
@@ -93,12 +80,6 @@ def readout(dim: int) -> torch.Tensor:
     """The fixed readout `[len(SLOTS), GRID, dim]`: logits of each slot's row or column from a normalised state."""
     generator = torch.Generator().manual_seed(READOUT_SEED)
     return torch.randn(len(SLOTS), GRID, dim, generator=generator) / dim ** 0.5
-
-
-def exist_readout(dim: int) -> torch.Tensor:
-    """The fixed readout `[NONE + 1, dim]` of EXIST_SLOT: a cell, or none."""
-    generator = torch.Generator().manual_seed(READOUT_SEED + 1)
-    return torch.randn(NONE + 1, dim, generator=generator) / dim ** 0.5
 
 
 class StreamCapture:
@@ -125,9 +106,5 @@ def grounding_loss(stream: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     if not scored.any():
         return stream.new_zeros((), dtype=torch.float32)
     states = F.rms_norm(stream[scored].float(), (stream.shape[-1],))  # [N, D]
-    labels = targets[scored]  # [N, slots + 1]
     logits = torch.einsum("nd,scd->nsc", states, readout(stream.shape[-1]))  # [N, slots, GRID]
-    positions = F.cross_entropy(logits.flatten(0, 1), labels[:, :-1].flatten(), ignore_index=IGNORE, reduction="none")
-    exist = F.cross_entropy(states @ exist_readout(stream.shape[-1]).T, labels[:, -1], ignore_index=IGNORE,
-                            reduction="none")  # [N]
-    return torch.cat([positions, exist]).sum() / (labels != IGNORE).sum()
+    return F.cross_entropy(logits.flatten(0, 1), targets[scored].flatten(), ignore_index=IGNORE)
