@@ -15,15 +15,14 @@ and no extra weights have to live in the checkpoint. Training only; inference ne
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
-from minilazy.attention import LayerSetup
 from minilazy.demo.dataset import Batch
-from minilazy.demo.questions import QA, relation_subject
+from minilazy.demo.questions import QA, matches, relation_subject
 from minilazy.demo.scenes import COLORS, GRID, SIZES, Scene, SceneObject
-from minilazy.kv_cache import KVCache
-from minilazy.model import Model, compute_dtype
 
 SLOTS = ("row a", "column a", "row b", "column b")
 READOUT_SEED = 20260
@@ -35,7 +34,7 @@ def named_object(scene: Scene, phrase: str) -> SceneObject:
     *attributes, shape = phrase.split()
     size = next((w for w in attributes if w in SIZES), None)
     color = next((w for w in attributes if w in COLORS), None)
-    found = [o for o in scene.objects if o.shape == shape and size in (None, o.size) and color in (None, o.color)]
+    found = [o for o in scene.objects if matches(o, size, color, shape)]
     if len(found) != 1:
         raise ValueError(f"{phrase!r} names {len(found)} objects of the scene, not one")
     return found[0]
@@ -76,28 +75,11 @@ def grounding_targets(batch: Batch, scenes: list[Scene], conversations: list[lis
     return targets
 
 
+@functools.cache  # one matrix per width, made once; never written to
 def readout(dim: int) -> torch.Tensor:
     """The fixed readout `[len(SLOTS), GRID, dim]`: logits of each slot's row or column from a normalised state."""
     generator = torch.Generator().manual_seed(READOUT_SEED)
     return torch.randn(len(SLOTS), GRID, dim, generator=generator) / dim ** 0.5
-
-
-class StreamCapture:
-    """A `cache_layout` for `Model.forward_logits` that keeps the residual stream `[B, T, D]` at the input
-    of decoder layer `layer` (in `self.stream`) and otherwise runs the plain full-attention forward."""
-
-    def __init__(self, layer: int):
-        self.layer, self.stream = layer, None
-
-    def _capture(self, index, update, residual, ctx):
-        if index == self.layer:
-            self.stream = update if residual is None else update + residual  # [B, T, D]
-        return update, residual, ctx
-
-    def __call__(self, model: Model, input_ids: torch.Tensor, _lengths, width: int, _slots) -> LayerSetup:
-        embedding = model.decoder.embed_tokens  # the cache takes the projections' dtype (autocast's when on)
-        cache = KVCache.plain(model.config.text, len(input_ids), width, compute_dtype(embedding), embedding.device)
-        return LayerSetup(cache, transition=self._capture)
 
 
 def grounding_loss(stream: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

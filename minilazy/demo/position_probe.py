@@ -20,12 +20,11 @@ import random
 import torch
 from tqdm import tqdm
 
-from minilazy.attention import LayerSetup
 from minilazy.demo.dataset import EVAL_SEED_START, IMAGE_TOKENS, pad_batch
 from minilazy.demo.probe_command import run_probe
 from minilazy.demo.questions import QA, ask, named_objects, relation_subject
 from minilazy.demo.scenes import make_scene, render
-from minilazy.kv_cache import KVCache
+from minilazy.demo.stream_capture import StreamCapture
 from minilazy.prompts import ImageLayout, build_prompt
 
 TARGETS = ("row a", "column a", "row b", "column b", "answer")
@@ -55,7 +54,7 @@ def targets(seed: int, qa: QA) -> list[int]:
 @torch.no_grad()
 def last_token_states(pipeline, items: list[tuple[int, QA]], batch_size: int = 50) -> torch.Tensor:
     """The residual stream at each prompt's last token at the input of every decoder layer: `[L, N, D]`."""
-    model, text = pipeline.model, pipeline.model.config.text
+    model, layers = pipeline.model, range(pipeline.model.config.text.num_hidden_layers)
     per_batch = []
     for i in tqdm(range(0, len(items), batch_size), desc="states", unit="batch"):
         chunk = items[i: i + batch_size]
@@ -64,18 +63,10 @@ def last_token_states(pipeline, items: list[tuple[int, QA]], batch_size: int = 5
         batch = pad_batch(pipeline.tokenizer, [(ids, [False] * len(ids)) for ids in prompts],
                           pipeline.processor([render(make_scene(seed)) for seed, _ in chunk]))
         last = batch.lengths - 1  # [B]
-        states = []
-
-        def capture(layer, update, residual, ctx):
-            stream = update if residual is None else update + residual  # [B, T, D]
-            states.append(stream[torch.arange(len(last)), last].float())  # [B, D]
-            return update, residual, ctx
-
-        def capturing_layout(_model, _ids, _lengths, width, _slots):
-            return LayerSetup(KVCache.plain(text, len(chunk), width, model.dtype, model.device), transition=capture)
-
-        model.forward_logits(batch.input_ids, batch.pixel_values, batch.lengths, cache_layout=capturing_layout)
-        per_batch.append(torch.stack(states))  # [L, B, D]
+        capture = StreamCapture(layers)
+        model.forward_logits(batch.input_ids, batch.pixel_values, batch.lengths, cache_layout=capture)
+        # each layer's stream [B, T, D] at each row's last token -> [B, D]; stacked -> [L, B, D]
+        per_batch.append(torch.stack([capture.streams[layer][torch.arange(len(last)), last].float() for layer in layers]))
     return torch.cat(per_batch, dim=1)  # [L, N, D]
 
 

@@ -35,7 +35,7 @@ class QA:
     answer: str
 
 
-def _matches(obj: SceneObject, size: str | None, color: str | None, shape: str) -> bool:
+def matches(obj: SceneObject, size: str | None, color: str | None, shape: str) -> bool:
     return obj.shape == shape and (size is None or obj.size == size) and (color is None or obj.color == color)
 
 
@@ -45,7 +45,7 @@ def unique_reference(scene: Scene, obj: SceneObject, with_color: bool = True) ->
     for size, color in options:
         if color is not None and not with_color:
             continue
-        if sum(_matches(o, size, color, obj.shape) for o in scene.objects) == 1:
+        if sum(matches(o, size, color, obj.shape) for o in scene.objects) == 1:
             return " ".join(w for w in (size, color, obj.shape) if w)
     return None
 

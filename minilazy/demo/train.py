@@ -40,11 +40,12 @@ from minilazy.config import parse_config
 from minilazy.demo.checkpoint import earlier_runs, load_start, save_checkpoint, write_preprocessor_config
 from minilazy.demo.dataset import IMAGE_TOKENS, Batch, SceneStream, tokenizer_corpus
 from minilazy.demo.evaluate import held_out_questions, teacher_forced_correct
-from minilazy.demo.grounding import StreamCapture, grounding_loss, grounding_targets
+from minilazy.demo.grounding import grounding_loss, grounding_targets
 from minilazy.demo.initialization import demo_config, init_weights
 from minilazy.demo.questions import SHORT_FAMILIES, TRAINING_FAMILIES
 from minilazy.demo.scenes import COLORS, GRID, SHAPES, SIZES
 from minilazy.demo.shared_image import shared_image_batch, shared_image_loss
+from minilazy.demo.stream_capture import StreamCapture
 from minilazy.demo.tokenizer import IMAGE, PAD, build_tokenizer, save_tokenizer
 from minilazy.image_processing.clip import ClipImageProcessor
 from minilazy.model import Model
@@ -83,7 +84,7 @@ def autocast(precision: str):
 
 def answer_loss(model: Model, batch: Batch, cache_layout=None) -> torch.Tensor:
     """Mean cross-entropy of the answer tokens of a padded batch (`cache_layout`: the hook of
-    `Model.forward_logits`, e.g. a grounding `StreamCapture`).
+    `Model.forward_logits`, e.g. a `StreamCapture` for the grounding loss).
 
     Every row runs at the batch's full width: padding only follows a sequence's end and attention
     is causal, so no real token sees it, and the attention needs no per-row mask (the fused causal
@@ -163,23 +164,25 @@ def train_questions(model, weights, stream: SceneStream, tokenizer, processor, s
             group["lr"] = group["base_lr"] * lr_factor(progress, step, args.warmup)
         max_objects = min(6, 2 + int(4 * progress / args.curriculum))
         with autocast(args.precision):
+            grounding = None
             if args.shared_image:
                 pixels, _, conversations = stream.conversations(max_objects)
                 loss = shared_image_loss(model, shared_image_batch(tokenizer, conversations, pixels))
             elif args.grounding_weight > 0:
                 batch, scenes, conversations = stream.scene_qa_batch(max_objects)
-                capture = StreamCapture(args.grounding_layer)
+                capture = StreamCapture([args.grounding_layer])
                 loss = answer_loss(model, batch, capture)
-                grounding = grounding_loss(capture.stream, grounding_targets(batch, scenes, conversations))
+                grounding = grounding_loss(capture.streams[args.grounding_layer],
+                                           grounding_targets(batch, scenes, conversations))
             else:
                 loss = answer_loss(model, stream.qa_batch(max_objects))
         optimizer.zero_grad()
-        (loss + args.grounding_weight * grounding if args.grounding_weight > 0 else loss).backward()
+        (loss if grounding is None else loss + args.grounding_weight * grounding).backward()
         torch.nn.utils.clip_grad_norm_(rest + tower, 1.0)
         optimizer.step()
         step += 1
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if args.grounding_weight > 0:
+        if grounding is not None:
             grounded = grounding.item() if grounded is None else 0.95 * grounded + 0.05 * grounding.item()
         bar.update(1)
         bar.set_postfix(loss=f"{running:.3f}", objects=max_objects)

@@ -8,10 +8,10 @@ import torch
 
 from minilazy.demo import train
 from minilazy.demo.dataset import SceneStream
-from minilazy.demo.grounding import (IGNORE, SLOTS, StreamCapture, grounding_loss, grounding_targets, named_object,
-                                     objects_named)
+from minilazy.demo.grounding import IGNORE, SLOTS, grounding_loss, grounding_targets, named_object, objects_named
 from minilazy.demo.questions import QA, ask
 from minilazy.demo.scenes import CELL_NAMES, Scene, SceneObject, make_scene
+from minilazy.demo.stream_capture import StreamCapture
 
 FAMILIES = ("relation", "where", "color", "count", "exist", "shape")
 
@@ -80,14 +80,14 @@ def test_every_question_asked_in_training_resolves_its_objects():
 def test_capture_reads_the_input_of_its_layer_and_leaves_the_loss_unchanged(tiny_model, grounded_batch):
     model, weights, _, _ = tiny_model
     _, batch, _, _, targets = grounded_batch
-    first = StreamCapture(0)
+    first = StreamCapture([0])
     with torch.no_grad():
         loss = train.answer_loss(model, batch, first)
         torch.testing.assert_close(loss, train.answer_loss(model, batch))
-        torch.testing.assert_close(first.stream, model.embed(batch.input_ids, model.image_features(batch.pixel_values)))
-    last = StreamCapture(1)
+        torch.testing.assert_close(first.streams[0], model.embed(batch.input_ids, model.image_features(batch.pixel_values)))
+    last = StreamCapture([1])
     train.answer_loss(model, batch, last)
-    grounding_loss(last.stream, targets).backward()
+    grounding_loss(last.streams[1], targets).backward()
     layer_0 = weights["text.layers.0.mlp.down_proj.weight"].grad
     layer_1 = [w.grad for n, w in weights.items() if n.startswith("text.layers.1.")]
     assert layer_0 is not None and layer_0.abs().sum() > 0, "the layers before the read must learn from it"
