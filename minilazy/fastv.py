@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minilazy.attention import ForwardContext
+from minilazy.hooks import ForwardContext
 from minilazy.errors import InputError
 from minilazy.step import Step
 
@@ -46,22 +46,17 @@ class FastVScorer:
         step = ctx.step
         if step.is_decode:
             return out
-        inner, cfg = self.inner, self.inner.cfg
         batch = torch.arange(x.shape[0], device=x.device)
         last = step.q_len.long() - 1
-        q = inner.project(x[batch, last][:, None], inner.wq, cfg.num_attention_heads)  # [B, 1, H, d]
-        q = inner.ops.rope(q, step.positions[batch, last][:, None], cfg.rope_theta)
-        keys = ctx.cache[inner.layer].k.float()  # [B, S, G, d]
-        keys = keys.repeat_interleave(cfg.num_attention_heads // cfg.num_key_value_heads, dim=2)  # [B, S, H, d]
-        logits = torch.einsum("bhd,bshd->bhs", q[:, 0].float(), keys) * inner.scale  # [B, H, S]
-        visible = torch.arange(keys.shape[1], device=x.device)[None, :] < step.kv_len[:, None]
-        logits = logits.masked_fill(~visible[:, None, :], float("-inf"))
-        self.scores = logits.softmax(-1).mean(1)  # [B, S]
+        probs = self.inner.probabilities(x[batch, last][:, None], step.positions[batch, last][:, None],
+                                         ctx.cache[self.inner.layer].k, step.kv_len)  # [B, H, 1, S]
+        self.scores = probs[:, :, 0].mean(1)  # [B, S]
         return out
 
 
-class FastVTransition:
-    """Before layer K: prune the prefill sequence, and map decode steps onto the pruned caches."""
+class FastVPruning:
+    """The `before_layer` hook of FastV: before layer K, prune the prefill sequence, and map decode steps
+    onto the pruned caches."""
 
     def __init__(self, fastv: FastV, is_image: torch.Tensor, scorer: FastVScorer, on_prune=None):
         self.fastv, self.is_image, self.scorer, self.on_prune = fastv, is_image, scorer, on_prune
@@ -78,7 +73,7 @@ class FastVTransition:
             d = self.dropped.to(step.slots.dtype)
             pruned = Step(step.positions, torch.where(step.slots >= 0, step.slots - d[:, None], -1),
                           (step.q_start - d).int(), step.q_len, (step.kv_len - d).int())
-            return h, residual, ForwardContext(pruned, ctx.cache, ctx.attention, ctx.transition)
+            return h, residual, ctx.with_step(pruned)
         if int(step.q_start.max()) != 0:
             raise RuntimeError("FastV needs the whole prompt in one prefill step")
         valid = step.slots >= 0
@@ -101,4 +96,4 @@ class FastVTransition:
 
         pruned = Step(torch.where(inside, step.positions.gather(1, order), 0), torch.where(inside, columns, -1),
                       torch.zeros_like(step.q_start), n_kept.int(), n_kept.int())
-        return take(h), take(residual), ForwardContext(pruned, ctx.cache, ctx.attention, ctx.transition)
+        return take(h), take(residual), ctx.with_step(pruned)

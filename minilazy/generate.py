@@ -1,4 +1,4 @@
-"""Batched generation: prefill (in chunks) then one decode step per token.
+"""Batched generation: `prefill` (in chunks), then one `decode_step` per token, composed by `generate`.
 
 Requests of different lengths share one call: prompts are right-padded to the
 longest, every sequence keeps its own slots and lengths, and the KV cache is
@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from minilazy.attention import LayerSetup
 from minilazy.errors import InputError
-from minilazy.kv_cache import KVCache
+from minilazy.hooks import DecoderSetup, DecoderSetupHook
 from minilazy.model import Model
 from minilazy.sampler import Sampler, SamplingParams
 from minilazy.step import Step
@@ -53,62 +52,78 @@ def image_features_for(model: Model, requests: list[Request]) -> torch.Tensor | 
     return torch.cat(parts) if parts else None
 
 
-@torch.inference_mode()
-def generate(model: Model, requests: list[Request], params: SamplingParams, stop_ids=(), on_tokens=None,
-             on_logits=None, prefill_chunk: int = 4096, cache_layout=None) -> Generation:
-    """Generate for every request; `on_tokens(step_tokens [B])` streams each step's tokens
-    (-1 for a sequence that has stopped) and `on_logits(logits [B, V])` sees the logits each
-    step samples from.
-
-    `cache_layout(model, ids, lengths, total_slots, chunk)` may return a
-    LayerSetup (KV cache, per-layer attention, transition) for a feature such as
-    Lazy Attention or FastV; by default every layer is plain and keeps keys and
-    values for every slot.
-    """
+def padded_prompts(model: Model, requests: list[Request]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts right-padded with zeros, `ids [B, T]`, and their lengths `[B]`; refuses an empty one."""
     if not requests:
         raise InputError("no requests to generate for")
-    device, text = model.device, model.config.text
-    lengths = torch.tensor([len(r.input_ids) for r in requests], device=device)
+    lengths = torch.tensor([len(r.input_ids) for r in requests], device=model.device)
     if int(lengths.min()) == 0:
         raise InputError("empty prompt: nothing to generate from")
-    batch, width = len(requests), int(lengths.max())
-    total = width + params.max_new_tokens
-    if total > text.max_position_embeddings:
-        raise InputError(f"prompt ({width} tokens) plus {params.max_new_tokens} new tokens exceeds the model's "
-                         f"context window of {text.max_position_embeddings} tokens")
-    ids = torch.zeros(batch, width, dtype=torch.long, device=device)
+    ids = torch.zeros(len(requests), int(lengths.max()), dtype=torch.long, device=model.device)
     for b, r in enumerate(requests):
-        ids[b, : len(r.input_ids)] = torch.tensor(r.input_ids, device=device)
+        ids[b, : len(r.input_ids)] = torch.tensor(r.input_ids, device=model.device)
+    return ids, lengths
 
-    stats = GenerationStats(prompt_tokens=int(lengths.sum()), batch=batch, cache_slots=total)
-    start = time.perf_counter()
-    x = model.embed(ids, image_features_for(model, requests))
-    chunk = min(prefill_chunk, width)
-    if cache_layout is None:
-        setup = LayerSetup(KVCache.plain(text, batch, total, model.dtype, device))
-    else:
-        setup = cache_layout(model, ids, lengths, total, chunk)
-        chunk = setup.prefill_chunk or chunk
-    stats.kv_cache_bytes = setup.cache.nbytes
 
-    last_hidden = torch.zeros(batch, text.hidden_size, dtype=model.dtype, device=device)
+def prefill(model: Model, x: torch.Tensor, lengths: torch.Tensor, setup: DecoderSetup, chunk: int) -> torch.Tensor:
+    """Run the prompts' embeddings `x [B, T, D]` (real lengths `lengths [B]`) through the decoder in chunks
+    of `chunk` tokens, filling the caches of `setup`; returns the logits `[B, V]` of each last prompt token."""
+    batch, width, _ = x.shape
+    last_hidden = torch.zeros(batch, x.shape[-1], dtype=x.dtype, device=x.device)
     for c0 in range(0, width, chunk):
         step = Step.span(torch.full_like(lengths, c0), (lengths - c0).clamp(0, chunk), min(chunk, width - c0))
         hidden, final = model.decoder.forward(x[:, c0 : c0 + chunk], setup.context(step))
         ends_here = (lengths - 1 >= c0) & (lengths - 1 < c0 + chunk)
         rows = (final.step.q_len.long() - 1).clamp(min=0)  # last token of each sequence (after any pruning)
         last_hidden = torch.where(ends_here[:, None], hidden[torch.arange(batch), rows], last_hidden)
-    logits = model.decoder.logits(last_hidden)  # [B, V]
-    prefill_logits = logits
+    return model.decoder.logits(last_hidden)  # [B, V]
+
+
+def decode_step(model: Model, tokens: torch.Tensor, kv_len: torch.Tensor, setup: DecoderSetup) -> torch.Tensor:
+    """One new token per sequence, `tokens [B]`, written at slot `kv_len [B]`; returns the next logits `[B, V]`."""
+    step = Step.span(kv_len, torch.ones_like(kv_len), 1)
+    hidden, _ = model.decoder.forward(model.decoder.embed(tokens[:, None]), setup.context(step))
+    return model.decoder.logits(hidden[:, 0])
+
+
+@torch.inference_mode()
+def generate(model: Model, requests: list[Request], params: SamplingParams, stop_ids=(), on_tokens=None,
+             on_logits=None, prefill_chunk: int = 4096,
+             decoder_setup: DecoderSetupHook | None = None) -> Generation:
+    """Generate for every request; `on_tokens(step_tokens [B])` streams each step's tokens
+    (-1 for a sequence that has stopped) and `on_logits(logits [B, V])` sees the logits each
+    step samples from.
+
+    `decoder_setup` builds the KV cache and per-layer hooks of a feature such as Lazy Attention or
+    FastV (minilazy/hooks.py); by default every layer is plain and keeps keys and values for every slot.
+    """
+    ids, lengths = padded_prompts(model, requests)
+    text = model.config.text
+    batch, width = ids.shape
+    total = width + params.max_new_tokens
+    if total > text.max_position_embeddings:
+        raise InputError(f"prompt ({width} tokens) plus {params.max_new_tokens} new tokens exceeds the model's "
+                         f"context window of {text.max_position_embeddings} tokens")
+
+    stats = GenerationStats(prompt_tokens=int(lengths.sum()), batch=batch, cache_slots=total)
+    start = time.perf_counter()
+    x = model.embed(ids, image_features_for(model, requests))
+    chunk = min(prefill_chunk, width)
+    if decoder_setup is None:
+        setup = DecoderSetup.plain(model, batch, total)
+    else:
+        setup = decoder_setup(model, ids, lengths, total, chunk)
+        chunk = setup.prefill_chunk or chunk
+    stats.kv_cache_bytes = setup.cache.nbytes
+    logits = prefill_logits = prefill(model, x, lengths, setup, chunk)
     stats.prefill_seconds = time.perf_counter() - start
 
-    sampler = Sampler(params, device)
-    stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
-    out = torch.zeros(batch, params.max_new_tokens, dtype=torch.long, device=device)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    produced = torch.zeros(batch, dtype=torch.long, device=device)
+    sampler = Sampler(params, model.device)
+    stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=model.device)
+    out = torch.zeros(batch, params.max_new_tokens, dtype=torch.long, device=model.device)
+    done = torch.zeros(batch, dtype=torch.bool, device=model.device)
+    produced = torch.zeros(batch, dtype=torch.long, device=model.device)
     kv_len = lengths.clone()
-    ones = torch.ones_like(lengths)
     start = time.perf_counter()
     for t in range(params.max_new_tokens):
         if on_logits is not None:
@@ -122,9 +137,7 @@ def generate(model: Model, requests: list[Request], params: SamplingParams, stop
         done = finished
         if bool(done.all()) or t == params.max_new_tokens - 1:
             break
-        step = Step.span(kv_len, ones, 1)
-        hidden, _ = model.decoder.forward(model.decoder.embed(token[:, None]), setup.context(step))
-        logits = model.decoder.logits(hidden[:, 0])
+        logits = decode_step(model, token, kv_len, setup)
         kv_len += 1
         stats.decode_steps += 1
     stats.decode_seconds = time.perf_counter() - start

@@ -13,10 +13,9 @@ from pathlib import Path
 import torch
 
 from kernels import Ops
-from minilazy.attention import LayerSetup
 from minilazy.config import ModelConfig, load_config
 from minilazy.errors import InputError
-from minilazy.kv_cache import KVCache
+from minilazy.hooks import DecoderSetup, DecoderSetupHook
 from minilazy.models import with_prefix
 from minilazy.models.fused import fuse_projections
 from minilazy.models.llama import LlamaDecoder
@@ -95,19 +94,18 @@ class Model:
         return x
 
     def forward_logits(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, lengths: torch.Tensor,
-                       cache_layout=None) -> torch.Tensor:
+                       decoder_setup: DecoderSetupHook | None = None) -> torch.Tensor:
         """Teacher-forced logits `[B, T, V]` of padded sequences `input_ids [B, T]` (real lengths `lengths [B]`).
 
-        `cache_layout` is the hook of `minilazy.generate.generate` (e.g. a LazyRuntime). Under
-        autocast (training in bf16) the KV cache takes autocast's dtype, the projections' own.
+        `decoder_setup` builds the caches and hooks of a feature (e.g. a LazyRuntime; default: the plain
+        model). Under autocast (training in bf16) the KV cache takes autocast's dtype, the projections' own.
         """
         batch, width = input_ids.shape
         features = None if pixel_values is None else self.image_features(pixel_values)
         x = self.embed(input_ids, features)
-        text = self.config.text
-        if cache_layout is None:
-            setup = LayerSetup(KVCache.plain(text, batch, width, compute_dtype(x), x.device))
+        if decoder_setup is None:
+            setup = DecoderSetup.plain(self, batch, width, compute_dtype(x))
         else:
-            setup = cache_layout(self, input_ids, lengths, width, width)
+            setup = decoder_setup(self, input_ids, lengths, width, width)
         hidden, _ = self.decoder.forward(x, setup.context(Step.span(torch.zeros_like(lengths), lengths, width)))
         return self.decoder.logits(hidden)

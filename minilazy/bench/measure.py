@@ -100,7 +100,7 @@ def run_minilazy(model, request: Request, batch: int, new_tokens: int, runtime_f
     """One `generate` call on `batch` copies of `request`; every figure of it."""
     params = SamplingParams(max_new_tokens=new_tokens)
     with PeakMemory(model.device) as peak:
-        out = generate(model, [request] * batch, params, stop_ids=(), cache_layout=runtime_factory())
+        out = generate(model, [request] * batch, params, stop_ids=(), decoder_setup=runtime_factory())
         synchronize(model.device)
     s = out.stats
     return {

@@ -63,7 +63,7 @@ def profile_decode(model, request: Request, batch: int, runtime_factory, steps: 
             clock["seconds"] = time.perf_counter() - clock["start"]
 
     generate(model, [request] * batch, SamplingParams(max_new_tokens=steps + 2), stop_ids=(), on_tokens=on_tokens,
-             cache_layout=runtime_factory())
+             decoder_setup=runtime_factory())
     per_op = {e.key: (e.self_cpu_time_total / 1e3 / steps, e.count / steps) for e in profiler.key_averages()}
     groups = defaultdict(float)
     for op, (ms, _) in per_op.items():

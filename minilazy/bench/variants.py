@@ -27,7 +27,7 @@ class Variant:
     fastv: FastV | None = None
 
     def runtime(self) -> LazyRuntime | None:
-        """The `cache_layout` hook of `generate` (None: plain attention, the default path)."""
+        """The `decoder_setup` hook of `generate` (None: plain attention, the default path)."""
         if self.plan is None and self.fastv is None:
             return None
         return LazyRuntime(self.plan, fast_decode=self.fast_decode, fastv=self.fastv)

@@ -57,7 +57,7 @@ def run(args) -> int:
     samples = calibration_samples(args.calib) if args.lazy_ratio is not None else []
     runtime = lazy_runtime(args, pipeline, samples)
     result = evaluate(args.model, args.n, args.seed_offset, args.batch_size, args.max_new_tokens,
-                      backend=args.backend, dtype=args.dtype, cache_layout=runtime, pipeline=pipeline,
+                      backend=args.backend, dtype=args.dtype, decoder_setup=runtime, pipeline=pipeline,
                       progress=True)
     plan = runtime.plan if runtime else None
     result["settings"] = {

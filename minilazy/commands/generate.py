@@ -51,7 +51,7 @@ def run(args) -> int:
         printed = text
 
     out = generate(pipeline.model, [request], params, stop_ids=pipeline.stop_ids, on_tokens=stream,
-                   cache_layout=runtime)
+                   decoder_setup=runtime)
     print()
     if args.stats:
         from minilazy.commands.stats import print_stats

@@ -28,7 +28,7 @@ def print_stats(stats, pipeline, request, runtime, file=sys.stderr) -> None:
                             f"Q Cache depth {plan.depth})")
         line("  anchors", plan.inheritance())
     if runtime.fastv is not None:
-        kept = runtime.transition.kept_slots
+        kept = runtime.pruning.kept_slots
         line("FastV", f"layer {runtime.fastv.layer}, ratio {runtime.fastv.ratio}: "
                       f"{int((kept >= 0).sum())} of {stats.prompt_tokens} prompt tokens kept from layer "
                       f"{runtime.fastv.layer} on")

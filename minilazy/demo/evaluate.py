@@ -54,9 +54,9 @@ def teacher_forced_correct(model, tokenizer, processor, items: list[tuple[int, Q
     return hits.all(dim=1).tolist()
 
 
-def greedy_answers(pipeline, items: list[tuple[int, QA]], max_new_tokens: int, cache_layout=None,
+def greedy_answers(pipeline, items: list[tuple[int, QA]], max_new_tokens: int, decoder_setup=None,
                    stats: list | None = None, view=None) -> list[str]:
-    """Greedy answers through minilazy's generation loop (`cache_layout`: e.g. a Lazy Attention plan).
+    """Greedy answers through minilazy's generation loop (`decoder_setup`: e.g. a Lazy Attention plan).
 
     `stats`, when given, receives the call's `GenerationStats` (timings, KV-cache bytes allocated);
     `view(question, image) -> (question, image)`, when given, changes what is asked (a probe).
@@ -67,7 +67,7 @@ def greedy_answers(pipeline, items: list[tuple[int, QA]], max_new_tokens: int, c
     asked = [(qa.question, render(make_scene(seed))) for seed, qa in items]
     requests = [pipeline.request(*(view(*pair) if view else pair)) for pair in asked]
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    result = generate(pipeline.model, requests, params, stop_ids=pipeline.stop_ids, cache_layout=cache_layout)
+    result = generate(pipeline.model, requests, params, stop_ids=pipeline.stop_ids, decoder_setup=decoder_setup)
     if stats is not None:
         stats.append(result.stats)
     return [pipeline.decode(tokens) for tokens in result.tokens]
@@ -80,11 +80,11 @@ def description_scores(predicted: str, expected: str) -> tuple[int, int, int]:
 
 
 def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_size: int = 50,
-             max_new_tokens: int = 64, backend: str = "auto", dtype: str = "fp32", cache_layout=None,
+             max_new_tokens: int = 64, backend: str = "auto", dtype: str = "fp32", decoder_setup=None,
              pipeline=None, progress: bool = False) -> dict:
     """Score the demo model in `model_dir` on `n` held-out questions; return the figures.
 
-    `backend`, `dtype` and `cache_layout` (a `minilazy.generate` cache layout, e.g. Lazy Attention)
+    `backend`, `dtype` and `decoder_setup` (a `DecoderSetupHook`, e.g. Lazy Attention)
     are passed to the generation, so the same questions measure what a runtime option costs.
     `pipeline` reuses an already loaded model (then `model_dir`, `backend` and `dtype` only label the result);
     `progress` shows a progress bar over the batches. The KV-cache figures are the bytes the caches
@@ -102,7 +102,7 @@ def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_s
     start = time.time()
     answers, stats = [], []
     for i in tqdm(range(0, n, batch_size), desc="evaluating", unit="batch", disable=not progress):
-        answers += greedy_answers(pipeline, items[i: i + batch_size], max_new_tokens, cache_layout, stats)
+        answers += greedy_answers(pipeline, items[i: i + batch_size], max_new_tokens, decoder_setup, stats)
     kv_bytes = sum(s.kv_cache_bytes for s in stats)
     kv_full = sum(full_attention_bytes(pipeline.config, s.batch, s.cache_slots, pipeline.model.dtype.itemsize)
                   for s in stats)

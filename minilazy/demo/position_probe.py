@@ -64,7 +64,7 @@ def last_token_states(pipeline, items: list[tuple[int, QA]], batch_size: int = 5
                           pipeline.processor([render(make_scene(seed)) for seed, _ in chunk]))
         last = batch.lengths - 1  # [B]
         capture = StreamCapture(layers)
-        model.forward_logits(batch.input_ids, batch.pixel_values, batch.lengths, cache_layout=capture)
+        model.forward_logits(batch.input_ids, batch.pixel_values, batch.lengths, decoder_setup=capture)
         # each layer's stream [B, T, D] at each row's last token -> [B, D]; stacked -> [L, B, D]
         per_batch.append(torch.stack([capture.streams[layer][torch.arange(len(last)), last].float() for layer in layers]))
     return torch.cat(per_batch, dim=1)  # [L, N, D]

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from minilazy.attention import LayerSetup
+from minilazy.hooks import DecoderSetup
 from minilazy.demo.dataset import Batch, conversation_ids, pad_batch
 from minilazy.demo.questions import QA
 from minilazy.demo.tokenizer import IMAGE
@@ -72,7 +72,7 @@ def prefix_cache(model: Model, prefix_ids: torch.Tensor, pixel_values: torch.Ten
     x = model.embed(prefix_ids, model.image_features(pixel_values))  # [B, P, D]
     cache = KVCache.plain(model.config.text, batch, width, compute_dtype(x), x.device)
     lengths = torch.full((batch,), width)
-    model.decoder.forward(x, LayerSetup(cache).context(Step.span(torch.zeros_like(lengths), lengths, width)))
+    model.decoder.forward(x, DecoderSetup(cache).context(Step.span(torch.zeros_like(lengths), lengths, width)))
     return cache
 
 
@@ -86,7 +86,7 @@ def turn_logits(model: Model, prefix: KVCache, turns: Turns) -> torch.Tensor:
 
     cache = KVCache([LayerCache(extended(layer.k), extended(layer.v)) for layer in prefix.layers])
     start = torch.full_like(lengths, prefix[0].k.shape[1])
-    hidden, _ = model.decoder.forward(model.embed(ids, None), LayerSetup(cache).context(Step.span(start, lengths, width)))
+    hidden, _ = model.decoder.forward(model.embed(ids, None), DecoderSetup(cache).context(Step.span(start, lengths, width)))
     return model.decoder.logits(hidden)
 
 

@@ -1,6 +1,6 @@
 """A forward hook that keeps the decoder's residual stream at the input of chosen layers.
 
-`Model.forward_logits(..., cache_layout=StreamCapture(layers))` runs the plain full-attention
+`Model.forward_logits(..., decoder_setup=StreamCapture(layers))` runs the plain full-attention
 forward and leaves `capture.streams[layer]`, the stream `[B, T, D]` entering each layer asked for
 (the embeddings for layer 0). The grounding loss reads one layer with gradients
 (minilazy/demo/grounding.py); the position probe reads every layer (minilazy/demo/position_probe.py).
@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import torch
 
-from minilazy.attention import LayerSetup
-from minilazy.kv_cache import KVCache
+from minilazy.hooks import DecoderSetup
 from minilazy.model import Model, compute_dtype
 
 
 class StreamCapture:
-    """A `cache_layout` for `Model.forward_logits` that keeps the residual stream at the input of `layers`."""
+    """A `DecoderSetupHook` for `Model.forward_logits` that keeps the residual stream at the input of `layers`."""
 
     def __init__(self, layers):
         self.layers, self.streams = set(layers), {}
@@ -26,7 +25,6 @@ class StreamCapture:
             self.streams[index] = update if residual is None else update + residual  # [B, T, D]
         return update, residual, ctx
 
-    def __call__(self, model: Model, input_ids: torch.Tensor, _lengths, width: int, _slots) -> LayerSetup:
-        embedding = model.decoder.embed_tokens  # the cache takes the projections' dtype (autocast's when on)
-        cache = KVCache.plain(model.config.text, len(input_ids), width, compute_dtype(embedding), embedding.device)
-        return LayerSetup(cache, transition=self._capture)
+    def __call__(self, model: Model, input_ids: torch.Tensor, _lengths, width: int, _slots) -> DecoderSetup:
+        dtype = compute_dtype(model.decoder.embed_tokens)  # the cache takes the projections' dtype (autocast's when on)
+        return DecoderSetup.plain(model, len(input_ids), width, dtype, before_layer=self._capture)

@@ -82,8 +82,8 @@ def autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def answer_loss(model: Model, batch: Batch, cache_layout=None) -> torch.Tensor:
-    """Mean cross-entropy of the answer tokens of a padded batch (`cache_layout`: the hook of
+def answer_loss(model: Model, batch: Batch, decoder_setup=None) -> torch.Tensor:
+    """Mean cross-entropy of the answer tokens of a padded batch (`decoder_setup`: the hook of
     `Model.forward_logits`, e.g. a `StreamCapture` for the grounding loss).
 
     Every row runs at the batch's full width: padding only follows a sequence's end and attention
@@ -92,7 +92,7 @@ def answer_loss(model: Model, batch: Batch, cache_layout=None) -> torch.Tensor:
     """
     width = batch.input_ids.shape[1]
     logits = model.forward_logits(batch.input_ids, batch.pixel_values, torch.full_like(batch.lengths, width),
-                                  cache_layout)  # [B, T, V]
+                                  decoder_setup)  # [B, T, V]
     mask = batch.loss_mask[:, 1:]
     return F.cross_entropy(logits[:, :-1][mask].float(), batch.input_ids[:, 1:][mask])
 

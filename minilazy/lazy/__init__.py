@@ -2,6 +2,6 @@
 
 `plan.LayerPlan` says which layers are lazy and whose attention each inherits; `calibrate` measures
 how alike the layers' attention over image keys is and chooses a plan; `runtime.LazyRuntime` is the
-`cache_layout` hook that builds the caches and lazy layers of one generation call (`attention`,
+`DecoderSetupHook` that builds the caches and lazy layers of one generation call (`layers`,
 `state`); `heatmap` draws the divergence matrix with a plan's anchors.
 """

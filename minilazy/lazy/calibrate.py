@@ -20,10 +20,10 @@ import torch
 
 from tqdm import tqdm
 
-from minilazy.attention import FullAttention, LayerSetup
 from minilazy.errors import InputError
+from minilazy.full_attention import FullAttention
 from minilazy.generate import generate
-from minilazy.kv_cache import KVCache
+from minilazy.hooks import DecoderSetup
 from minilazy.lazy.plan import LayerPlan
 from minilazy.sampler import SamplingParams
 
@@ -56,27 +56,23 @@ class RecordingAttention(FullAttention):
         text_queries = (slots >= 0) & ~self.is_image[slots.clamp(min=0)] & (slots > image.nonzero().max())
         if not bool(text_queries.any()):
             return out
-        q = self.ops.rope(self.project(x, self.wq, self.cfg.num_attention_heads), step.positions,
-                          self.cfg.rope_theta)[0, text_queries].float()  # [Tq, H, d]
-        k = cache.k[0, :n_keys].float().repeat_interleave(self.cfg.num_attention_heads // self.cfg.num_key_value_heads,
-                                                           dim=1)  # [S, H, d]
-        probs = torch.einsum("qhd,khd->hqk", q, k).mul(self.scale).softmax(-1)  # [H, Tq, S]; keys all precede
+        probs = self.probabilities(x[:1, text_queries], step.positions[:1, text_queries], cache.k[:1, :n_keys],
+                                   step.kv_len[:1])[0]  # [H, Tq, S]; renormalised over the image keys later
         self.records.append((self.layer, probs[:, :, image].transpose(0, 1)))  # [Tq, H, N_img]
         return out
 
 
-def recording_layout(is_image: torch.Tensor, records: list):
-    """A `cache_layout` hook for one request that records every layer's attention to the image."""
+def recording_setup(is_image: torch.Tensor, records: list):
+    """A `DecoderSetupHook` for one request that records every layer's attention to the image."""
 
-    def layout(model, ids, lengths, total, chunk):
+    def setup(model, ids, lengths, total, chunk):
         cfg = model.config.text
         mask = torch.zeros(total, dtype=torch.bool, device=ids.device)
         mask[: is_image.shape[0]] = is_image
-        cache = KVCache.plain(cfg, 1, total, model.dtype, ids.device)
-        attention = [RecordingAttention(cfg, w, model.ops, i, mask, records) for i, w in enumerate(model.decoder.layers)]
-        return LayerSetup(cache, attention)
+        recorders = [RecordingAttention(cfg, w, model.ops, i, mask, records) for i, w in enumerate(model.decoder.layers)]
+        return DecoderSetup.plain(model, 1, total, layer_attention=recorders)
 
-    return layout
+    return setup
 
 
 def divergence_matrix(records: list, num_layers: int, per_head: bool = False) -> torch.Tensor:
@@ -146,5 +142,5 @@ def measure_divergence(pipeline, samples, max_new_tokens: int = 16, progress: bo
         if not bool(is_image.any()):
             raise InputError(f"calibration sample {i} has no image tokens: calibration needs image+prompt pairs")
         generate(model, [request], SamplingParams(max_new_tokens=max_new_tokens), stop_ids=pipeline.stop_ids,
-                 cache_layout=recording_layout(is_image, records))
+                 decoder_setup=recording_setup(is_image, records))
     return divergence_matrix(records, model.config.text.num_hidden_layers, per_head)

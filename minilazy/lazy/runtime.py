@@ -1,6 +1,6 @@
 """Running a model under a layer plan and/or FastV: cache layout, Q Cache and per-layer attention.
 
-`LazyRuntime(plan, fastv)` is the `cache_layout` hook of `minilazy.generate`:
+`LazyRuntime(plan, fastv)` is a `DecoderSetupHook` (minilazy/hooks.py):
 for each call it allocates the KV cache the plan needs (active layers: keys and
 values for every slot; lazy `visual` layers: values for every slot, keys for
 text slots only; lazy `all` layers: values only), the Q Cache ring, and the
@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import torch
 
-from minilazy.attention import FullAttention, LayerSetup
+from minilazy.full_attention import FullAttention
+from minilazy.hooks import DecoderSetup
 from minilazy.errors import InputError
-from minilazy.fastv import FastV, FastVScorer, FastVTransition
+from minilazy.fastv import FastV, FastVPruning, FastVScorer
 from minilazy.kv_cache import KVCache
-from minilazy.lazy.attention import AnchorAttention, LazyAllAttention, LazyVisualAttention
+from minilazy.lazy.layers import AnchorAttention, LazyAllAttention, LazyVisualAttention
 from minilazy.lazy.plan import LayerPlan
 from minilazy.lazy.state import LazyState
 
@@ -42,7 +43,7 @@ class LazyRuntime:
         self.plan, self.fast_decode, self.image_mask, self.fastv = plan, fast_decode, image_mask, fastv
         self.state: LazyState | None = None  # the state of the first segment (before FastV's layer)
         self.states: list[LazyState] = []
-        self.transition: FastVTransition | None = None
+        self.pruning: FastVPruning | None = None
 
     def image_slots_mask(self, model, ids: torch.Tensor, lengths: torch.Tensor, total: int) -> torch.Tensor:
         batch, width = ids.shape
@@ -54,7 +55,7 @@ class LazyRuntime:
         is_image[:, :width] &= torch.arange(width, device=ids.device)[None, :] < lengths[:, None]
         return is_image
 
-    def __call__(self, model, ids: torch.Tensor, lengths: torch.Tensor, total: int, chunk: int) -> LayerSetup:
+    def __call__(self, model, ids: torch.Tensor, lengths: torch.Tensor, total: int, chunk: int) -> DecoderSetup:
         cfg = model.config.text
         plan = self.plan or LayerPlan.full(cfg.num_hidden_layers)
         plan.check_layers(cfg.num_hidden_layers)
@@ -101,7 +102,7 @@ class LazyRuntime:
                     shapes.append((None, slots))
                     attention.append(LazyAllAttention(cfg, weights, model.ops, layer, anchor, state, ring))
         cache = KVCache.allocate(shapes, batch, cfg.num_key_value_heads, cfg.head_dim, model.dtype, ids.device)
-        self.transition = None
+        self.pruning = None
         if self.fastv is not None:
             k = self.fastv.layer
             attention[k - 1] = scorer = FastVScorer(attention[k - 1])
@@ -112,8 +113,8 @@ class LazyRuntime:
                 mask[:, : kept_image.shape[1]] = kept_image
                 later_state.set_image_mask(mask)
 
-            self.transition = FastVTransition(self.fastv, is_image, scorer, on_prune=relocate)
-        return LayerSetup(cache, attention, self.transition, prefill_chunk=chunk)
+            self.pruning = FastVPruning(self.fastv, is_image, scorer, on_prune=relocate)
+        return DecoderSetup(cache, attention, self.pruning, prefill_chunk=chunk)
 
     def projection_rows(self) -> dict[str, int]:
         """Token rows whose Wq / Wk projections the lazy layers skipped, summed over segments."""

@@ -3,7 +3,7 @@
 Each layer is `h = x + attn(rmsnorm(x)); h = h + mlp(rmsnorm(h))` with
 `mlp = down(silu(gate(h)) * up(h))`. The residual add is fused into the next
 RMSNorm (`ops.rms_norm(x, w, eps, residual=r)` returns the normalised sum and
-the sum). Attention lives in minilazy/attention.py, one object per layer, so a
+the sum). Attention lives in minilazy/full_attention.py, one object per layer, so a
 feature such as Lazy Attention can replace it layer by layer.
 
 Reference: transformers/models/llama/modeling_llama.py.
@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from minilazy.attention import ForwardContext, FullAttention
+from minilazy.full_attention import FullAttention
+from minilazy.hooks import ForwardContext
 from minilazy.config import TextConfig
 from minilazy.models import with_prefix
 from minilazy.models.fused import GATE_UP
@@ -36,13 +37,13 @@ class LlamaDecoder:
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> tuple[torch.Tensor, ForwardContext]:
         """Run every layer on `x [B, T, D]`; returns the final-normed hidden states `[B, T', D]` and the
-        context of the last layer (T' < T and a different step when a transition dropped tokens)."""
+        context of the last layer (T' < T and a different step when a `before_layer` hook dropped tokens)."""
         ops, eps = self.ops, self.cfg.rms_norm_eps
         residual, update = None, x
-        attention = ctx.attention or self.attention
+        attention = ctx.layer_attention or self.attention
         for i, w in enumerate(self.layers):
-            if ctx.transition is not None:
-                update, residual, ctx = ctx.transition(i, update, residual, ctx)
+            if ctx.before_layer is not None:
+                update, residual, ctx = ctx.before_layer(i, update, residual, ctx)
             h, residual = self._norm(update, residual, w["input_layernorm.weight"])
             update = attention[i].forward(h, ctx)
             h, residual = ops.rms_norm(update, w["post_attention_layernorm.weight"], eps, residual=residual)

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from minilazy.errors import InputError
-from minilazy.lazy.calibrate import divergence_matrix, plan_for_ratio, recording_layout
+from minilazy.lazy.calibrate import divergence_matrix, plan_for_ratio, recording_setup
 from minilazy.lazy.plan import SCOPES, LayerPlan
 from minilazy.lazy.runtime import LazyRuntime
 
@@ -57,7 +57,7 @@ def calibrate(model, windows: torch.Tensor, span: int, progress: bool = True, pe
     is_image, records = span_mask(1, span, width)[0], []
     lengths = torch.tensor([width])
     for ids in tqdm(windows, desc="calibrating", unit="window", disable=not progress):
-        model.forward_logits(ids[None], None, lengths, cache_layout=recording_layout(is_image, records))
+        model.forward_logits(ids[None], None, lengths, decoder_setup=recording_setup(is_image, records))
     return divergence_matrix(records, model.config.text.num_hidden_layers, per_head)
 
 
@@ -77,7 +77,7 @@ def perplexity(model, windows: torch.Tensor, span: int, plan: LayerPlan | None =
         ids = windows[start : start + batch_size].to(model.device)
         batch, width = ids.shape
         runtime = None if plan is None else LazyRuntime(plan, image_mask=span_mask(batch, span, width).to(ids.device))
-        logits = model.forward_logits(ids, None, torch.full((batch,), width, device=ids.device), cache_layout=runtime)
+        logits = model.forward_logits(ids, None, torch.full((batch,), width, device=ids.device), decoder_setup=runtime)
         nll = tail_nll(logits, ids, span)
         total, count = total + float(nll.sum()), count + nll.numel()
     return math.exp(total / count)

@@ -99,7 +99,7 @@ def run_study(pipeline, model_dir: str, n: int = 1000, calib: int = 64, seed_off
         runtime, plan, threshold = runtime_for(spec, js)
         if progress:
             tqdm.write(f"[{len(records) + 1}/{len(runs)}] {spec.name}")
-        result = evaluate(model_dir, n, seed_offset, batch_size, max_new_tokens, cache_layout=runtime,
+        result = evaluate(model_dir, n, seed_offset, batch_size, max_new_tokens, decoder_setup=runtime,
                           pipeline=pipeline, progress=progress)
         records.append(run_record(spec, plan, threshold, result))
     return {

@@ -50,7 +50,7 @@ def ops_in_one_decode_step(model, layout, batch=3) -> int:
             counter.__exit__(None, None, None)
 
     prompt = Request(list(range(3, 20)))
-    generate(model, [prompt] * batch, SamplingParams(max_new_tokens=6), on_tokens=on_tokens, cache_layout=layout)
+    generate(model, [prompt] * batch, SamplingParams(max_new_tokens=6), on_tokens=on_tokens, decoder_setup=layout)
     return counter.count
 
 

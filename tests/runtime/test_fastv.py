@@ -36,8 +36,8 @@ def test_keeps_the_requested_image_tokens_ranked_by_transformers_attention(model
     ref, model = models
     prompt = torch.randint(3, 96, (N,))
     runtime = LazyRuntime(fastv=FastV(2, ratio), image_mask=image_mask())
-    generate(model, [Request(prompt.tolist())], SamplingParams(max_new_tokens=1), cache_layout=runtime)
-    kept = runtime.transition.kept_slots[0]
+    generate(model, [Request(prompt.tolist())], SamplingParams(max_new_tokens=1), decoder_setup=runtime)
+    kept = runtime.pruning.kept_slots[0]
     kept_image = sorted(s for s in kept.tolist() if IMAGE.start <= s < IMAGE.stop)
     assert len(kept_image) == round(12 * (1 - ratio))
     assert set(range(N)) - set(range(IMAGE.start, IMAGE.stop)) <= set(kept.tolist())  # every text token stays
@@ -57,7 +57,7 @@ def test_ratio_zero_is_the_plain_model(models):
     out = generate(model, [Request(prompt)], params, on_logits=plain_logits.append)
     pruned_logits = []
     fastv = generate(model, [Request(prompt)], params, on_logits=pruned_logits.append,
-                     cache_layout=LazyRuntime(fastv=FastV(2, 0.0), image_mask=image_mask()))
+                     decoder_setup=LazyRuntime(fastv=FastV(2, 0.0), image_mask=image_mask()))
     assert fastv.tokens == out.tokens
     assert_close(torch.stack(pruned_logits), torch.stack(plain_logits), 1e-5, 1e-5, "logits")
 
@@ -70,12 +70,12 @@ def test_prune_then_decode_equals_direct_implementation(models, plan):
     prompts = [torch.randint(3, 96, (n,)).tolist() for n in (N, N - 3)]
     mask = image_mask(2)
     runtime = LazyRuntime(plan, fastv=FastV(2, 0.5), image_mask=mask)
-    out = generate(model, [Request(p) for p in prompts], SamplingParams(max_new_tokens=5), cache_layout=runtime)
+    out = generate(model, [Request(p) for p in prompts], SamplingParams(max_new_tokens=5), decoder_setup=runtime)
     anchors = plan.anchors if plan else tuple(range(LAYERS))
     scope = plan.scope if plan else "visual"
     for b, prompt in enumerate(prompts):
         assert len(out.tokens[b]) == 5, "the run stops only at max_new_tokens"
-        kept = [s for s in runtime.transition.kept_slots[b].tolist() if s >= 0]
+        kept = [s for s in runtime.pruning.kept_slots[b].tolist() if s >= 0]
         seq = list(prompt)
         for token in out.tokens[b]:
             keep = torch.tensor(kept + list(range(len(prompt), len(seq))))
@@ -91,7 +91,7 @@ def test_kv_cache_shrinks_by_the_dropped_tokens(models):
     cfg = model.config.text
     runtime = LazyRuntime(fastv=FastV(2, 0.5), image_mask=image_mask())
     out = generate(model, [Request(torch.randint(3, 96, (N,)).tolist())], SamplingParams(max_new_tokens=4),
-                   cache_layout=runtime)
+                   decoder_setup=runtime)
     unit = 2 * cfg.num_key_value_heads * cfg.head_dim * 4
     assert out.stats.kv_cache_bytes == unit * (2 * (N + 4) + (LAYERS - 2) * (N - 6 + 4))
 
@@ -102,4 +102,4 @@ def test_lazy_plans_that_cross_the_fastv_layer_are_refused(models):
                         (LayerPlan((0, 1, 1, 3, 3, 3)), "across the FastV layer")]:
         runtime = LazyRuntime(plan, fastv=FastV(2, 0.5), image_mask=image_mask())
         with pytest.raises(InputError, match=match):
-            generate(model, [Request(list(range(3, 3 + N)))], SamplingParams(max_new_tokens=2), cache_layout=runtime)
+            generate(model, [Request(list(range(3, 3 + N)))], SamplingParams(max_new_tokens=2), decoder_setup=runtime)

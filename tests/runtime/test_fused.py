@@ -53,7 +53,7 @@ def test_fused_model_generates_as_the_unfused_one(tmp_path, monkeypatch):
     mask = torch.zeros(2, 19, dtype=torch.bool)
     mask[:, 3:14] = True  # tokens 3..13 stand in for an image
     for layout in (lambda: None, lambda: LazyRuntime(LayerPlan((0, 0, 2, 2)), image_mask=mask)):
-        a, b = (generate(m, [prompt] * 2, SamplingParams(max_new_tokens=12), cache_layout=layout())
+        a, b = (generate(m, [prompt] * 2, SamplingParams(max_new_tokens=12), decoder_setup=layout())
                 for m in (model, apart))
         assert_close(a.prefill_logits, b.prefill_logits, 1e-5, 1e-5, "prefill logits")
         assert a.tokens == b.tokens

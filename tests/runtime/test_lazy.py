@@ -41,7 +41,7 @@ def test_prefill_logits_equal_direct_formulation(model, plan, scope):
     lengths = torch.tensor([17, 12])
     ids = torch.randint(3, 96, (2, 17))
     mask = image_mask_for(lengths, 17)
-    got = model.forward_logits(ids, None, lengths, cache_layout=LazyRuntime(plan, image_mask=mask))
+    got = model.forward_logits(ids, None, lengths, decoder_setup=LazyRuntime(plan, image_mask=mask))
     for b, n in enumerate(lengths.tolist()):
         expected = lazy_reference_logits(model.weights, model.config.text, plan.anchors, scope,
                                          model.decoder.embed(ids[b : b + 1, :n])[0], mask[b, :n])
@@ -52,11 +52,11 @@ def test_plan_without_lazy_layers_is_the_plain_model(model):
     ids = torch.randint(3, 96, (1, 15))
     lengths = torch.tensor([15])
     plain = model.forward_logits(ids, None, lengths)
-    full = model.forward_logits(ids, None, lengths, cache_layout=LazyRuntime(LayerPlan.full(LAYERS)))
+    full = model.forward_logits(ids, None, lengths, decoder_setup=LazyRuntime(LayerPlan.full(LAYERS)))
     assert torch.equal(plain, full)
     params = SamplingParams(max_new_tokens=8)
     runtime = LazyRuntime(LayerPlan.full(LAYERS), image_mask=image_mask_for(lengths, 15))
-    assert generate(model, [Request(ids[0].tolist())], params, cache_layout=runtime).tokens == \
+    assert generate(model, [Request(ids[0].tolist())], params, decoder_setup=runtime).tokens == \
         generate(model, [Request(ids[0].tolist())], params).tokens
 
 
@@ -67,7 +67,7 @@ def test_chunked_prefill_and_decode_equal_direct_formulation(model, scope):
     prompt = torch.randint(3, 96, (16,))
     mask = image_mask_for([16], 16)
     out = generate(model, [Request(prompt.tolist())], SamplingParams(max_new_tokens=6), prefill_chunk=5,
-                   cache_layout=LazyRuntime(plan, image_mask=mask))
+                   decoder_setup=LazyRuntime(plan, image_mask=mask))
     seq = prompt.tolist()
     assert len(out.tokens[0]) == 6, "the run stops only at max_new_tokens"
     for token in out.tokens[0]:
@@ -87,7 +87,7 @@ def test_decode_fast_path_equals_recompute(model):
         logits = []
         runtime = LazyRuntime(plan, fast_decode=fast, image_mask=mask)
         out = generate(model, [Request(p) for p in prompts], SamplingParams(max_new_tokens=8),
-                       cache_layout=runtime, on_logits=logits.append)
+                       decoder_setup=runtime, on_logits=logits.append)
         runs[fast] = (out.tokens, torch.stack(logits))
     assert runs[True][0] == runs[False][0]
     assert_close(runs[True][1], runs[False][1], 1e-5, 1e-5, "decode logits")
@@ -101,7 +101,7 @@ def test_kv_cache_bytes_follow_the_formula(model, scope):
     n, n_img, new = 16, 7, 5
     runtime = LazyRuntime(plan, image_mask=image_mask_for([n], n))
     out = generate(model, [Request(torch.randint(3, 96, (n,)).tolist())], SamplingParams(max_new_tokens=new),
-                   cache_layout=runtime)
+                   decoder_setup=runtime)
     tokens, unit = n + new, cfg.num_key_value_heads * cfg.head_dim * 4  # fp32 bytes of one key or value row
     lazy = len(plan.lazy_layers)
     per_lazy = (n_img + 2 * (tokens - n_img)) if scope == "visual" else tokens
@@ -112,7 +112,7 @@ def test_q_cache_is_allocated_once_and_written_in_place(model):
     runtime = LazyRuntime(PLANS[0], fast_decode=False, image_mask=image_mask_for([12], 12))
     pointers = []
     generate(model, [Request(torch.randint(3, 96, (12,)).tolist())], SamplingParams(max_new_tokens=6),
-             cache_layout=runtime, on_tokens=lambda _: pointers.append(runtime.state.q_cache.data_ptr()))
+             decoder_setup=runtime, on_tokens=lambda _: pointers.append(runtime.state.q_cache.data_ptr()))
     assert len(pointers) == 6 and len(set(pointers)) == 1
     assert runtime.state.q_slot(0, 1, 1).data_ptr() == pointers[0]
 

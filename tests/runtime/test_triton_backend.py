@@ -73,9 +73,9 @@ def test_lazy_plan_on_triton_equals_torch(llava):
     results = {}
     for backend in ("torch", "triton"):
         model = Model.from_pretrained(path, backend=backend)
-        logits = model.forward_logits(ids, request.pixel_values, lengths, cache_layout=LazyRuntime(plan))
+        logits = model.forward_logits(ids, request.pixel_values, lengths, decoder_setup=LazyRuntime(plan))
         runtime = LazyRuntime(plan)
-        out = generate(model, [request], SamplingParams(max_new_tokens=STEPS), cache_layout=runtime)
+        out = generate(model, [request], SamplingParams(max_new_tokens=STEPS), decoder_setup=runtime)
         results[backend] = logits, out.tokens, out.stats.kv_cache_bytes
     assert_close(results["triton"][0], results["torch"][0], 1e-4, 1e-4, "lazy prefill logits, triton vs torch")
     assert results["triton"][1:] == results["torch"][1:]

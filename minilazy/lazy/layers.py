@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from minilazy.attention import ForwardContext, FullAttention
+from minilazy.full_attention import FullAttention
+from minilazy.hooks import ForwardContext
 from minilazy.lazy.state import LazyState
 
 

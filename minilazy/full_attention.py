@@ -9,39 +9,12 @@ same `forward(x, ctx)` interface and replace instances of this class.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from minilazy.config import TextConfig
-from minilazy.kv_cache import KVCache
+from minilazy.hooks import ForwardContext
 from minilazy.models.fused import QKV
 from minilazy.step import Step
-
-
-@dataclass
-class ForwardContext:
-    """Everything a decoder layer's attention reads besides its input."""
-
-    step: Step
-    cache: KVCache
-    attention: list | None = None  # per-layer attention replacing the decoder's own (e.g. lazy layers)
-    # `transition(layer, h, residual, ctx) -> (h, residual, ctx)` runs before each layer and may
-    # drop tokens and switch to another step (FastV)
-    transition: object = None
-
-
-@dataclass
-class LayerSetup:
-    """What a `cache_layout` hook gives one forward pass or generation call."""
-
-    cache: KVCache
-    attention: list | None = None
-    transition: object = None
-    prefill_chunk: int | None = None  # set when the feature needs prefill in chunks of this size
-
-    def context(self, step: Step) -> ForwardContext:
-        return ForwardContext(step, self.cache, self.attention, self.transition)
 
 
 class FullAttention:
@@ -77,15 +50,37 @@ class FullAttention:
         q = self.ops.rope(q, step.positions, cfg.rope_theta, out=q_out)
         return q, self.ops.rope(k, step.positions, cfg.rope_theta), v
 
-    def attend(self, q: torch.Tensor, k_cache, v_cache, step: Step, **keys) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attention of `q [B, T, H, d]` over cached keys; returns `(o [B, T, H, d], lse [B, T, H])`."""
+    def attend(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor | None, step: Step, *,
+               kv_len: torch.Tensor | None = None, key_slots: torch.Tensor | None = None, k_compact: bool = False,
+               logits_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention of `q [B, T, H, d]` over cached keys; returns `(o [B, T, H, d], lse [B, T, H])`.
+
+        By default every slot below `step.kv_len` is a key; `key_slots [B, N]` with `kv_len [B]` names the
+        keys instead (`k_compact`: the key cache is indexed by key number, not slot), and in decode
+        `logits_out [B, H, N]` receives the scaled logits.
+        """
+        kv_len = step.kv_len if kv_len is None else kv_len
         if step.is_decode:
-            o, lse = self.ops.decode_attention(q[:, 0], k_cache, v_cache, keys.pop("kv_len", step.kv_len),
-                                               scale=self.scale, **keys)
+            o, lse = self.ops.decode_attention(q[:, 0], k_cache, v_cache, kv_len, scale=self.scale,
+                                               key_slots=key_slots, k_compact=k_compact, logits_out=logits_out)
             return o[:, None], lse[:, None]  # [B, 1, H, d], [B, 1, H]
-        kv_len = keys.pop("kv_len", step.kv_len)
-        return self.ops.attention(q, k_cache, v_cache, step.q_start, step.q_len, kv_len,
-                                  scale=self.scale, causal=True, **keys)
+        return self.ops.attention(q, k_cache, v_cache, step.q_start, step.q_len, kv_len, scale=self.scale,
+                                  causal=True, key_slots=key_slots, k_compact=k_compact)
+
+    def probabilities(self, x: torch.Tensor, positions: torch.Tensor, k_cache: torch.Tensor,
+                      kv_len: torch.Tensor) -> torch.Tensor:
+        """fp32 attention probabilities `[B, H, T, S]` of the queries of `x [B, T, D]` (RoPE positions
+        `positions [B, T]`) over the cached keys `k_cache [B, S, G, d]`, slots from `kv_len [B]` on hidden.
+
+        No causal mask: a caller that reads queries before later keys renormalises over the keys it
+        compares (FastV's and calibration's scores), and takes the probabilities of the rows it needs.
+        """
+        cfg = self.cfg
+        q = self.ops.rope(self.project(x, self.wq, cfg.num_attention_heads), positions, cfg.rope_theta)  # [B, T, H, d]
+        keys = k_cache.float().repeat_interleave(cfg.num_attention_heads // cfg.num_key_value_heads, dim=2)  # [B, S, H, d]
+        logits = torch.einsum("bthd,bshd->bhts", q.float(), keys) * self.scale  # [B, H, T, S]
+        hidden = torch.arange(keys.shape[1], device=x.device)[None, :] >= kv_len[:, None]  # [B, S]
+        return logits.masked_fill(hidden[:, None, None, :], float("-inf")).softmax(-1)
 
     def output(self, o: torch.Tensor) -> torch.Tensor:
         """`o [B, T, H, d]` -> `Wo o` as `[B, T, D]`."""
