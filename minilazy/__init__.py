@@ -1,1 +1,13 @@
-"""minilazy: a small Triton inference runtime for multimodal LLMs with Lazy Attention and a Q Cache."""
+"""minilazy: a small Triton inference runtime for multimodal LLMs with Lazy Attention and a Q Cache.
+
+The Python API in a few names: `Pipeline.load(dir)` and `Pipeline.ask(prompt, image)`; `calibrate`
+chooses a `LayerPlan` of lazy layers; `FastV` prunes image tokens (README, "Python API").
+"""
+
+from minilazy.fastv import FastV
+from minilazy.lazy.calibrate import calibrate
+from minilazy.lazy.plan import LayerPlan
+from minilazy.pipeline import Answer, Pipeline
+from minilazy.sampler import SamplingParams
+
+__all__ = ["Answer", "FastV", "LayerPlan", "Pipeline", "SamplingParams", "calibrate"]

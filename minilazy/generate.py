@@ -14,6 +14,7 @@ import torch
 
 from minilazy.errors import InputError
 from minilazy.hooks import DecoderSetup, DecoderSetupHook
+from minilazy.kv_cache import full_attention_bytes
 from minilazy.model import Model
 from minilazy.sampler import Sampler, SamplingParams
 from minilazy.step import Step
@@ -37,6 +38,12 @@ class GenerationStats:
     decode_steps: int = 0
     batch: int = 1
     cache_slots: int = 0  # slots per sequence the cache was allocated for (longest prompt + max new tokens)
+    full_attention_kv_bytes: int = 0  # what the plain model's cache of as many slots takes
+
+    @property
+    def kv_saved(self) -> float:
+        """The share of the plain model's KV cache that this call did not need."""
+        return 1 - self.kv_cache_bytes / self.full_attention_kv_bytes
 
 
 @dataclass
@@ -105,7 +112,9 @@ def generate(model: Model, requests: list[Request], params: SamplingParams, stop
         raise InputError(f"prompt ({width} tokens) plus {params.max_new_tokens} new tokens exceeds the model's "
                          f"context window of {text.max_position_embeddings} tokens")
 
-    stats = GenerationStats(prompt_tokens=int(lengths.sum()), batch=batch, cache_slots=total)
+    stats = GenerationStats(prompt_tokens=int(lengths.sum()), batch=batch, cache_slots=total,
+                            full_attention_kv_bytes=full_attention_bytes(model.config, batch, total,
+                                                                         model.dtype.itemsize))
     start = time.perf_counter()
     x = model.embed(ids, image_features_for(model, requests))
     chunk = min(prefill_chunk, width)

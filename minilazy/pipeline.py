@@ -2,11 +2,13 @@
 
 `Pipeline.load(dir)` reads the config, weights and tokenizer, and picks the
 image processor and prompt layout of the model type; `request()` turns a
-question and an image file into a `Request` for `minilazy.generate`.
+question and an image file into a `Request` for `minilazy.generate`, and
+`ask()` answers one question, with a lazy plan and FastV when given.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -14,11 +16,15 @@ from tokenizers import Tokenizer
 from kernels.backend import DTYPES, resolve_backend
 from minilazy.config import read_json_object
 from minilazy.errors import InputError
-from minilazy.generate import Request
+from minilazy.fastv import FastV
+from minilazy.generate import GenerationStats, Request, generate
 from minilazy.image_processing import read_preprocessor_config
 from minilazy.images import load_image
+from minilazy.lazy.plan import LayerPlan
+from minilazy.lazy.runtime import LazyRuntime
 from minilazy.model import Model
 from minilazy.prompts import ImageLayout, build_prompt
+from minilazy.sampler import SamplingParams
 
 PROMPT_KINDS = {"llava": "llava", "idefics3": "idefics3", "llama": "chat"}
 STOP_TOKENS = ("</s>", "<|im_end|>", "<end_of_utterance>", "<|endoftext|>")
@@ -62,6 +68,13 @@ def image_processor(model_dir: Path, model_type: str, image_size: int):
         raise InputError(f"{model_dir / 'preprocessor_config.json'}: {err}") from None
 
 
+@dataclass
+class Answer:
+    text: str
+    tokens: list[int]
+    stats: GenerationStats  # timings and KV-cache bytes (`stats.kv_saved`: the share lazy layers and FastV saved)
+
+
 class Pipeline:
     def __init__(self, model_dir: Path, model: Model, tokenizer: Tokenizer):
         self.model_dir, self.model, self.tokenizer = model_dir, model, tokenizer
@@ -103,6 +116,18 @@ class Pipeline:
             pixels, layout = tiles.pixel_values, ImageLayout(tokens, tiles.rows[0], tiles.cols[0])
         ids = self.check_vocabulary(build_prompt(self.kind, self.tokenizer, prompt, layout))
         return Request(ids, pixels.to(self.model.dtype))
+
+    def ask(self, prompt: str, image=None, *, plan: LayerPlan | None = None, fastv: FastV | None = None,
+            max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> Answer:
+        """Answer `prompt` about `image` (a path, a PIL image or None), with the lazy layers of `plan`
+        and FastV's pruning when given; greedy unless `temperature` > 0."""
+        runtime = None if plan is None and fastv is None else LazyRuntime(plan, fastv=fastv)
+        if plan is not None:
+            plan.check_layers(self.config.text.num_hidden_layers)
+        params = SamplingParams(max_new_tokens, temperature, top_p=top_p, seed=seed)
+        out = generate(self.model, [self.request(prompt, image)], params, stop_ids=self.stop_ids,
+                       decoder_setup=runtime)
+        return Answer(self.decode(out.tokens[0]), out.tokens[0], out.stats)
 
     def check_vocabulary(self, ids: list[int]) -> list[int]:
         """Refuse token ids the model has no embedding for (a tokenizer from another model)."""

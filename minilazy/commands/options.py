@@ -67,7 +67,7 @@ def lazy_runtime(args, pipeline, samples):
     fastv = fastv_from(args)
     if args.lazy is None and args.lazy_ratio is None and fastv is None:
         return None
-    from minilazy.lazy.calibrate import measure_divergence, plan_for_ratio
+    from minilazy.lazy.calibrate import calibrate
     from minilazy.lazy.plan import LayerPlan
     from minilazy.lazy.runtime import LazyRuntime
 
@@ -80,9 +80,8 @@ def lazy_runtime(args, pipeline, samples):
         if any(image is None for image, _ in samples):
             raise InputError("--lazy-ratio calibrates on the image: give --image (or a stored plan with --lazy)")
         depth = 1 if args.q_cache_depth is None else args.q_cache_depth  # the defaults --help names
-        scope = args.lazy_scope or "visual"
-        js = measure_divergence(pipeline, samples, progress=False)
-        plan, _ = plan_for_ratio(js, args.lazy_ratio, depth, scope, fastv.layer if fastv else None)
+        plan = calibrate(pipeline, samples, args.lazy_ratio, depth, args.lazy_scope or "visual",
+                         fastv.layer if fastv else None, progress=False)
     if plan is not None:
         plan.check_layers(pipeline.config.text.num_hidden_layers)
     return LazyRuntime(plan, fast_decode=not args.no_fast_decode, fastv=fastv)

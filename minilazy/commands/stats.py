@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from minilazy.kv_cache import full_attention_bytes
-
 
 def print_stats(stats, pipeline, request, runtime, file=sys.stderr) -> None:
     def line(label, value):
@@ -18,7 +16,6 @@ def print_stats(stats, pipeline, request, runtime, file=sys.stderr) -> None:
     line("prompt tokens", f"{stats.prompt_tokens} ({sum(1 for t in request.input_ids if t == pipeline.config.image_token_id)} image)")
     line("prefill", f"{stats.prefill_seconds * 1000:.1f} ms ({prefill_tps:.1f} tokens/s)")
     line("decode", f"{stats.decode_steps} steps in {stats.decode_seconds * 1000:.1f} ms ({decode_tps:.1f} tokens/s)")
-    full = full_attention_bytes(pipeline.config, stats.batch, stats.cache_slots, pipeline.model.dtype.itemsize)
     line("KV cache", f"{stats.kv_cache_bytes:,} bytes")
     if runtime is None:
         return
@@ -32,8 +29,8 @@ def print_stats(stats, pipeline, request, runtime, file=sys.stderr) -> None:
         line("FastV", f"layer {runtime.fastv.layer}, ratio {runtime.fastv.ratio}: "
                       f"{int((kept >= 0).sum())} of {stats.prompt_tokens} prompt tokens kept from layer "
                       f"{runtime.fastv.layer} on")
-    line("KV cache, full attention", f"{full:,} bytes")
-    line("KV cache saved", f"{1 - stats.kv_cache_bytes / full:.1%}")
+    line("KV cache, full attention", f"{stats.full_attention_kv_bytes:,} bytes")
+    line("KV cache saved", f"{stats.kv_saved:.1%}")
     rows = runtime.projection_rows()
     total = (stats.prompt_tokens + stats.decode_steps * stats.batch) * pipeline.config.text.num_hidden_layers
     line("Wq matmul rows skipped", f"{rows['wq_skipped']:,} of {total:,} (tokens x layers)")

@@ -129,6 +129,17 @@ def plan_for_ratio(js: torch.Tensor, ratio: float, depth: int = 1, scope: str = 
     return best[1], best[2]
 
 
+def calibrate(pipeline, samples, ratio: float, depth: int = 1, scope: str = "visual",
+              fastv_layer: int | None = None, progress: bool = True) -> LayerPlan:
+    """The plan with `ratio` of the layers lazy, chosen by the divergence walk over `samples`, a list of
+    `(image, prompt)` pairs (`measure_divergence`, then `plan_for_ratio`)."""
+    if not 0 <= ratio < 1:
+        raise InputError(f"the lazy ratio must be in [0, 1), got {ratio}")
+    plan, _ = plan_for_ratio(measure_divergence(pipeline, samples, progress=progress), ratio, depth, scope,
+                             fastv_layer)
+    return plan
+
+
 def measure_divergence(pipeline, samples, max_new_tokens: int = 16, progress: bool = True,
                        per_head: bool = False) -> torch.Tensor:
     """Mean JS divergence `[L, L]` over `samples`, a list of `(image, prompt)` pairs (image: path, PIL or None);
