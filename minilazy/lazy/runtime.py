@@ -61,32 +61,47 @@ class LazyRuntime:
         plan.check_layers(cfg.num_hidden_layers)
         batch, width = ids.shape
         is_image = self.image_slots_mask(model, ids, lengths, total)
-        boundary = cfg.num_hidden_layers
         if self.fastv is not None:
             check_fastv_plan(plan, self.fastv)
-            boundary, chunk = self.fastv.layer, width  # FastV scores the whole prompt at once
+            chunk = width  # FastV scores the whole prompt at once
         q_cache = torch.empty(plan.depth, batch * chunk, cfg.num_attention_heads, cfg.head_dim, dtype=model.dtype,
                               device=ids.device)
+        segments = self.segments(plan, is_image, lengths, total, q_cache)
+        self.states = [state for _, state, _ in segments]
+        self.state = self.states[0]
+        shapes, attention = self.layers(model, plan, segments)
+        cache = KVCache.allocate(shapes, batch, cfg.num_key_value_heads, cfg.head_dim, model.dtype, ids.device)
+        self.pruning = None
+        if self.fastv is not None:
+            k = self.fastv.layer
+            attention[k - 1] = scorer = FastVScorer(attention[k - 1])
+            self.pruning = FastVPruning(self.fastv, is_image, scorer, on_prune=self.states[1].place_image_tokens)
+        return DecoderSetup(cache, attention, self.pruning, prefill_chunk=chunk)
+
+    def segments(self, plan: LayerPlan, is_image: torch.Tensor, lengths: torch.Tensor, total: int,
+                 q_cache: torch.Tensor) -> list[tuple[range, LazyState, int]]:
+        """`(layers, their lazy state, cache slots)` for the layers before FastV's layer and, with FastV, for
+        the layers from it on, which hold only the kept tokens."""
+        num_layers, width = plan.num_layers, int(lengths.max())
         fast = self.fast_decode and plan.scope == "visual"
 
-        def state_for(mask, text_capacity=None, layers=range(cfg.num_hidden_layers)):
-            anchors = [a for a in plan.anchor_layers if a in layers] if fast else []
-            return LazyState(mask, q_cache, text_capacity, anchors)
+        def anchors_in(layers):
+            return [a for a in plan.anchor_layers if a in layers] if fast else []
 
-        segments = [(range(0, boundary), state_for(is_image, layers=range(0, boundary)), total)]
-        if self.fastv is not None:
-            n_img = is_image.sum(1)
-            kept = self.fastv.kept(n_img)
-            pruned_total = int((lengths - n_img + kept).max()) + total - width
-            placeholder = torch.arange(pruned_total, device=ids.device)[None, :] < kept[:, None]  # counts only
-            later = range(boundary, cfg.num_hidden_layers)
-            state2 = state_for(placeholder, int((pruned_total - kept).max()), later)
-            segments.append((later, state2, pruned_total))
-        self.states = [s for _, s, _ in segments]
-        self.state = self.states[0]
+        if self.fastv is None:
+            return [(range(num_layers), LazyState(is_image, q_cache, None, anchors_in(range(num_layers))), total)]
+        before, after = range(0, self.fastv.layer), range(self.fastv.layer, num_layers)
+        n_img = is_image.sum(1)
+        kept = self.fastv.kept(n_img)
+        pruned_total = int((lengths - n_img + kept).max()) + total - width
+        later = LazyState.sized_for(kept, pruned_total, q_cache, anchors_in(after))  # its images placed at pruning
+        return [(before, LazyState(is_image, q_cache, None, anchors_in(before)), total), (after, later, pruned_total)]
 
+    def layers(self, model, plan: LayerPlan, segments) -> tuple[list[tuple[int | None, int]], list]:
+        """The KV-cache shape `(key slots, value slots)` and the attention object of every layer."""
+        cfg, anchors = model.config.text, set(plan.anchor_layers)
+        fast = self.fast_decode and plan.scope == "visual"
         shapes, attention = [], []
-        anchors = set(plan.anchor_layers)
         for layers, state, slots in segments:
             for layer in layers:
                 weights, anchor = model.decoder.layers[layer], plan.anchors[layer]
@@ -101,20 +116,7 @@ class LazyRuntime:
                 else:
                     shapes.append((None, slots))
                     attention.append(LazyAllAttention(cfg, weights, model.ops, layer, anchor, state, ring))
-        cache = KVCache.allocate(shapes, batch, cfg.num_key_value_heads, cfg.head_dim, model.dtype, ids.device)
-        self.pruning = None
-        if self.fastv is not None:
-            k = self.fastv.layer
-            attention[k - 1] = scorer = FastVScorer(attention[k - 1])
-            later_state = self.states[1]
-
-            def relocate(kept_image):  # [B, T'] which kept tokens are image tokens, in pruned slots
-                mask = torch.zeros_like(later_state.is_image)
-                mask[:, : kept_image.shape[1]] = kept_image
-                later_state.set_image_mask(mask)
-
-            self.pruning = FastVPruning(self.fastv, is_image, scorer, on_prune=relocate)
-        return DecoderSetup(cache, attention, self.pruning, prefill_chunk=chunk)
+        return shapes, attention
 
     def projection_rows(self) -> dict[str, int]:
         """Token rows whose Wq / Wk projections the lazy layers skipped, summed over segments."""

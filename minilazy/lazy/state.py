@@ -54,6 +54,19 @@ class LazyState:
         self._step, self._rows = None, None
         self.projection_rows = {"wq_skipped": 0, "wk_skipped": 0}  # token rows, summed over layers
 
+    @classmethod
+    def sized_for(cls, n_images: torch.Tensor, slots: int, q_cache: torch.Tensor, fast_decode_anchors=()) -> LazyState:
+        """A state for `n_images [B]` image tokens per sequence in caches of `slots` slots, whose image slots
+        are placed later (`place_image_tokens`: FastV knows them only once it has pruned)."""
+        counts_only = torch.arange(slots, device=n_images.device)[None, :] < n_images[:, None]  # [B, S]
+        return cls(counts_only, q_cache, int((slots - n_images).max()), fast_decode_anchors)
+
+    def place_image_tokens(self, is_image: torch.Tensor) -> None:
+        """Mark the image tokens among the first `T'` slots, `is_image [B, T']` (FastV's kept tokens)."""
+        mask = torch.zeros_like(self.is_image)
+        mask[:, : is_image.shape[1]] = is_image
+        self.set_image_mask(mask)
+
     def set_image_mask(self, is_image: torch.Tensor) -> None:
         """Mark which slots hold image tokens (FastV moves them when it prunes; counts must not grow)."""
         self.is_image = is_image
