@@ -91,7 +91,7 @@ def kv_bytes(model, plan: LayerPlan, span: int, window: int) -> int:
 
 
 def kv_saving_formula(plan: LayerPlan, span: int, window: int) -> float:
-    """KV saving by the formula in DESIGN.md: `f * n_img / (2 n)` for scope visual, `f / 2` for scope all."""
+    """KV saving by the formula of docs/lazy_attention.md: `f * n_img / (2 n)` for scope visual, `f / 2` for scope all."""
     image_share = span / window if plan.scope == "visual" else 1.0
     return plan.lazy_ratio * image_share / 2
 

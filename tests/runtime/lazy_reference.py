@@ -1,4 +1,4 @@
-"""A direct, independent torch implementation of the lazy-layer formulation (DESIGN.md §1).
+"""A direct, independent torch implementation of the lazy-layer formulation (docs/lazy_attention.md).
 
 Whole sequences, no cache, no kernels: every layer computes q, k, v for every
 token; a lazy `visual` layer builds its logits from `[q_a.K_a(image) | q_l.K_l(text)]`
