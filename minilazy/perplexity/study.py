@@ -32,7 +32,7 @@ class PlanResult:
     threshold: float
     kv_bytes: int  # allocated for one window under this plan
     kv_saved: float  # 1 - kv_bytes / full attention's
-    kv_saved_formula: float  # the DESIGN formula: f * n_img / (2 n) (visual) or f / 2 (all)
+    kv_saved_formula: float  # the formula of docs/lazy_attention.md: f * n_img / (2 n) (visual) or f / 2 (all)
     perplexity: float
     increase: float  # perplexity / full attention's - 1
 
