@@ -10,6 +10,8 @@ from minilazy.bench.measure import combine_repeats, spread
 from minilazy.bench.variants import even_plan
 from tests.runtime.tiny_models import TOKENIZER_VOCAB, save_idefics3, save_llama, save_tokenizer
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tiny_idefics3(tmp_path_factory):

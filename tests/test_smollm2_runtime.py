@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from minilazy.generate import generate
@@ -18,7 +19,7 @@ from minilazy.pipeline import Pipeline
 from minilazy.sampler import SamplingParams
 from tests.helpers import needs_smollm2
 
-pytestmark = needs_smollm2
+pytestmark = [needs_smollm2, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTION = "What is the capital of France?"

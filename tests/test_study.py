@@ -25,6 +25,8 @@ from minilazy.pipeline import Pipeline
 from minilazy.study import default_runs
 from tests.runtime.tiny_models import TOKENIZER_VOCAB, save_llava, save_tokenizer
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = 6
 SMALL = ["--n", "2", "--calib", "1", "--batch-size", "2", "--max-new-tokens", "2", "--backend", "torch"]

@@ -43,6 +43,7 @@ def test_checkpoint_layout():
         assert (MODEL_DIR / name).is_file(), name
 
 
+@pytest.mark.slow
 def test_answers_most_held_out_questions(pipeline, sample):
     answers = greedy_answers(pipeline, sample, max_new_tokens=64)
     wrong = [(qa.question, qa.answer, got) for (_, qa), got in zip(sample, answers) if got != qa.answer]

@@ -17,6 +17,8 @@ import pytest
 from kernels.aot import SHARED_MEMORY_LIMIT
 from tests.kernels.test_inventory import kernel_modules
 
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CAPABILITIES = (80, 90)
 RESULT_MARKER = "COMPILE_RESULTS "
