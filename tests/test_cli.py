@@ -1,7 +1,9 @@
 """`python cli.py` as a user runs it: answers, --stats, --help, and one-line errors for bad input.
 
-Every run is a subprocess (the repository's cli.py under this Python) on a tiny LLaVA
-checkpoint saved with transformers, with a character-level tokenizer.json holding `<image>`.
+Runs that check what a user sees end to end are subprocesses (the repository's cli.py under this
+Python); the bad-input cases call `cli.main` in process, where an uncaught exception fails the test as
+a traceback would. All on a tiny LLaVA checkpoint saved with transformers, with a character-level
+tokenizer.json holding `<image>`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
+import cli
 from minilazy.commands import COMMANDS
 from minilazy.commands.options import command_line
 from minilazy.errors import InputError
@@ -39,6 +42,13 @@ FLAGS = ["--image", "--prompt", "--model", "--backend", "--dtype", "--max-new-to
 def run_cli(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "cli.py", *map(str, args)], cwd=REPO, capture_output=True, text=True,
                           timeout=120)
+
+
+def run_in_process(capsys, *args) -> tuple[int, str, str]:
+    """`python cli.py ARGS` as `cli.main` runs it: exit status, stdout, stderr."""
+    code = cli.main(list(map(str, args)))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
@@ -198,24 +208,31 @@ def test_triton_backend_without_a_gpu_is_an_input_error(files, monkeypatch):
         Pipeline.load(files["model"], backend="triton")
 
 
-def test_no_fast_decode_without_lazy_layers_is_an_input_error(files):
-    result = run_cli("--model", files["model"], "--image", files["image"], "--prompt", QUESTION, "--no-fast-decode")
-    assert result.returncode == 2 and result.stderr.startswith("error: --no-fast-decode only applies"), result.stderr
+def test_no_fast_decode_without_lazy_layers_is_an_input_error(files, capsys):
+    code, _, err = run_in_process(capsys, "--model", files["model"], "--image", files["image"], "--prompt", QUESTION,
+                                  "--no-fast-decode")
+    assert code == 2 and err.startswith("error: --no-fast-decode only applies"), err
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_is_one_line_error(files, case):
+def test_bad_input_is_one_line_error(files, case, capsys):
     overrides, says = BAD_INPUTS[case]
     args = {"--model": files["model"], "--image": files["image"], "--prompt": QUESTION, "--max-new-tokens": 4}
     args.update(overrides(files))
-    result = run_cli(*[part for pair in args.items() for part in pair])
-    assert result.returncode == 2, f"{case}: exit status {result.returncode}, stderr:\n{result.stderr}"
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), f"{case}: stderr is not one error line:\n{result.stderr}"
+    code, out, err = run_in_process(capsys, *[part for pair in args.items() for part in pair])
+    assert code == 2, f"{case}: exit status {code}, stderr:\n{err}"
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"{case}: stderr is not one error line:\n{err}"
     if case == "unreadable image" and f"{files['unreadable']}".endswith("directory.png"):
         says = "not a regular file"
     assert says in lines[0], f"{case}: {lines[0]!r} does not say {says!r}"
-    assert "Traceback" not in result.stderr and result.stdout.strip() == ""
+    assert out.strip() == ""
+
+
+def test_bad_input_from_the_shell_is_one_line_without_a_traceback(files):
+    result = run_cli("--model", files["root"] / "missing", "--prompt", QUESTION)
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+    assert "Traceback" not in result.stderr and result.stdout == ""
 
 
 def test_recorded_command_reruns_the_same_arguments():
