@@ -44,7 +44,6 @@ from minilazy.demo.grounding import grounding_loss, grounding_targets
 from minilazy.demo.initialization import demo_config, init_weights
 from minilazy.demo.questions import SHORT_FAMILIES, TRAINING_FAMILIES
 from minilazy.demo.scenes import COLORS, GRID, SHAPES, SIZES
-from minilazy.demo.shared_image import shared_image_batch, shared_image_loss
 from minilazy.demo.stream_capture import StreamCapture
 from minilazy.demo.tokenizer import IMAGE, PAD, build_tokenizer, save_tokenizer
 from minilazy.image_processing.clip import ClipImageProcessor
@@ -165,10 +164,7 @@ def train_questions(model, weights, stream: SceneStream, tokenizer, processor, s
         max_objects = min(6, 2 + int(4 * progress / args.curriculum))
         with autocast(args.precision):
             grounding = None
-            if args.shared_image:
-                pixels, _, conversations = stream.conversations(max_objects)
-                loss = shared_image_loss(model, shared_image_batch(tokenizer, conversations, pixels))
-            elif args.grounding_weight > 0:
+            if args.grounding_weight > 0:
                 batch, scenes, conversations = stream.scene_qa_batch(max_objects)
                 capture = StreamCapture([args.grounding_layer])
                 loss = answer_loss(model, batch, capture)
@@ -234,10 +230,6 @@ def parse_args(argv=None):
                    help="short-question families of the conversations, drawn uniformly; repeat a name to ask it "
                         f"more often; 'where' (\"What is the red circle at?\" -> \"top left\") is taught but not "
                         f"scored (default: {' '.join(SHORT_FAMILIES)})")
-    p.add_argument("--shared-image", action="store_true",
-                   help="ask each question of a conversation on its own, as inference asks it, after one pass over "
-                        "the image shared by all of them (minilazy/demo/shared_image.py); default: the questions "
-                        "follow each other in one sequence, later ones seeing the earlier answers")
     p.add_argument("--grounding-weight", type=float, default=0.0,
                    help="weight of the auxiliary loss that reads the row and column of the objects a question names "
                         "at its last token (minilazy/demo/grounding.py); 0 (default) leaves it out")
@@ -251,10 +243,7 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-minutes", type=float, default=8.0, help="validate and checkpoint this often")
     p.add_argument("--validation-size", type=int, default=192, help="held-out questions of the periodic validation")
     p.add_argument("--log", default=None, help="log file (default: OUT/training_log.txt)")
-    args = p.parse_args(argv)
-    if args.grounding_weight > 0 and args.shared_image:
-        p.error("--grounding-weight reads the questions of one sequence; it does not combine with --shared-image")
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv=None, log_mode: str = "w") -> None:

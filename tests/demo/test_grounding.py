@@ -104,9 +104,7 @@ def test_grounding_loss_is_zero_without_labels_and_near_chance_at_random():
     assert 0.5 < grounding_loss(stream, targets).item() < 3.0  # 3 classes: ln 3 = 1.1 for an uninformed readout
 
 
-def test_the_grounding_options_are_checked():
-    with pytest.raises(SystemExit):
-        train.parse_args(["--grounding-weight", "0.3", "--shared-image"])
+def test_the_grounding_layer_defaults_to_8():
     assert train.parse_args(["--grounding-weight", "0.3"]).grounding_layer == 8
 
 
