@@ -11,6 +11,10 @@ naming one object leaves the second pair unscored).
 The readout is a fixed random matrix, the same in every run and phase (seeded by `READOUT_SEED`),
 applied to the RMS-normalised stream: the model learns to write the positions where it is read,
 and no extra weights have to live in the checkpoint. Training only; inference never runs it.
+
+`StreamCapture` is the hook that keeps the stream: `Model.forward_logits(..., cache_layout=
+StreamCapture(layers))` runs the plain full-attention forward and leaves `capture.streams[layer]`,
+the stream `[B, T, D]` entering each layer asked for (the embeddings for layer 0).
 """
 
 from __future__ import annotations
@@ -20,13 +24,33 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from minilazy.attention import LayerSetup
 from minilazy.demo.dataset import Batch
 from minilazy.demo.questions import QA, matches, relation_subject
 from minilazy.demo.scenes import COLORS, GRID, SIZES, Scene, SceneObject
+from minilazy.kv_cache import KVCache
+from minilazy.model import Model, compute_dtype
 
 SLOTS = ("row a", "column a", "row b", "column b")
 READOUT_SEED = 20260
 IGNORE = -100
+
+
+class StreamCapture:
+    """A `cache_layout` for `Model.forward_logits` that keeps the residual stream at the input of `layers`."""
+
+    def __init__(self, layers):
+        self.layers, self.streams = set(layers), {}
+
+    def _capture(self, index, update, residual, ctx):
+        if index in self.layers:
+            self.streams[index] = update if residual is None else update + residual  # [B, T, D]
+        return update, residual, ctx
+
+    def __call__(self, model: Model, input_ids: torch.Tensor, _lengths, width: int, _slots) -> LayerSetup:
+        embedding = model.decoder.embed_tokens  # the cache takes the projections' dtype (autocast's when on)
+        cache = KVCache.plain(model.config.text, len(input_ids), width, compute_dtype(embedding), embedding.device)
+        return LayerSetup(cache, transition=self._capture)
 
 
 def named_object(scene: Scene, phrase: str) -> SceneObject:

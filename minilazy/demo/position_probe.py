@@ -24,7 +24,7 @@ from minilazy.demo.dataset import EVAL_SEED_START, IMAGE_TOKENS, pad_batch
 from minilazy.demo.probe_command import run_probe
 from minilazy.demo.questions import QA, ask, named_objects, relation_subject
 from minilazy.demo.scenes import make_scene, render
-from minilazy.demo.stream_capture import StreamCapture
+from minilazy.demo.grounding import StreamCapture
 from minilazy.prompts import ImageLayout, build_prompt
 
 TARGETS = ("row a", "column a", "row b", "column b", "answer")

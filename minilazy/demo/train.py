@@ -40,11 +40,10 @@ from minilazy.config import parse_config
 from minilazy.demo.checkpoint import earlier_runs, load_start, save_checkpoint, write_preprocessor_config
 from minilazy.demo.dataset import IMAGE_TOKENS, Batch, SceneStream, tokenizer_corpus
 from minilazy.demo.evaluate import held_out_questions, teacher_forced_correct
-from minilazy.demo.grounding import grounding_loss, grounding_targets
+from minilazy.demo.grounding import StreamCapture, grounding_loss, grounding_targets
 from minilazy.demo.initialization import demo_config, init_weights
 from minilazy.demo.questions import SHORT_FAMILIES, TRAINING_FAMILIES
 from minilazy.demo.scenes import COLORS, GRID, SHAPES, SIZES
-from minilazy.demo.stream_capture import StreamCapture
 from minilazy.demo.tokenizer import IMAGE, PAD, build_tokenizer, save_tokenizer
 from minilazy.image_processing.clip import ClipImageProcessor
 from minilazy.model import Model

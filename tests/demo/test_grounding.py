@@ -8,10 +8,11 @@ import torch
 
 from minilazy.demo import train
 from minilazy.demo.dataset import SceneStream
-from minilazy.demo.grounding import IGNORE, SLOTS, grounding_loss, grounding_targets, named_object, objects_named
+from minilazy.demo.grounding import (
+    IGNORE, SLOTS, StreamCapture, grounding_loss, grounding_targets, named_object, objects_named,
+)
 from minilazy.demo.questions import QA, ask
 from minilazy.demo.scenes import CELL_NAMES, Scene, SceneObject, make_scene
-from minilazy.demo.stream_capture import StreamCapture
 
 FAMILIES = ("relation", "where", "color", "count", "exist", "shape")
 
