@@ -1,7 +1,7 @@
 """An auxiliary training loss that asks where the objects a question names are, before it is answered.
 
 The answer to "Is the red circle left of the square?" is read at the question's last token, so the
-columns of both objects have to reach that token; the position probe (minilazy/demo/position_probe.py,
+columns of both objects have to reach that token; the position probe (experiments/position_probe.py,
 README) finds the second object's column hardly readable there. This loss asks for it directly: at
 the last token of every question that names objects by a phrase (relation, where, colour), a fixed
 linear readout of the residual stream at the input of one decoder layer is scored against the row
