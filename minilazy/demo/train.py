@@ -1,6 +1,9 @@
 """Train the demo model (a tiny LLaVA-1.5) on generated scenes, with minilazy's own model code.
 
-    python -m minilazy.demo.train --out weights/demo
+    python -m minilazy.demo.train --out out/demo
+
+`--out` is required, and a directory that already holds a checkpoint is refused unless
+`--overwrite` is given, so that no run writes over the shipped one in weights/demo by accident.
 
 The weights are a dict of canonical-name leaf tensors; `Model.from_weights(..., backend="torch")`
 runs them through the torch twins of the kernels, which are differentiable, so there is no
@@ -37,7 +40,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from minilazy.config import parse_config
-from minilazy.demo.checkpoint import earlier_runs, load_start, save_checkpoint, write_preprocessor_config
+from minilazy.demo.checkpoint import (
+    earlier_runs, load_start, refuse_to_overwrite, save_checkpoint, write_preprocessor_config,
+)
 from minilazy.demo.dataset import IMAGE_TOKENS, Batch, SceneStream, tokenizer_corpus
 from minilazy.demo.evaluate import held_out_questions, teacher_forced_correct
 from minilazy.demo.grounding import StreamCapture, grounding_loss, grounding_targets
@@ -201,7 +206,9 @@ def train_questions(model, weights, stream: SceneStream, tokenizer, processor, s
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Train the demo LLaVA model on generated scenes (CPU, torch backend).")
-    p.add_argument("--out", default="weights/demo", help="checkpoint directory (default: weights/demo)")
+    p.add_argument("--out", required=True, help="checkpoint directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write over a checkpoint already in --out (without it, such a directory is refused)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and of the training scenes")
     p.add_argument("--init-from", default=None,
                    help="start from this checkpoint (its tokenizer, config and weights) instead of a random init; "
@@ -248,6 +255,7 @@ def parse_args(argv=None):
 def main(argv=None, log_mode: str = "w") -> None:
     """Train as `argv` says; `log_mode="a"` appends to an existing log (the recipe's later phases)."""
     args = parse_args(argv)
+    refuse_to_overwrite(Path(args.out), args.overwrite)
     args.precision = resolve_precision(args.precision)  # the log and training_info record what ran
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -106,7 +106,7 @@ def test_grounding_loss_is_zero_without_labels_and_near_chance_at_random():
 
 
 def test_the_grounding_layer_defaults_to_8():
-    assert train.parse_args(["--grounding-weight", "0.3"]).grounding_layer == 8
+    assert train.parse_args(["--out", "out/x", "--grounding-weight", "0.3"]).grounding_layer == 8
 
 
 def test_a_tiny_run_with_the_grounding_loss_logs_it(tmp_path):
