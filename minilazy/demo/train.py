@@ -23,8 +23,8 @@ Both stages stop at a step count or a time budget, whichever comes first; the le
 schedule and the curriculum follow the larger of the two progress fractions, so a run cut
 short by its budget still ends annealed. Checkpoints are written periodically and at the end.
 Matrix products run in bf16 under autocast where the CPU multiplies bf16 natively (weights,
-optimizer state and attention stay fp32): about 1.2x faster a step with AMX bf16 units, at the same
-loss per step; elsewhere in fp32, since without those units a bf16 step is about 7x slower.
+optimizer state and attention stay fp32), and in fp32 elsewhere, where bf16 products fall back to
+a slow reference loop (the README gives the timings of both).
 """
 
 from __future__ import annotations
@@ -73,8 +73,7 @@ def lr_factor(progress: float, step: int, warmup: int) -> float:
 
 def resolve_precision(precision: str) -> str:
     """`auto` is bf16 where oneDNN multiplies bf16 matrices natively on this CPU (AVX512-BF16 or AMX),
-    else fp32: without those units bf16 products fall back to a reference loop, and a vision step is
-    about 7x slower than in fp32 (measured on an AVX2 AMD EPYC, README)."""
+    else fp32: without those units bf16 products fall back to a reference loop, far slower than fp32."""
     if precision != "auto":
         return precision
     return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
@@ -91,7 +90,7 @@ def answer_loss(model: Model, batch: Batch, cache_layout=None) -> torch.Tensor:
 
     Every row runs at the batch's full width: padding only follows a sequence's end and attention
     is causal, so no real token sees it, and the attention needs no per-row mask (the fused causal
-    kernel then skips the masked blocks, about 15% of a step).
+    kernel then skips the masked blocks).
     """
     width = batch.input_ids.shape[1]
     logits = model.forward_logits(batch.input_ids, batch.pixel_values, torch.full_like(batch.lengths, width),
@@ -216,8 +215,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared, busy CPU one thread is faster than two)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                   help="bf16: matrix products under bf16 autocast, weights and optimizer in fp32 (about 1.2x faster "
-                        "on CPUs with AMX bf16 units, about 7x slower a step on CPUs without native bf16); fp32: "
+                   help="bf16: matrix products under bf16 autocast, weights and optimizer in fp32 (faster on CPUs "
+                        "with AMX bf16 units, far slower on CPUs without native bf16); fp32: "
                         "everything in fp32; auto (default): bf16 where the CPU multiplies bf16 natively, else fp32")
     p.add_argument("--layers", type=int, default=12, help="decoder layers")
     p.add_argument("--hidden", type=int, default=128, help="decoder width")
