@@ -4,6 +4,6 @@ scenes.py draws and renders scenes, questions.py asks questions with one right a
 tokenizer.py trains the word-level tokenizer, dataset.py builds training conversations,
 initialization.py holds the config and random initialisation, train.py trains with minilazy's own
 model code on the torch backend, recipe.py chains its phases into one run, evaluate.py scores
-held-out scenes, relation_probe.py and position_probe.py look into the relation questions, and
-examples.py writes the example images.
+held-out scenes, grounding.py is an auxiliary training loss on where named objects are, and
+examples.py writes the example images. The probes of the relation questions live in experiments/.
 """

@@ -8,6 +8,7 @@ records its whole history.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -17,6 +18,18 @@ from minilazy.image_processing.clip import CLIP_MEAN, CLIP_STD
 from minilazy.pipeline import load_tokenizer
 from weights.loader import load_weights
 from weights.saver import save_llava_checkpoint
+
+
+CHECKPOINT_FILES = ("config.json", "model.safetensors")
+
+
+def refuse_to_overwrite(out: Path, overwrite: bool) -> None:
+    """Exit with status 2 and a one-line message on stderr if `out` already holds a checkpoint and
+    `overwrite` is off: training writes over the files of the directory it is given."""
+    if not overwrite and any((out / name).exists() for name in CHECKPOINT_FILES):
+        print(f"error: {out} already holds a checkpoint ({' or '.join(CHECKPOINT_FILES)}); pass --overwrite to "
+              "write over it", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def earlier_runs(model_dir: Path | None) -> list[dict]:

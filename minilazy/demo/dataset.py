@@ -34,7 +34,7 @@ class Batch:
     input_ids: torch.Tensor  # [B, T] long, padded with <pad>
     lengths: torch.Tensor  # [B] long
     loss_mask: torch.Tensor  # [B, T] bool: token t is an answer token (predicted from t-1)
-    pixel_values: torch.Tensor | None  # [B, 3, S, S]; None for rows that follow a shared image prefix
+    pixel_values: torch.Tensor  # [B, 3, S, S]
 
 
 def conversation_ids(tokenizer: Tokenizer, qas: list[QA], image_tokens: int = IMAGE_TOKENS) -> tuple[list[int], list[bool]]:
@@ -60,7 +60,8 @@ def conversation_text(qas: list[QA], image_tokens: int = IMAGE_TOKENS) -> str:
 
 
 def pad_batch(tokenizer: Tokenizer, sequences: list[tuple[list[int], list[bool]]],
-              pixel_values: torch.Tensor | None) -> Batch:
+              pixel_values: torch.Tensor) -> Batch:
+    """The sequences padded with <pad> to the longest, with their lengths, answer masks and images."""
     pad = tokenizer.token_to_id(PAD)
     width = max(len(ids) for ids, _ in sequences)
     input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)

@@ -1,7 +1,7 @@
 """An auxiliary training loss that asks where the objects a question names are, before it is answered.
 
 The answer to "Is the red circle left of the square?" is read at the question's last token, so the
-columns of both objects have to reach that token; the position probe (minilazy/demo/position_probe.py,
+columns of both objects have to reach that token; the position probe (experiments/position_probe.py,
 README) finds the second object's column hardly readable there. This loss asks for it directly: at
 the last token of every question that names objects by a phrase (relation, where, colour), a fixed
 linear readout of the residual stream at the input of one decoder layer is scored against the row
@@ -11,6 +11,10 @@ naming one object leaves the second pair unscored).
 The readout is a fixed random matrix, the same in every run and phase (seeded by `READOUT_SEED`),
 applied to the RMS-normalised stream: the model learns to write the positions where it is read,
 and no extra weights have to live in the checkpoint. Training only; inference never runs it.
+
+`StreamCapture` is the hook that keeps the stream: `Model.forward_logits(..., decoder_setup=
+StreamCapture(layers))` runs the plain full-attention forward and leaves `capture.streams[layer]`,
+the stream `[B, T, D]` entering each layer asked for (the embeddings for layer 0).
 """
 
 from __future__ import annotations
@@ -23,10 +27,28 @@ import torch.nn.functional as F
 from minilazy.demo.dataset import Batch
 from minilazy.demo.questions import QA, matches, relation_subject
 from minilazy.demo.scenes import COLORS, GRID, SIZES, Scene, SceneObject
+from minilazy.hooks import DecoderSetup
+from minilazy.model import Model, compute_dtype
 
 SLOTS = ("row a", "column a", "row b", "column b")
 READOUT_SEED = 20260
 IGNORE = -100
+
+
+class StreamCapture:
+    """A `DecoderSetupHook` for `Model.forward_logits` that keeps the residual stream at the input of `layers`."""
+
+    def __init__(self, layers):
+        self.layers, self.streams = set(layers), {}
+
+    def _capture(self, index, update, residual, ctx):
+        if index in self.layers:
+            self.streams[index] = update if residual is None else update + residual  # [B, T, D]
+        return update, residual, ctx
+
+    def __call__(self, model: Model, input_ids: torch.Tensor, _lengths, width: int, _slots) -> DecoderSetup:
+        dtype = compute_dtype(model.decoder.embed_tokens)  # the cache takes the projections' dtype (autocast's when on)
+        return DecoderSetup.plain(model, len(input_ids), width, dtype, before_layer=self._capture)
 
 
 def named_object(scene: Scene, phrase: str) -> SceneObject:

@@ -1,6 +1,9 @@
 """Train the demo model (a tiny LLaVA-1.5) on generated scenes, with minilazy's own model code.
 
-    python -m minilazy.demo.train --out weights/demo
+    python -m minilazy.demo.train --out out/demo
+
+`--out` is required, and a directory that already holds a checkpoint is refused unless
+`--overwrite` is given, so that no run writes over the shipped one in weights/demo by accident.
 
 The weights are a dict of canonical-name leaf tensors; `Model.from_weights(..., backend="torch")`
 runs them through the torch twins of the kernels, which are differentiable, so there is no
@@ -20,8 +23,8 @@ Both stages stop at a step count or a time budget, whichever comes first; the le
 schedule and the curriculum follow the larger of the two progress fractions, so a run cut
 short by its budget still ends annealed. Checkpoints are written periodically and at the end.
 Matrix products run in bf16 under autocast where the CPU multiplies bf16 natively (weights,
-optimizer state and attention stay fp32): about 1.2x faster a step with AMX bf16 units, at the same
-loss per step; elsewhere in fp32, since without those units a bf16 step is about 7x slower.
+optimizer state and attention stay fp32), and in fp32 elsewhere, where bf16 products fall back to
+a slow reference loop (the README gives the timings of both).
 """
 
 from __future__ import annotations
@@ -37,15 +40,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from minilazy.config import parse_config
-from minilazy.demo.checkpoint import earlier_runs, load_start, save_checkpoint, write_preprocessor_config
+from minilazy.demo.checkpoint import (
+    earlier_runs, load_start, refuse_to_overwrite, save_checkpoint, write_preprocessor_config,
+)
 from minilazy.demo.dataset import IMAGE_TOKENS, Batch, SceneStream, tokenizer_corpus
 from minilazy.demo.evaluate import held_out_questions, teacher_forced_correct
-from minilazy.demo.grounding import grounding_loss, grounding_targets
+from minilazy.demo.grounding import StreamCapture, grounding_loss, grounding_targets
 from minilazy.demo.initialization import demo_config, init_weights
 from minilazy.demo.questions import SHORT_FAMILIES, TRAINING_FAMILIES
 from minilazy.demo.scenes import COLORS, GRID, SHAPES, SIZES
-from minilazy.demo.shared_image import shared_image_batch, shared_image_loss
-from minilazy.demo.stream_capture import StreamCapture
 from minilazy.demo.tokenizer import IMAGE, PAD, build_tokenizer, save_tokenizer
 from minilazy.image_processing.clip import ClipImageProcessor
 from minilazy.model import Model
@@ -70,8 +73,7 @@ def lr_factor(progress: float, step: int, warmup: int) -> float:
 
 def resolve_precision(precision: str) -> str:
     """`auto` is bf16 where oneDNN multiplies bf16 matrices natively on this CPU (AVX512-BF16 or AMX),
-    else fp32: without those units bf16 products fall back to a reference loop, and a vision step is
-    about 7x slower than in fp32 (measured on an AVX2 AMD EPYC, README)."""
+    else fp32: without those units bf16 products fall back to a reference loop, far slower than fp32."""
     if precision != "auto":
         return precision
     return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
@@ -88,7 +90,7 @@ def answer_loss(model: Model, batch: Batch, decoder_setup=None) -> torch.Tensor:
 
     Every row runs at the batch's full width: padding only follows a sequence's end and attention
     is causal, so no real token sees it, and the attention needs no per-row mask (the fused causal
-    kernel then skips the masked blocks, about 15% of a step).
+    kernel then skips the masked blocks).
     """
     width = batch.input_ids.shape[1]
     logits = model.forward_logits(batch.input_ids, batch.pixel_values, torch.full_like(batch.lengths, width),
@@ -165,10 +167,7 @@ def train_questions(model, weights, stream: SceneStream, tokenizer, processor, s
         max_objects = min(6, 2 + int(4 * progress / args.curriculum))
         with autocast(args.precision):
             grounding = None
-            if args.shared_image:
-                pixels, _, conversations = stream.conversations(max_objects)
-                loss = shared_image_loss(model, shared_image_batch(tokenizer, conversations, pixels))
-            elif args.grounding_weight > 0:
+            if args.grounding_weight > 0:
                 batch, scenes, conversations = stream.scene_qa_batch(max_objects)
                 capture = StreamCapture([args.grounding_layer])
                 loss = answer_loss(model, batch, capture)
@@ -206,7 +205,9 @@ def train_questions(model, weights, stream: SceneStream, tokenizer, processor, s
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Train the demo LLaVA model on generated scenes (CPU, torch backend).")
-    p.add_argument("--out", default="weights/demo", help="checkpoint directory (default: weights/demo)")
+    p.add_argument("--out", required=True, help="checkpoint directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write over a checkpoint already in --out (without it, such a directory is refused)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and of the training scenes")
     p.add_argument("--init-from", default=None,
                    help="start from this checkpoint (its tokenizer, config and weights) instead of a random init; "
@@ -214,8 +215,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared, busy CPU one thread is faster than two)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                   help="bf16: matrix products under bf16 autocast, weights and optimizer in fp32 (about 1.2x faster "
-                        "on CPUs with AMX bf16 units, about 7x slower a step on CPUs without native bf16); fp32: "
+                   help="bf16: matrix products under bf16 autocast, weights and optimizer in fp32 (faster on CPUs "
+                        "with AMX bf16 units, far slower on CPUs without native bf16); fp32: "
                         "everything in fp32; auto (default): bf16 where the CPU multiplies bf16 natively, else fp32")
     p.add_argument("--layers", type=int, default=12, help="decoder layers")
     p.add_argument("--hidden", type=int, default=128, help="decoder width")
@@ -234,10 +235,6 @@ def parse_args(argv=None):
                    help="short-question families of the conversations, drawn uniformly; repeat a name to ask it "
                         f"more often; 'where' (\"What is the red circle at?\" -> \"top left\") is taught but not "
                         f"scored (default: {' '.join(SHORT_FAMILIES)})")
-    p.add_argument("--shared-image", action="store_true",
-                   help="ask each question of a conversation on its own, as inference asks it, after one pass over "
-                        "the image shared by all of them (minilazy/demo/shared_image.py); default: the questions "
-                        "follow each other in one sequence, later ones seeing the earlier answers")
     p.add_argument("--grounding-weight", type=float, default=0.0,
                    help="weight of the auxiliary loss that reads the row and column of the objects a question names "
                         "at its last token (minilazy/demo/grounding.py); 0 (default) leaves it out")
@@ -251,15 +248,13 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-minutes", type=float, default=8.0, help="validate and checkpoint this often")
     p.add_argument("--validation-size", type=int, default=192, help="held-out questions of the periodic validation")
     p.add_argument("--log", default=None, help="log file (default: OUT/training_log.txt)")
-    args = p.parse_args(argv)
-    if args.grounding_weight > 0 and args.shared_image:
-        p.error("--grounding-weight reads the questions of one sequence; it does not combine with --shared-image")
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv=None, log_mode: str = "w") -> None:
     """Train as `argv` says; `log_mode="a"` appends to an existing log (the recipe's later phases)."""
     args = parse_args(argv)
+    refuse_to_overwrite(Path(args.out), args.overwrite)
     args.precision = resolve_precision(args.precision)  # the log and training_info record what ran
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

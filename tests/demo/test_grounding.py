@@ -8,10 +8,11 @@ import torch
 
 from minilazy.demo import train
 from minilazy.demo.dataset import SceneStream
-from minilazy.demo.grounding import IGNORE, SLOTS, grounding_loss, grounding_targets, named_object, objects_named
+from minilazy.demo.grounding import (
+    IGNORE, SLOTS, StreamCapture, grounding_loss, grounding_targets, named_object, objects_named,
+)
 from minilazy.demo.questions import QA, ask
 from minilazy.demo.scenes import CELL_NAMES, Scene, SceneObject, make_scene
-from minilazy.demo.stream_capture import StreamCapture
 
 FAMILIES = ("relation", "where", "color", "count", "exist", "shape")
 
@@ -104,10 +105,8 @@ def test_grounding_loss_is_zero_without_labels_and_near_chance_at_random():
     assert 0.5 < grounding_loss(stream, targets).item() < 3.0  # 3 classes: ln 3 = 1.1 for an uninformed readout
 
 
-def test_the_grounding_options_are_checked():
-    with pytest.raises(SystemExit):
-        train.parse_args(["--grounding-weight", "0.3", "--shared-image"])
-    assert train.parse_args(["--grounding-weight", "0.3"]).grounding_layer == 8
+def test_the_grounding_layer_defaults_to_8():
+    assert train.parse_args(["--out", "out/x", "--grounding-weight", "0.3"]).grounding_layer == 8
 
 
 def test_a_tiny_run_with_the_grounding_loss_logs_it(tmp_path):

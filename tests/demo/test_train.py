@@ -61,16 +61,17 @@ def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_bf16_natively():
     native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert train.resolve_precision("auto") == ("bf16" if native else "fp32")
     assert train.resolve_precision("bf16") == "bf16" and train.resolve_precision("fp32") == "fp32"
-    assert train.parse_args([]).precision == "auto"
+    assert train.parse_args(["--out", "out/x"]).precision == "auto"
+
+
+TINY_RUN = ["--layers", "2", "--hidden", "32", "--vision-hidden", "32", "--vision-steps", "3", "--vision-batch-size", "2",
+            "--steps", "3", "--batch-size", "2", "--questions-per-image", "2", "--warmup", "2", "--validation-size", "4"]
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32", "auto"])
 def test_a_tiny_training_run_writes_a_checkpoint_that_loads(tmp_path, precision):
     out = tmp_path / "run"
-    train.main(["--out", str(out), "--precision", precision, "--threads", str(torch.get_num_threads()),
-                "--layers", "2", "--hidden", "32", "--vision-hidden", "32", "--vision-steps", "3",
-                "--vision-batch-size", "2", "--steps", "3", "--batch-size", "2", "--questions-per-image", "2",
-                "--warmup", "2", "--validation-size", "4"])
+    train.main(["--out", str(out), "--precision", precision, "--threads", str(torch.get_num_threads()), *TINY_RUN])
     runs = json.loads((out / "training_info.json").read_text())["runs"]
     assert runs[-1]["stage"] == "done" and runs[-1]["step"] == 3
     assert runs[-1]["arguments"]["precision"] == train.resolve_precision(precision)  # what ran, never "auto"
@@ -79,3 +80,35 @@ def test_a_tiny_training_run_writes_a_checkpoint_that_loads(tmp_path, precision)
     assert "final step 3" in log and "nan" not in log
     model = Model.from_pretrained(out, backend="torch")
     assert model.config.text.num_hidden_layers == 2
+
+
+def test_the_output_directory_must_be_named(capsys):
+    with pytest.raises(SystemExit) as refused:
+        train.parse_args(["--steps", "3"])
+    assert refused.value.code == 2 and "--out" in capsys.readouterr().err
+
+
+def stale_checkpoint(out):
+    """A directory holding a checkpoint's files, and their contents."""
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "model.safetensors").write_bytes(b"weights")
+    return {path.name: path.read_bytes() for path in out.iterdir()}
+
+
+def test_a_directory_holding_a_checkpoint_is_refused_and_left_untouched(tmp_path, capsys):
+    out = tmp_path / "run"
+    before = stale_checkpoint(out)
+    with pytest.raises(SystemExit) as refused:
+        train.main(["--out", str(out), *TINY_RUN])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err == f"error: {out} already holds a checkpoint (config.json or model.safetensors); " \
+                                      "pass --overwrite to write over it\n"
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+def test_overwrite_trains_over_a_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    stale_checkpoint(out)
+    train.main(["--out", str(out), "--overwrite", "--threads", "1", *TINY_RUN])
+    assert Model.from_pretrained(out, backend="torch").config.text.num_hidden_layers == 2

@@ -8,7 +8,7 @@ from PIL import Image
 
 from minilazy.demo.evaluate import RELATION_CASES, relation_case
 from minilazy.demo.questions import ask_relation
-from minilazy.demo.relation_probe import format_table, probe, transposed_view
+from experiments.relation_probe import format_table, probe, transposed_view
 from minilazy.demo.scenes import Scene, SceneObject, make_scene, render
 from minilazy.pipeline import Pipeline
 
@@ -53,7 +53,7 @@ def test_probe_runs_on_the_shipped_model_and_prints_both_views():
 
 
 def test_too_few_questions_is_a_clear_error():
-    from minilazy.demo.relation_probe import main
+    from experiments.relation_probe import main
 
     with pytest.raises(SystemExit, match="at least 5"):
         main(["--n", "2"])

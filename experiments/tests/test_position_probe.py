@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from minilazy.demo.position_probe import (
+from experiments.position_probe import (
     BY_RELATION, TARGETS, format_table, position_probe, relation_items, targets,
 )
 from minilazy.demo.dataset import EVAL_SEED_START
@@ -38,14 +38,14 @@ def test_probes_are_at_chance_on_the_embeddings_and_read_the_first_row_later():
 
 
 def test_too_few_questions_is_a_clear_error():
-    from minilazy.demo.position_probe import main
+    from experiments.position_probe import main
 
     with pytest.raises(SystemExit, match="at least 10"):
         main(["--n", "5"])
 
 
 def test_a_model_that_is_not_a_demo_model_is_a_clear_error(tmp_path):
-    from minilazy.demo.position_probe import main
+    from experiments.position_probe import main
     from tests.runtime.tiny_models import save_llama, save_tokenizer
 
     with pytest.raises(SystemExit, match="no such model directory"):

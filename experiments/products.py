@@ -1,6 +1,6 @@
 """How fast the CPU's matrix libraries read a decoder's weights: MKL (`F.linear`) against oneDNN, plain and packed.
 
-    python -m minilazy.bench.products --model out/bench-model --threads 2
+    python -m experiments.products --model out/bench-model --threads 2
 
 A decode step at batch B multiplies every weight matrix of the decoder by B rows, once. This times
 exactly those products (the fused matrices as the model holds them, and the output head), with
@@ -49,7 +49,7 @@ def read_speed(matrices: list[torch.Tensor], batch: int, product, passes: int = 
 def main(argv=None) -> None:
     from minilazy.model import Model
 
-    parser = argparse.ArgumentParser(prog="python -m minilazy.bench.products", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.products", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="weights/demo", help="model directory (default: weights/demo)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16], metavar="B",
                         help="rows per product, as in a decode step at batch B (default: 1 16)")

@@ -1,7 +1,7 @@
 """The command line the demo model's probes share: a model, how many questions, an optional JSON file.
 
-    python -m minilazy.demo.relation_probe --model weights/demo --n 1000 --json probe.json
-    python -m minilazy.demo.position_probe --model weights/demo --n 600
+    python -m experiments.relation_probe --model weights/demo --n 1000 --json probe.json
+    python -m experiments.position_probe --model weights/demo --n 600
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Where the demo model loses "left of": linear probes of a relation question's last token, layer by layer.
 
-    python -m minilazy.demo.position_probe --model weights/demo --n 600
+    python -m experiments.position_probe --model weights/demo --n 600
 
 The answer to "Is the red circle left of the square?" is read at the prompt's last token, so the
 columns of both objects (or their rows, for "above") have to reach it. This takes the residual
@@ -21,10 +21,10 @@ import torch
 from tqdm import tqdm
 
 from minilazy.demo.dataset import EVAL_SEED_START, IMAGE_TOKENS, pad_batch
-from minilazy.demo.probe_command import run_probe
+from experiments.probe_command import run_probe
 from minilazy.demo.questions import QA, ask, named_objects, relation_subject
 from minilazy.demo.scenes import make_scene, render
-from minilazy.demo.stream_capture import StreamCapture
+from minilazy.demo.grounding import StreamCapture
 from minilazy.prompts import ImageLayout, build_prompt
 
 TARGETS = ("row a", "column a", "row b", "column b", "answer")

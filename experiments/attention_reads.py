@@ -1,6 +1,6 @@
 """How fast the CPU twins' decode attention reads the KV cache, against a plain read of the same bytes.
 
-    python -m minilazy.bench.attention_reads --model out/bench-model --tokens 1141 --threads 2
+    python -m experiments.attention_reads --model out/bench-model --tokens 1141 --threads 2
 
 A decode step's attention reads each layer's keys and values once: at batch 16 and about 1,100
 prompt tokens that is most of the step's bytes. This times, over caches of the model's shapes (one
@@ -78,7 +78,7 @@ def read_speeds(config, batch: int, tokens: int, passes: int = 10) -> dict[str, 
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m minilazy.bench.attention_reads",
+    parser = argparse.ArgumentParser(prog="python -m experiments.attention_reads",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="weights/demo",
                         help="model directory; only its config is read (default: weights/demo)")

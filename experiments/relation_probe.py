@@ -1,6 +1,6 @@
 """Is "left of" harder than "above" for the demo model because of the image's direction?
 
-    python -m minilazy.demo.relation_probe --model weights/demo --n 1000
+    python -m experiments.relation_probe --model weights/demo --n 1000
 
 The held-out relation questions are asked twice: about the scene, and about the scene transposed
 (its rows become columns) with "left of" and "above" swapped in the question, which keeps every
@@ -17,7 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from minilazy.demo.evaluate import RELATION_CASES, greedy_answers, held_out_questions, relation_case, score_cases
-from minilazy.demo.probe_command import run_probe
+from experiments.probe_command import run_probe
 from minilazy.demo.questions import FAMILIES, RELATIONS, relation_subject
 from minilazy.demo.scenes import make_scene
 
