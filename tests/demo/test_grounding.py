@@ -109,6 +109,7 @@ def test_the_grounding_layer_defaults_to_8():
     assert train.parse_args(["--out", "out/x", "--grounding-weight", "0.3"]).grounding_layer == 8
 
 
+@pytest.mark.slow
 def test_a_tiny_run_with_the_grounding_loss_logs_it(tmp_path):
     out = tmp_path / "run"
     tiny = ["--out", str(out), "--threads", "1", "--layers", "2", "--hidden", "32", "--vision-hidden", "32",

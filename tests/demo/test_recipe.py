@@ -34,6 +34,7 @@ def test_options_passed_to_the_recipe_override_every_phase():
     assert args.lr == 1e-4 and args.precision == "fp32"
 
 
+@pytest.mark.slow
 def test_a_tiny_recipe_runs_all_phases_into_one_checkpoint(tmp_path):
     out = tmp_path / "run"
     recipe.main(["--out", str(out), "--seed", "3", "--threads", str(torch.get_num_threads()),

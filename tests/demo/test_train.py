@@ -68,6 +68,7 @@ TINY_RUN = ["--layers", "2", "--hidden", "32", "--vision-hidden", "32", "--visio
             "--steps", "3", "--batch-size", "2", "--questions-per-image", "2", "--warmup", "2", "--validation-size", "4"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "fp32", "auto"])
 def test_a_tiny_training_run_writes_a_checkpoint_that_loads(tmp_path, precision):
     out = tmp_path / "run"
@@ -107,6 +108,7 @@ def test_a_directory_holding_a_checkpoint_is_refused_and_left_untouched(tmp_path
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_overwrite_trains_over_a_checkpoint(tmp_path):
     out = tmp_path / "run"
     stale_checkpoint(out)
