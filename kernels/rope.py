@@ -9,7 +9,7 @@ buffer, so a layer's post-RoPE queries land there without a copy.
 
 Matching Hugging Face to ~1e-6 needs the same fp32 `freqs`: one ulp of an angle
 near 2000 rad is already 1e-4. So `inv_freq` is computed by exactly Hugging
-Face's torch expression (the kernel's once per (theta, d, device)), the kernel rounds
+Face's torch expression (for the kernel once per (theta, d, device)), the kernel rounds
 `positions * inv_freq` to fp32 like it does, takes cos/sin with libdevice's
 full-range `cosf`/`sinf` (what `tl.cos`/`tl.sin` compile to on NVIDIA GPUs),
 and casts them to x's dtype before multiplying, as Hugging Face does.
