@@ -14,9 +14,10 @@ is packed again; an inference tensor has no version counter, so it is packed onc
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
-from torch.utils.weak import WeakIdKeyDictionary
 
 from kernels.cpu.memo import version
 from kernels.linear import activation_ref
@@ -48,28 +49,41 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
 class PackedWeights:
     """The packed copy of each weight multiplied so far, held by a weak reference to the weight.
 
-    An entry goes when its weight does. Trainable weights change at every optimizer step, so `get`
-    returns them as they are (a validation pass in training would otherwise pack every weight again
-    at every step).
+    An entry goes when its weight does (the reference's callback holds this object weakly, so the
+    copies also go with it). Trainable weights change at every optimizer step, so `get` returns them
+    as they are (a validation pass in training would otherwise pack every weight again at every step).
+    A plain dict on `id(weight)` rather than a weak-key dictionary: `get` runs at every product.
     """
 
     def __init__(self):
-        self._copies = WeakIdKeyDictionary()  # weight -> (its version, packed copy)
+        self._copies: dict[int, tuple] = {}  # id(weight) -> (weak reference to it, its version, packed copy)
 
     def __len__(self) -> int:
         return len(self._copies)
 
     def __contains__(self, weight: torch.Tensor) -> bool:
-        return weight in self._copies
+        entry = self._copies.get(id(weight))
+        return entry is not None and entry[0]() is weight
 
     def get(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.requires_grad:
             return weight
-        now = version(weight)
-        entry = self._copies.get(weight)
-        if entry is None or entry[0] != now:
-            entry = self._copies[weight] = (now, pack(weight))
-        return entry[1]
+        key, now = id(weight), version(weight)
+        entry = self._copies.get(key)
+        if entry is None or entry[0]() is not weight or entry[1] != now:
+            entry = self._copies[key] = (weakref.ref(weight, forget(self, key)), now, pack(weight))
+        return entry[2]
+
+
+def forget(packed: PackedWeights, key: int):
+    """The callback that drops entry `key` of `packed` when its weight dies, holding `packed` weakly."""
+    owner = weakref.ref(packed)
+
+    def drop(_):
+        if (copies := owner()) is not None:
+            copies._copies.pop(key, None)
+
+    return drop
 
 
 def linear(packed: PackedWeights, x, weight, bias=None, activation=None):
