@@ -1,4 +1,4 @@
-"""How fast the CPU twins' decode attention reads the KV cache, against a plain read of the same bytes.
+"""How fast the CPU path's decode attention reads the KV cache, against a plain read of the same bytes.
 
     python -m experiments.attention_reads --model out/bench-model --tokens 1141 --threads 2
 
@@ -8,10 +8,10 @@ per layer, laid out as minilazy/kv_cache.py allocates them, so that they do not 
 caches), best of a few passes:
 
 - `read`: a sum over the keys and values, the bandwidth any reader of these bytes could reach;
-- `decode attention`: `decode_attention_ref`, as a full-attention layer's decode step calls it
+- `decode attention`: `CpuOps.decode_attention` (kernels/cpu/), as a full-attention layer's decode step calls it
   (torch's fused CPU attention), over the same keys and values;
-- `values from logits`: `decode_attention_from_logits_ref`, a lazy layer's image pass on the decode
-  fast path, over the values only (the key bucket's rows, `kernels/key_list.py`): every layer here
+- `values from logits`: `CpuOps.decode_attention_from_logits`, a lazy layer's image pass on the decode
+  fast path, over the values only (the key bucket's rows, `kernels/cpu/key_list.py`): every layer here
   shares one set of logits, so their softmax is computed once, in the warm-up pass, and the times
   leave it out (in a generation it runs once per anchor and step).
 
@@ -25,9 +25,8 @@ import time
 
 import torch
 
-from kernels.decode_attention import decode_attention_ref
-from kernels.decode_from_logits import decode_attention_from_logits_ref
-from kernels.key_list import bucket
+from kernels.cpu import CpuOps
+from kernels.cpu.key_list import bucket
 from minilazy.bench.measure import copy_bandwidth
 from minilazy.config import load_config
 from minilazy.errors import InputError
@@ -55,11 +54,12 @@ def read_speeds(config, batch: int, tokens: int, passes: int = 10) -> dict[str, 
     with torch.inference_mode(False):  # a normal tensor even for a caller in inference mode, as the lazy state makes
         logits = torch.randn(batch, t.num_attention_heads, cache[0].v.shape[1])  # one per slot, as the kernels take
     scale = t.head_dim**-0.5
+    ops = CpuOps()
     # each reader with the cache rows it reads per layer: keys and values, or the values' key bucket
     readers = {
         "read": (lambda c: (c.k[:, :tokens].sum(), c.v[:, :tokens].sum()), 2 * tokens),
-        "decode attention": (lambda c: decode_attention_ref(q, c.k, c.v, kv_len, scale=scale), 2 * tokens),
-        "values from logits": (lambda c: decode_attention_from_logits_ref(logits, c.v, kv_len),
+        "decode attention": (lambda c: ops.decode_attention(q, c.k, c.v, kv_len, scale=scale), 2 * tokens),
+        "values from logits": (lambda c: ops.decode_attention_from_logits(logits, c.v, kv_len),
                                min(bucket(tokens), cache[0].v.shape[1])),
     }
     row_bytes = full_attention_bytes(config, batch, slots=1, element_size=4) // 2  # the keys of one slot, every layer

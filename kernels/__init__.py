@@ -1,4 +1,5 @@
-"""Triton kernels, one op per module, each with a plain-PyTorch twin (see backend.py)."""
+"""Triton kernels, one op per module, each with a naive torch reference; kernels/cpu/ is the tuned CPU path
+(see backend.py)."""
 
 from kernels.backend import BACKENDS, OP_MODULES, Ops, interpreting, resolve_backend
 

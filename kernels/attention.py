@@ -10,7 +10,8 @@ sequence and a block of rows, a row being one (query, query head of that group)
 pair, so K/V tiles are loaded once for the whole group. It walks the keys in
 blocks with an online softmax in base 2 (exp2, scale folded with log2(e)) and
 fp32 accumulators. The torch twin `attention_ref` computes the same with masks
-and a softmax; it is differentiable and handles rows with no visible key.
+and a softmax over the gathered keys; it is differentiable and handles rows with
+no visible key. Its helpers serve the decode twins as well.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import triton.language as tl
 
 from kernels.aot import CompileCase, pointer
 from kernels.backend import interpreting
-from kernels.key_list import key_list_ref
 from kernels.online_softmax import LOG2_E, online_softmax_finish, online_softmax_step
 
 GPU_HEAD_BLOCKS = (64, 128)  # the padded head sizes compiled for GPUs (see COMPILE_CASES)
@@ -182,53 +182,61 @@ def attention(q, k_cache, v_cache, q_start, q_len, kv_len, *, scale, causal, key
     return o, lse
 
 
-def mask_bias(visible, has_key):
-    """The additive mask of `visible [B, T, N]` for `flash_attend_ref`: `[B, 1, T, N]` fp32, 0 or -inf.
+def listed_keys(k_cache, v_cache, kv_len, key_slots=None, k_compact=False):
+    """Every sequence's key list, padded to the longest (at least one key).
 
-    A row with no visible key (has_key [B, T] False) looks at key 0, so no pass of the fused kernel
-    meets an all -inf row; `flash_attend_ref` zeroes its output. Returns the bias and `has_key`, or
-    None in its place when every row has a key (nothing to zero).
+    Returns k, v `[B, N, G, d]` fp32 (zero past kv_len[b]), the cache slot of each key `[B, N]`
+    int64 and whether it is one of the first kv_len[b] keys, `listed [B, N]`.
     """
-    bias = torch.zeros(visible.shape, device=visible.device).masked_fill(~visible, float("-inf"))[:, None]
-    if bool(has_key.all()):
-        return bias, None
-    bias[:, 0, :, 0].masked_fill_(~has_key, 0.0)
-    return bias, has_key
+    n = max(1, int(kv_len.max()) if len(kv_len) else 0)
+    index = torch.arange(n, device=kv_len.device)  # [N]
+    listed = index[None, :] < kv_len[:, None]  # [B, N]
+    if key_slots is None:
+        slot = index.expand(len(kv_len), n)  # key j is at slot j
+    else:
+        slot = torch.where(listed, key_slots[:, :n], 0).long()  # entries past kv_len may be anything
+    k_row = index.expand_as(slot) if k_compact else slot
+    batch = torch.arange(len(kv_len), device=kv_len.device)[:, None]  # [B, 1]
+    keep = listed[:, :, None, None]  # [B, N, 1, 1]
+    k = torch.where(keep, k_cache[batch, k_row].float(), 0.0)  # [B, N, G, d]
+    v = torch.where(keep, v_cache[batch, slot].float(), 0.0)  # [B, N, G, d]
+    return k, v, slot, listed
 
 
-def flash_attend_ref(q, k, v, bias, has_key, *, scale, causal=False):
-    """torch's fused CPU flash attention of q `[B, T, H, d]` over k, v `[B, N, G, d]` (views of the cache).
+def attention_logits(q, k, scale):
+    """`scale * q.k` of q `[B, T, H, d]` and k `[B, N, G, d]`: `[B, H, T, N]` fp32 (head h reads kv head h // (H / G))."""
+    k = k.float().repeat_interleave(q.shape[2] // k.shape[2], dim=2)  # [B, N, H, d]
+    return torch.einsum("bthd,bnhd->bhtn", q.float(), k) * scale
 
-    `bias [B, 1, T, N]` masks keys (from `mask_bias`; None: all visible, or the plain causal mask
-    when `causal`); rows where `has_key [B, T]` is False give o = 0, lse = -inf (None: every row
-    has a key). Grouped-query heads are read in place (query head h uses kv head h // (H / G)).
-    Returns o `[B, T, H, d]` in q's dtype and lse `[B, T, H]` fp32.
+
+def attend(logits, visible, v):
+    """Softmax of logits `[B, H, T, N]` over the keys where `visible [B, T, N]`, times the values v `[B, N, G, d]`.
+
+    Returns o `[B, T, H, d]` and lse `[B, T, H]`, fp32. A row with no visible key gets o = 0 and
+    lse = -inf; the peak subtracted is only a stabiliser, so gradients stay finite on such rows.
     """
-    o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(  # q [B, T, H, d] -> [B, H, T, d]; k, v alike
-        q.float().transpose(1, 2), k.float().transpose(1, 2), v.float().transpose(1, 2), 0.0, causal,
-        attn_mask=bias, scale=scale)  # [B, H, T, d], [B, H, T]
-    o, lse = o.transpose(1, 2), lse.transpose(1, 2)  # [B, T, H, d], [B, T, H]
-    if has_key is not None:
-        o = torch.where(has_key[:, :, None, None], o, 0.0)
-        lse = torch.where(has_key[:, :, None], lse, float("-inf"))
-    return o.to(q.dtype), lse
+    visible = visible[:, None]  # [B, 1, T, N]
+    logits = logits.masked_fill(~visible, float("-inf"))
+    has_key = visible.any(-1, keepdim=True)  # [B, 1, T, 1]
+    peak = torch.where(has_key, logits.detach().amax(-1, keepdim=True), 0.0)  # [B, H, T, 1]
+    weights = torch.exp(logits - peak)  # [B, H, T, N], 0 where not visible
+    total = torch.where(has_key, weights.sum(-1, keepdim=True), 1.0)  # [B, H, T, 1]
+    lse = torch.where(has_key, peak + total.log(), float("-inf"))  # [B, H, T, 1]
+    v = v.float().repeat_interleave(logits.shape[1] // v.shape[2], dim=2)  # [B, N, H, d]
+    o = torch.einsum("bhtn,bnhd->bthd", weights / total, v)  # [B, T, H, d]
+    return o, lse[..., 0].transpose(1, 2)  # lse [B, H, T] -> [B, T, H]
 
 
 def attention_ref(q, k_cache, v_cache, q_start, q_len, kv_len, *, scale, causal, key_slots=None, k_compact=False):
-    """Torch twin of `attention`: torch's fused CPU flash attention under the same masks, fp32, differentiable."""
-    n_queries = q.shape[1]
-    keys = key_list_ref(k_cache, v_cache, key_slots, k_compact, kv_len)
-    plain_causal = causal and key_slots is None and bool(
-        (q_start == 0).all() and (q_len == n_queries).all() and (kv_len == n_queries).all())
-    if plain_causal:  # a whole prompt from slot 0 in every row: the kernel's own causal mask skips masked blocks
-        k, v = keys.k[:, :n_queries], keys.v[:, :n_queries]
-        return flash_attend_ref(q, k, v, None, None, scale=scale, causal=True)
-    query = torch.arange(n_queries, device=q.device)
-    visible = (query[None, :, None] < q_len.long()[:, None, None]) & keys.layout.listed[:, None, :]  # [B, T, N]
+    """Torch twin of `attention`: the contract's masks over the gathered keys and a softmax, fp32, differentiable."""
+    k, v, slot, listed = listed_keys(k_cache, v_cache, kv_len, key_slots, k_compact)  # [B, N, G, d], [B, N]
+    query = torch.arange(q.shape[1], device=q.device)  # [T]
+    visible = (query[None, :, None] < q_len[:, None, None]) & listed[:, None, :]  # [B, T, N]
     if causal:
-        query_slot = q_start.long()[:, None] + query[None, :]  # [B, T]
-        visible = visible & (keys.layout.slot[:, None, :] <= query_slot[:, :, None])  # [B, T, N]
-    return flash_attend_ref(q, keys.k, keys.v, *mask_bias(visible, visible.any(-1)), scale=scale)
+        query_slot = q_start[:, None].long() + query[None, :]  # [B, T]
+        visible = visible & (slot[:, None, :] <= query_slot[:, :, None])  # [B, T, N]
+    o, lse = attend(attention_logits(q, k, scale), visible, v)
+    return o.to(q.dtype), lse
 
 
 def _compile_cases():

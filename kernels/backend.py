@@ -1,10 +1,17 @@
-"""The one backend switch: Triton kernels or their plain-PyTorch twins.
+"""The one backend switch: Triton kernels, the tuned CPU path, or the plain-PyTorch references.
 
 Every op lives in its own module of `kernels/` as a Triton wrapper `<op>()` and
-a torch twin `<op>_ref()` with the same signature. `Ops(backend)` binds one of
-the two for every op, so model code calls `ops.linear(...)` and never decides
-per call. Nothing here is global: each model holds its own `Ops`, and tests
-build one per backend.
+a torch reference `<op>_ref()` with the same signature; `kernels/cpu/` computes
+the references' results fast on a CPU. `Ops(backend)` binds one of the three
+for every op, so model code calls `ops.linear(...)` and never decides per call:
+
+- "triton": the Triton kernels (a CUDA GPU, or Triton's CPU interpreter);
+- "torch": the tuned CPU path (`kernels.cpu.CpuOps`), the default without CUDA;
+- "reference": the references, slow and plain, to check the others against;
+- "auto": "triton" on CUDA, "torch" otherwise.
+
+Nothing here is global: each model holds its own `Ops`, and the caches of the
+CPU path (packed weights, per-step memos) live in that `Ops` and go with it.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import os
 
 import torch
 
-# op name -> module of kernels/ that defines `<op>` (Triton) and `<op>_ref` (torch)
+# op name -> module of kernels/ that defines `<op>` (Triton) and `<op>_ref` (the reference)
 OP_MODULES = {
     "linear": "linear",
     "swiglu": "swiglu",
@@ -31,7 +38,7 @@ OP_MODULES = {
     "merge_attention": "merge_attention",
 }
 
-BACKENDS = ("auto", "torch", "triton")
+BACKENDS = ("auto", "triton", "torch", "reference")
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # what every op takes for activations and weights
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # their names on command lines
 
@@ -59,11 +66,16 @@ class Ops:
     """Every op of kernels/, bound to one backend: `Ops("torch").linear(x, w)`."""
 
     def __init__(self, backend: str = "auto"):
+        from kernels.cpu import CpuOps  # imported here: it imports the op modules, which import this one
+
         self.backend = resolve_backend(backend)
-        suffix = "" if self.backend == "triton" else "_ref"
+        self.cpu = CpuOps() if self.backend == "torch" else None  # the CPU path's ops and their caches
         for op, module_name in OP_MODULES.items():
-            module = importlib.import_module(f"kernels.{module_name}")
-            setattr(self, op, getattr(module, op + suffix))
+            if self.cpu is not None and op in CpuOps.TUNED:
+                setattr(self, op, getattr(self.cpu, op))
+            else:
+                module = importlib.import_module(f"kernels.{module_name}")
+                setattr(self, op, getattr(module, op if self.backend == "triton" else op + "_ref"))
 
     def __repr__(self) -> str:
         return f"Ops({self.backend!r})"

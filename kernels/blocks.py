@@ -2,8 +2,8 @@
 
 On a GPU the configs are the few tuned ones listed here (and compiled ahead of
 time by each module's COMPILE_CASES). In Triton's CPU interpreter every program
-and loop step costs ~0.1 ms per op, so interpreting picks blocks as large as the
-problem (few programs, few loop steps) instead.
+and loop step pays for each Triton op it runs while arithmetic is nearly free, so
+interpreting picks blocks as large as the problem (few programs, few loop steps) instead.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ and writes a partial (o, lse) for its split; a second small kernel merges the
 splits by log-sum-exp. The same kernel also serves the lazy decode fast path:
 it can store the scaled logits it computes (`logits_out`), and
 `decode_attention_from_logits` (kernels/decode_from_logits.py) reads such logits instead of q and K.
+The torch twin is `attention_ref`'s math for one query.
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ import triton
 import triton.language as tl
 
 from kernels.aot import CompileCase, pointer
-from kernels.attention import GPU_HEAD_BLOCKS, check_caches, check_lengths, flash_attend_ref, head_block, mask_bias
+from kernels.attention import GPU_HEAD_BLOCKS, attend, attention_logits, check_caches, check_lengths, head_block, listed_keys
 from kernels.backend import interpreting
-from kernels.key_list import KeyLayout, key_list_ref
 from kernels.online_softmax import LOG2_E, online_softmax_finish, online_softmax_step
-from kernels.recent import Recent
 
 # what the kernel does with the logits buffer
 NO_LOGITS, WRITE_LOGITS, READ_LOGITS = 0, 1, 2
@@ -205,87 +204,15 @@ def placeholder(like):
     return torch.empty(1, 1, 1, device=like.device, dtype=like.dtype)
 
 
-# Every layer of a decode step masks the same key lists (a KeyLayout's tensors are shared per step).
-_recent_masks = Recent(size=4)
-
-
 def decode_attention_ref(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, k_compact=False, logits_out=None):
-    """Torch twin of `decode_attention` (fp32 math, differentiable)."""
-    batch, n_heads, head_dim = q.shape
-    n_kv = k_cache.shape[2]
-    if logits_out is None:  # one fused call: a group's R query heads are R query rows over its kv head
-        rows = q.view(batch, n_kv, n_heads // n_kv, head_dim).transpose(1, 2)  # [B, H, d] -> [B, R, G, d]
-        n = same_length(kv_len) if key_slots is None else 0
-        if 0 < n <= min(k_cache.shape[1], v_cache.shape[1]):  # every sequence's keys are slots 0..n-1: no mask
-            o, lse = flash_attend_ref(rows, k_cache[:, :n], v_cache[:, :n], None, None, scale=scale)
-        else:
-            keys = key_list_ref(k_cache, v_cache, key_slots, k_compact, kv_len)
-            listed = keys.layout.listed  # [B, N]
-            bias, has_key = _recent_masks.get((listed, kv_len), ("flash",),
-                                              lambda: mask_bias(listed[:, None, :], kv_len[:, None] > 0))
-            o, lse = flash_attend_ref(rows, keys.k, keys.v, bias, has_key, scale=scale)  # [B, R, G, d], [B, R, G]
-        # [B, R, G, d] -> [B, G, R, d] -> [B, H, d]; lse [B, R, G] -> [B, H]
-        return o.transpose(1, 2).reshape(batch, n_heads, head_dim), lse.transpose(1, 2).reshape(batch, n_heads)
-    keys = key_list_ref(k_cache, v_cache, key_slots, k_compact, kv_len)
-    qg = q.float().view(batch, n_kv, n_heads // n_kv, head_dim)  # [B, H, d] -> [B, G, R, d]
-    logits = torch.matmul(qg, keys.k.float().permute(0, 2, 3, 1)) * scale  # [B, G, R, d] @ [B, G, d, N]
-    write_listed_logits(logits_out, logits.view(batch, n_heads, -1), keys.layout)  # [B, H, N]
-    masked = logits.masked_fill(unlisted(keys.layout.listed)[:, None, None, :], float("-inf"))
-    weights, lse = softmax_weights(masked, kv_len)
-    return weighted_values(weights, keys.v).to(q.dtype), lse
-
-
-def same_length(kv_len: torch.Tensor) -> int:
-    """kv_len[b] when every sequence has that many keys, else 0 (once per step)."""
-    return _recent_masks.get((kv_len,), ("same length",),
-                             lambda: int(kv_len[0]) if len(kv_len) and bool((kv_len == kv_len[0]).all()) else 0)
-
-
-def unlisted(listed: torch.Tensor) -> torch.Tensor:
-    """`~listed`, once per step."""
-    return _recent_masks.get((listed,), ("unlisted",), lambda: ~listed)
-
-
-def softmax_weights(logits, kv_len):
-    """Softmax over N of logits `[B, G, R, N]` (fp32, -inf at the keys left out).
-
-    Returns the weights `[B, G, R, N]` fp32 and lse `[B, G*R]` fp32; a sequence with kv_len 0 gets
-    all-zero weights and lse = -inf. Written out (not torch.softmax and torch.logsumexp) to pass
-    over the logits fewer times; the peak is only a stabiliser, so gradients stay finite on empty rows.
-    """
-    batch, n_kv, group_size, _ = logits.shape
-    has_key = _recent_masks.get((kv_len,), ("has key",), lambda: None if bool((kv_len > 0).all())
-                                else (kv_len > 0).view(batch, 1, 1, 1))  # None: no empty list to guard
-    peak = logits.detach().amax(-1, keepdim=True)  # [B, G, R, 1]
-    if has_key is not None:
-        peak = torch.where(has_key, peak, 0.0)
-    weights = torch.exp(logits - peak)  # [B, G, R, N]
-    total = weights.sum(-1, keepdim=True)  # [B, G, R, 1]
-    if has_key is not None:
-        total = torch.where(has_key, total, 1.0)
-    lse = peak + total.log()
-    if has_key is not None:
-        lse = torch.where(has_key, lse, float("-inf"))
-    return weights / total, lse.view(batch, n_kv * group_size)  # lse [B, G, R, 1] -> [B, H]
-
-
-def weighted_values(weights, v):
-    """`weights [B, G, R, N]` times the values `v [B, N, G, d]`: o `[B, G*R, d]` fp32."""
-    batch, n_kv, group_size, _ = weights.shape
-    o = torch.matmul(weights, v.float().permute(0, 2, 1, 3))  # [B, G, R, N] @ [B, G, N, d]: the cache in place
-    return o.view(batch, n_kv * group_size, -1)  # [B, G, R, d] -> [B, H, d]
-
-
-def write_listed_logits(logits_out, logits, layout: KeyLayout) -> None:
-    """Store the logits `[B, H, N]` of the key list's first kv_len keys at their list positions."""
-    listed = layout.listed  # [B, n]: key i of the list is column i
-    if layout.by_slot:  # column key_slots[b, i] holds key i
-        columns = layout.list_column.clamp(max=logits.shape[2] - 1)  # [B, n]; unlisted keys are not written
-        logits = logits.gather(2, columns[:, None, :].expand(-1, logits.shape[1], -1))  # [B, H, n]
-        listed = layout.list_mask
-    n = min(logits_out.shape[2], logits.shape[2])
-    written = logits_out[:, :, :n]
-    written.copy_(torch.where(listed[:, None, :n], logits[:, :, :n], written))
+    """Torch twin of `decode_attention`: `attention_ref` of one query (fp32 math, differentiable)."""
+    k, v, _, listed = listed_keys(k_cache, v_cache, kv_len, key_slots, k_compact)  # [B, N, G, d], [B, N]
+    logits = attention_logits(q[:, None], k, scale)  # [B, H, 1, N]
+    if logits_out is not None:  # the listed keys' logits, at their list positions
+        written = logits_out[:, :, : logits.shape[3]]  # [B, H, N]
+        written.copy_(torch.where(listed[:, None, :], logits[:, :, 0], written))
+    o, lse = attend(logits, listed[:, None, :], v)  # [B, 1, H, d], [B, 1, H]
+    return o[:, 0].to(q.dtype), lse[:, 0]
 
 
 def _compile_cases():

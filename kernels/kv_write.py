@@ -15,7 +15,6 @@ import triton.language as tl
 from kernels.aot import CompileCase, pointer
 from kernels.backend import FLOAT_DTYPES
 from kernels.blocks import ROW_GPU_BLOCKS, row_blocks
-from kernels.recent import Recent
 
 
 @triton.jit
@@ -42,7 +41,7 @@ def _kv_write_kernel(
     tl.store(cache_row[:, None] + cols[None, :], values, mask=mask)
 
 
-def _check(cache: torch.Tensor, new: torch.Tensor, slots: torch.Tensor) -> None:
+def check_kv_write(cache: torch.Tensor, new: torch.Tensor, slots: torch.Tensor) -> None:
     if cache.dim() != 4 or new.dim() != 4:
         raise ValueError(
             f"kv_write: cache must be [B, S, G, d] and new [B, T, G, d], got {tuple(cache.shape)} and {tuple(new.shape)}"
@@ -56,15 +55,15 @@ def _check(cache: torch.Tensor, new: torch.Tensor, slots: torch.Tensor) -> None:
         raise ValueError(f"kv_write: slots must be int32/int64 [{B}, {T}], got {slots.dtype} {tuple(slots.shape)}")
 
 
-def _check_slots(slots: torch.Tensor, n_slots: int) -> None:
+def check_slots(slots: torch.Tensor, n_slots: int) -> None:
     if slots.numel() and int(slots.max()) >= n_slots:
         raise ValueError(f"kv_write: slot {int(slots.max())} is past the cache's {n_slots} slots")
 
 
 def kv_write(cache: torch.Tensor, new: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     """In place `cache[b, slots[b, t]] = new[b, t]` for every slot >= 0; returns `cache`."""
-    _check(cache, new, slots)
-    _check_slots(slots, cache.shape[1])
+    check_kv_write(cache, new, slots)
+    check_slots(slots, cache.shape[1])
     if cache.stride(-1) != 1 or new.stride(-1) != 1:
         raise ValueError(f"kv_write: the last dim of cache and new must be contiguous, got {cache.stride()}, {new.stride()}")
     B, T, G, d = new.shape
@@ -85,26 +84,13 @@ def kv_write(cache: torch.Tensor, new: torch.Tensor, slots: torch.Tensor) -> tor
     return cache
 
 
-# Every layer writes its keys and values at the same step's slots.
-_recent_rows = Recent(size=4)
-
-
-def written_rows(slots: torch.Tensor, n_slots: int):
-    """`(batch, slot, keep)`: the `[M]` indices of the cache rows `slots [B, T]` names and which of the
-    `[B, T]` tokens they belong to (`keep`; None: every token, no padding)."""
-    _check_slots(slots, n_slots)
-    batch = torch.arange(slots.shape[0], device=slots.device)[:, None].expand_as(slots)  # [B, T]
-    if not slots.numel() or int(slots.min()) >= 0:  # no padding (every decode step): no masks to apply
-        return batch, slots.long(), None
-    keep = slots >= 0  # [B, T]
-    return batch[keep], slots[keep].long(), keep
-
-
 def kv_write_ref(cache: torch.Tensor, new: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     """Torch twin of `kv_write`: an in-place index_put_, differentiable through `new`."""
-    _check(cache, new, slots)
-    batch, slot, keep = _recent_rows.get((slots,), (cache.shape[1],), lambda: written_rows(slots, cache.shape[1]))
-    return cache.index_put_((batch, slot), new if keep is None else new[keep])  # new[keep]: [M, G, d]
+    check_kv_write(cache, new, slots)
+    check_slots(slots, cache.shape[1])
+    keep = slots >= 0  # [B, T]
+    batch = torch.arange(slots.shape[0], device=slots.device)[:, None].expand_as(slots)  # [B, T]
+    return cache.index_put_((batch[keep], slots[keep].long()), new[keep])  # new[keep]: [M, G, d]
 
 
 def _compile_cases() -> list[CompileCase]:

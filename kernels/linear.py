@@ -17,7 +17,6 @@ import triton.language as tl
 from kernels.aot import CompileCase, pointer
 from kernels.backend import FLOAT_DTYPES, interpreting
 from kernels.blocks import linear_blocks, linear_gpu_blocks
-from kernels.onednn import PACKED, onednn_linear, onednn_serves
 
 # activation name -> code of the kernel epilogue
 ACTIVATIONS = {None: 0, "gelu": 1, "gelu_tanh": 2, "quick_gelu": 3, "silu": 4}
@@ -134,14 +133,8 @@ def activation_ref(y, activation):
 
 
 def linear_ref(x, weight, bias=None, activation=None):
-    """Torch twin of `linear`: in fp32 inference on a CPU, oneDNN's product on a packed copy of the
-    weight (kernels/onednn.py); otherwise `F.linear`, which autograd and autocast follow."""
-    if not onednn_serves(x, weight, bias):
-        return activation_ref(F.linear(x, weight, bias), activation)
-    n, k = weight.shape
-    # oneDNN reads 2-D inputs fastest: [..., K] -> [M, K]
-    y = onednn_linear(x.reshape(-1, k), PACKED.get(weight), bias)  # [M, N]
-    return activation_ref(y.view(*x.shape[:-1], n), activation)  # [M, N] -> [..., N]
+    """Torch twin of `linear`."""
+    return activation_ref(F.linear(x, weight, bias), activation)
 
 
 COMPILE_CASES = [

@@ -84,13 +84,12 @@ def merge_attention(o1, lse1, o2, lse2):
 
 
 def merge_attention_ref(o1, lse1, o2, lse2):
-    """Torch twin of `merge_attention` (fp32 math, differentiable, no NaN when both parts are empty).
-
-    Part 2's share of the merged softmax is e^lse2 / (e^lse1 + e^lse2) = sigmoid(lse2 - lse1): one
-    lerp from o1 towards o2. Both parts empty gives NaN - NaN, made 0 (an even share of two zeros).
-    """
-    share = torch.sigmoid((lse2 - lse1).nan_to_num(nan=0.0))  # [...]; 1 where part 1 is empty, 0 where part 2 is
-    return torch.lerp(o1.float(), o2.float(), share[..., None]).to(o1.dtype)
+    """Torch twin of `merge_attention`: the same formula in fp32, differentiable, 0 where both parts are empty."""
+    m = torch.maximum(lse1, lse2)
+    m = torch.where(torch.isneginf(m), 0.0, m)  # both empty: weights exp(-inf) = 0, not NaN
+    w1, w2 = torch.exp(lse1 - m)[..., None], torch.exp(lse2 - m)[..., None]  # [..., 1]
+    total = torch.where(w1 + w2 > 0, w1 + w2, 1.0)
+    return ((w1 * o1.float() + w2 * o2.float()) / total).to(o1.dtype)
 
 
 def _compile_cases():

@@ -10,7 +10,6 @@ an add kernel plus a norm kernel.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -91,20 +90,12 @@ def rms_norm(x, weight, eps, residual=None):
     return y.view(x.shape), h.view(x.shape)  # [M, D] -> x's [..., D] each
 
 
-def _rms_norm_math(x, weight, eps):
-    """transformers' LlamaRMSNorm.forward (in fp32 torch's fused op computes the same, in one call)."""
-    if x.dtype == weight.dtype == torch.float32:
-        return F.rms_norm(x, (x.shape[-1],), weight, eps)
-    variance = x.float().pow(2).mean(-1, keepdim=True)
-    return weight * (x.float() * torch.rsqrt(variance + eps)).to(x.dtype)
-
-
 def rms_norm_ref(x, weight, eps, residual=None):
-    """Torch twin of `rms_norm`."""
-    if residual is None:
-        return _rms_norm_math(x, weight, eps)
-    h = x + residual
-    return _rms_norm_math(h, weight, eps), h
+    """Torch twin of `rms_norm`: transformers' LlamaRMSNorm.forward, of `x + residual` when given."""
+    h = x if residual is None else x + residual
+    variance = h.float().pow(2).mean(-1, keepdim=True)
+    y = weight * (h.float() * torch.rsqrt(variance + eps)).to(h.dtype)
+    return y if residual is None else (y, h)
 
 
 COMPILE_CASES = [

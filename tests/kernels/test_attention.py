@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 
 from kernels.attention import attention, attention_ref
-from kernels.key_list import key_list_ref
 from tests.helpers import TOLERANCES, assert_close
 
 
@@ -136,13 +135,3 @@ def test_rejects_bad_shapes():
         attention(*args[:4], args[4].long(), args[5], **kwargs)
     with pytest.raises(ValueError, match="multiple"):
         attention(args[0][:, :, :5], *args[1:], **kwargs)
-
-
-@pytest.mark.parametrize("name, by_slot", [("causal_gathered_dense", True), ("causal_gathered_empty_rows", False)])
-def test_twin_reads_dense_key_lists_in_place(name, by_slot):
-    args, kwargs = make_case(name)
-    keys = key_list_ref(args[1], args[2], kwargs["key_slots"], False, args[5])
-    assert keys.layout.by_slot == by_slot
-    if by_slot:  # views of the caches, no copies
-        assert keys.k.data_ptr() == args[1].data_ptr() and keys.v.data_ptr() == args[2].data_ptr()
-        assert keys.layout.listed.sum(1).tolist() == args[5].tolist()

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from kernels import decode_from_logits
 from kernels.attention import attention, attention_ref
 from kernels.decode_attention import decode_attention, decode_attention_ref
 from kernels.decode_from_logits import decode_attention_from_logits, decode_attention_from_logits_ref
@@ -58,19 +57,6 @@ def test_kernel_matches_twin(name, dtype, atol, rtol):
         assert_close(got, expected, atol, rtol, what=what)
 
 
-def test_twin_reads_no_slot_past_an_equal_length():
-    """Sequences of one length take the unmasked path: NaN in every slot past it changes nothing."""
-    (q, k_cache, v_cache, kv_len), kwargs = make_case("gqa_same_length")
-    poisoned = [c.clone() for c in (k_cache, v_cache)]
-    for c in poisoned:
-        c[:, 77:] = float("nan")
-    o, lse = decode_attention_ref(q, *poisoned, kv_len, **kwargs)
-    o_ref, lse_ref = attention_ref(q[:, None], k_cache[:, :77], v_cache[:, :77], int32([0] * 3), int32([1] * 3),
-                                   kv_len, causal=False, **kwargs)
-    assert_close(o, o_ref[:, 0], 1e-5, 1e-5, what="o")
-    assert_close(lse, lse_ref[:, 0], 1e-5, 1e-5, what="lse")
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_twin_matches_attention_with_one_query(name):
     args, kwargs = make_case(name)
@@ -117,29 +103,3 @@ def test_rejects_bad_logits_buffer():
     args, kwargs = make_case("gqa_ragged")
     with pytest.raises(ValueError, match="logits_out"):
         decode_attention(*args, **kwargs, logits_out=torch.zeros(3, 6, 7))
-
-
-@pytest.mark.parametrize("run_mode, logits_mode", [(False, False), (True, False), (True, True)],
-                         ids=["normal", "normal logits in inference mode", "inference"])
-def test_from_logits_twin_computes_a_softmax_once_per_rewrite(run_mode, logits_mode, monkeypatch):
-    """Calls that share the logits (the lazy layers of one anchor) share one softmax; a rewrite in
-    place (the anchor's next step) is seen. Generation runs in inference mode on logits allocated as
-    a normal tensor (LazyState); an inference tensor has no version counter and is never memoised."""
-    calls = []
-    softmax = decode_from_logits.softmax_weights
-    monkeypatch.setattr(decode_from_logits, "softmax_weights", lambda *a: calls.append(1) or softmax(*a))
-    args, kwargs = make_case("gqa_gathered_dense")
-    (q, k_cache, v_cache, kv_len), slots = args, kwargs["key_slots"]
-    with torch.inference_mode(logits_mode):
-        logits = logits_buffer(args, kwargs)
-    with torch.inference_mode(run_mode):
-        decode_attention_ref(*args, **kwargs, logits_out=logits)
-        first = decode_attention_from_logits_ref(logits, v_cache, kv_len, key_slots=slots)
-        again = decode_attention_from_logits_ref(logits, v_cache * 2, kv_len, key_slots=slots)
-        assert_close(again[0], 2 * first[0], 1e-5, 1e-5, what="o, other values")
-        assert len(calls) == (2 if logits_mode else 1)
-        decode_attention_ref(q.flip(0), k_cache, v_cache, kv_len, **kwargs, logits_out=logits)  # rewritten in place
-        o, lse = decode_attention_from_logits_ref(logits, v_cache, kv_len, key_slots=slots)
-        o_ref, lse_ref = decode_attention_ref(q.flip(0), k_cache, v_cache, kv_len, **kwargs)
-    assert_close(o, o_ref, 1e-5, 1e-5, what="o after the rewrite")
-    assert_close(lse, lse_ref, 1e-5, 1e-5, what="lse after the rewrite")

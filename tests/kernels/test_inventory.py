@@ -20,7 +20,7 @@ NOT_KERNEL_MODULES = {"backend", "aot", "blocks", "online_softmax"}
 
 def kernel_modules() -> list[str]:
     """Names of the kernels/ modules that define a @triton.jit function (found without importing them)."""
-    names = (info.name for info in pkgutil.iter_modules([str(KERNELS_DIR)]))
+    names = (info.name for info in pkgutil.iter_modules([str(KERNELS_DIR)]) if not info.ispkg)  # not kernels/cpu
     return sorted(
         name for name in names
         if name not in NOT_KERNEL_MODULES and "@triton.jit" in (KERNELS_DIR / f"{name}.py").read_text()

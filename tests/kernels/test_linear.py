@@ -1,13 +1,12 @@
 """linear: the Triton kernel (interpreted) against its torch twin, and the twin against plain math."""
 
 import dataclasses
-import gc
 import math
 
 import pytest
 import torch
 
-from kernels import blocks, linear as linear_module, onednn
+from kernels import blocks, linear as linear_module
 from kernels.linear import ACTIVATIONS, linear, linear_ref
 from tests.helpers import TOLERANCES, assert_close
 
@@ -70,38 +69,6 @@ def test_twin_matches_plain_math(activation):
     assert_close(linear_ref(x, weight, b, activation), expected, 1e-10, 1e-10, f"twin {activation}")
 
 
-@pytest.mark.parametrize("lead", [(1,), (2, 3), (1, 1)])
-@pytest.mark.parametrize("activation", [None, "silu"])
-def test_twin_reads_fp32_weights_through_onednn(lead, activation, monkeypatch):
-    """In fp32 inference the twin hands the product to oneDNN (checked by counting its calls) and
-    gives plain math's answer for any leading shape, with or without bias."""
-    calls = []
-    onednn = linear_module.onednn_linear
-    monkeypatch.setattr(linear_module, "onednn_linear", lambda *a: calls.append(1) or onednn(*a))
-    x, weight, b = _inputs(math.prod(lead), 113, 37, torch.float32)
-    x = x.view(*lead, 113)
-    expected = linear_ref(x.double(), weight.double(), b.double(), activation)
-    with torch.inference_mode():
-        for bias in (b, None):
-            y = linear_ref(x, weight, bias, activation)
-            want = expected if bias is not None else linear_ref(x.double(), weight.double(), None, activation)
-            assert y.shape == (*lead, 37) and y.dtype == torch.float32
-            assert_close(y, want, 1e-5, 1e-5, "oneDNN twin")
-    assert len(calls) == 2
-
-
-def test_twin_keeps_f_linear_for_training():
-    """Gradients and bf16 autocast (the demo training) need F.linear: oneDNN is not used for them."""
-    x, weight, b = _inputs(3, 40, 24, torch.float32)
-    assert onednn.onednn_serves(x, weight)
-    assert not onednn.onednn_serves(x, weight, b.clone().requires_grad_())
-    assert not onednn.onednn_serves(x, weight.requires_grad_())
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not onednn.onednn_serves(x, weight.detach())
-        assert linear_ref(x, weight.detach(), b).dtype == torch.bfloat16
-    assert not onednn.onednn_serves(x.double(), weight.double())
-
-
 def test_twin_is_differentiable():
     x, weight, b = (t.requires_grad_() for t in _inputs(3, 40, 24, torch.float32))
     linear_ref(x, weight, b, "gelu").sum().backward()
@@ -118,27 +85,3 @@ def test_linear_rejects_bad_input():
         linear(x, weight.half(), b)
     with pytest.raises(ValueError, match="contiguous"):
         linear(x, weight.T.contiguous().T, b)
-
-
-def test_twin_packs_each_inference_weight_once(monkeypatch):
-    """oneDNN's packed copy is made at a weight's first product, reused after, made again when the
-    weight changes in place, dropped with the weight, and never made for a trainable weight."""
-    packs, packed = [], onednn.PackedWeights()
-    monkeypatch.setattr(onednn, "pack", lambda w: packs.append(1) or torch.ops.mkldnn._reorder_linear_weight(w))
-    monkeypatch.setattr(linear_module, "PACKED", packed)
-    x, weight, b = _inputs(4, 113, 37, torch.float32)
-    with torch.inference_mode():
-        first = linear_ref(x, weight, b)
-        assert_close(linear_ref(x, weight, b), first, 0, 0, "reused copy")
-    assert len(packs) == 1 and weight in packed and len(packed) == 1
-    weight.mul_(2)
-    with torch.no_grad():
-        assert_close(linear_ref(x, weight, b), 2 * first - b, 1e-5, 1e-5, "after an in-place change")
-    assert len(packs) == 2
-    del weight
-    gc.collect()
-    assert len(packed) == 0
-    trainable = _inputs(4, 113, 37, torch.float32)[1].requires_grad_()
-    with torch.no_grad():  # a validation pass during training
-        assert_close(linear_ref(x, trainable), x @ trainable.T, 1e-5, 1e-5, "trainable weight")
-    assert len(packs) == 2 and len(packed) == 0

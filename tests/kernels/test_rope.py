@@ -103,28 +103,3 @@ def test_rope_rejects_mismatched_out():
     x = torch.randn(1, 5, 3, 16)
     with pytest.raises(ValueError, match="out must match"):
         rope(x, torch.zeros(1, 5, dtype=torch.int64), 10000.0, out=torch.empty(1, 5, 3, 16, dtype=torch.float16))
-
-
-def test_twin_reuses_angles_only_for_the_same_unchanged_positions():
-    x = torch.randn(2, 5, 3, 8)
-    positions = torch.arange(10).view(2, 5)
-    first = rope_ref(x, positions, 10000.0)
-    positions += 7  # in place: the cached angles must not be reused
-    moved = rope_ref(x, positions, 10000.0)
-    fresh = rope_ref(x, positions.clone(), 10000.0)
-    assert torch.equal(moved, fresh) and not torch.allclose(first, moved)
-    assert torch.equal(rope_ref(x, positions, 500.0), rope_ref(x, positions.clone(), 500.0))  # theta is in the key
-
-
-def test_twin_computes_angles_once_per_positions_tensor_when_two_alternate(monkeypatch):
-    import kernels.rope
-
-    misses = []
-    inv_freq = kernels.rope._inv_freq
-    monkeypatch.setattr(kernels.rope, "_inv_freq", lambda *args: misses.append(args) or inv_freq(*args))
-    x = torch.randn(1, 1, 3, 8)
-    step, text = torch.tensor([[5]]), torch.tensor([[9]])
-    for _ in range(3):  # a lazy layer's pattern: queries at the step's positions, text keys at their own
-        rope_ref(x, step, 1234.0)
-        rope_ref(x, text, 1234.0)
-    assert len(misses) == 2

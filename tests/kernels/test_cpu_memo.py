@@ -1,8 +1,8 @@
-"""The twins' per-step memo: a value is reused only for the very same, unchanged tensors."""
+"""The CPU path's per-step memo: a value is reused only for the very same, unchanged tensors."""
 
 import torch
 
-from kernels.recent import Recent
+from kernels.cpu.memo import Recent
 
 
 def counting(value):

@@ -1,10 +1,11 @@
-"""A memo for the torch twins: values derived from the last few argument tensors they were called with.
+"""A memo for the CPU path: values derived from the last few argument tensors its ops were called with.
 
 Every layer of a forward step calls the same ops with the same step-level tensors (the step's
-positions, slots and lengths, an image's key slots). What a twin derives from those alone (RoPE
+positions, slots and lengths, an image's key slots). What an op derives from those alone (RoPE
 angles, index tensors, masks, host-side checks) is the same for every layer, and on the CPU a
 decode step's time goes as much to the number of small ops as to their work. `Recent` computes
-such a value once per step instead of once per layer.
+such a value once per step instead of once per layer. Each `CpuOps` (kernels/cpu/ops.py) owns its
+memos, so they go with the model that made them.
 
 An entry holds the tensors themselves, so their ids cannot be reused, and their version counters,
 so an in-place change misses. Inference tensors have no version counter: callers key on tensors

@@ -1,8 +1,8 @@
-"""The key list the attention twins attend to, read from the KV cache with as few copies as possible.
+"""The key list the CPU attention ops attend to, read from the KV cache with as few copies as possible.
 
 The kernels walk a key list: keys 0..kv_len-1 of the cache, or the cache slots
 `key_slots[b, :kv_len]` (with `k_compact`, key i is row i of a compact key cache and its value
-sits at slot `key_slots[b, i]`). The twins turn it into dense `[B, N, G, d]` tensors:
+sits at slot `key_slots[b, i]`). The CPU path turns it into dense `[B, N, G, d]` tensors:
 
 - no key_slots: the cache's first N slots, as views (no copy);
 - key_slots that fill most of the slots up to the last one they name (an image's tokens): all
@@ -15,7 +15,8 @@ The KV cache is head-major underneath (minilazy/kv_cache.py) and gathers keep it
 the attention matmuls read every one of these without a further copy. N is rounded up to a
 multiple of KEY_BUCKET (masked keys): CPU matmul libraries spend milliseconds preparing each new
 shape, and without buckets every decode step would have a new one. What depends on key_slots and
-kv_len alone (the `KeyLayout`: masks, gather indices) is computed once per step for all layers.
+kv_len alone (the `KeyLayout`: masks, gather indices) is computed once per step for all layers,
+in the memo the caller passes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.recent import Recent
+from kernels.cpu.memo import Recent
 
 KEY_BUCKET = 128
 DENSE_SHARE = 0.5  # key_slots naming at least this share of the slots up to their last are read in place
@@ -53,17 +54,15 @@ class KeyList:
     layout: KeyLayout
 
 
-# Every layer of a step reads its keys by the same key_slots and kv_len tensors.
-_recent_layouts = Recent(size=4)
-
-
 def bucket(n: int) -> int:
     return max(1, -(-n // KEY_BUCKET) * KEY_BUCKET)
 
 
-def key_list_ref(k_cache, v_cache, key_slots, k_compact, kv_len) -> KeyList:
+def key_list(layouts: Recent, k_cache, v_cache, key_slots, k_compact, kv_len) -> KeyList:
+    """The keys and values of the key list, with their layout (remembered in `layouts`: every layer of
+    a step reads its keys by the same key_slots and kv_len tensors)."""
     key = (bool(k_compact), tuple(k_cache.shape[:3]), tuple(v_cache.shape[:3]), k_cache.device)
-    layout = _recent_layouts.get((key_slots, kv_len), key,
+    layout = layouts.get((key_slots, kv_len), key,
                                  lambda: key_layout(k_cache.shape, v_cache.shape, key_slots, k_compact, kv_len))
     k = k_cache[:, : layout.n] if layout.k_rows is None else gather_rows(k_cache, layout.k_rows)
     v = v_cache[:, : layout.n] if layout.v_rows is None else gather_rows(v_cache, layout.v_rows)

@@ -1,0 +1,139 @@
+"""Decode attention on the CPU: one query per sequence over its key list, and the lazy fast path's read of stored logits.
+
+`decode_attention` computes what `kernels.decode_attention.decode_attention_ref` does in one of two ways:
+
+- without `logits_out`, one call of torch's fused flash attention (kernels/cpu/attention.py), a
+  kv group's R query heads being R query rows over its kv head. A batch whose sequences all have
+  n keys in slots 0..n-1 (plain decoding) reads exactly those slots with no mask; ragged batches
+  and key lists are masked;
+- with `logits_out`, the logits are written out, so they are computed by a matmul, then softmaxed
+  and multiplied by the values by hand.
+
+`decode_attention_from_logits` (a lazy layer's image pass) reads such logits: every lazy layer of
+one anchor reads the same logits in a decode step, so their softmax is remembered until the
+anchor rewrites them in place at the next step (which bumps their version and misses the memo).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels.cpu.attention import flash_attend, mask_bias
+from kernels.cpu.key_list import KeyLayout, key_list
+from kernels.cpu.memo import Recent
+
+
+def decode_attention(layouts: Recent, masks: Recent, q, k_cache, v_cache, kv_len, *, scale, key_slots=None,
+                     k_compact=False, logits_out=None):
+    """`decode_attention_ref`'s result (fp32 math, differentiable); key layouts and masks are remembered
+    in `layouts` and `masks`, once per step for all layers."""
+    batch, n_heads, head_dim = q.shape
+    n_kv = k_cache.shape[2]
+    if logits_out is None:  # one fused call: a group's R query heads are R query rows over its kv head
+        rows = q.view(batch, n_kv, n_heads // n_kv, head_dim).transpose(1, 2)  # [B, H, d] -> [B, R, G, d]
+        n = same_length(masks, kv_len) if key_slots is None else 0
+        if 0 < n <= min(k_cache.shape[1], v_cache.shape[1]):  # every sequence's keys are slots 0..n-1: no mask
+            o, lse = flash_attend(rows, k_cache[:, :n], v_cache[:, :n], None, None, scale=scale)
+        else:
+            keys = key_list(layouts, k_cache, v_cache, key_slots, k_compact, kv_len)
+            listed = keys.layout.listed  # [B, N]
+            bias, has_key = masks.get((listed, kv_len), ("flash",),
+                                      lambda: mask_bias(listed[:, None, :], kv_len[:, None] > 0))
+            o, lse = flash_attend(rows, keys.k, keys.v, bias, has_key, scale=scale)  # [B, R, G, d], [B, R, G]
+        # [B, R, G, d] -> [B, G, R, d] -> [B, H, d]; lse [B, R, G] -> [B, H]
+        return o.transpose(1, 2).reshape(batch, n_heads, head_dim), lse.transpose(1, 2).reshape(batch, n_heads)
+    keys = key_list(layouts, k_cache, v_cache, key_slots, k_compact, kv_len)
+    qg = q.float().view(batch, n_kv, n_heads // n_kv, head_dim)  # [B, H, d] -> [B, G, R, d]
+    logits = torch.matmul(qg, keys.k.float().permute(0, 2, 3, 1)) * scale  # [B, G, R, d] @ [B, G, d, N]
+    write_listed_logits(logits_out, logits.view(batch, n_heads, -1), keys.layout)  # [B, H, N]
+    masked = logits.masked_fill(unlisted(masks, keys.layout.listed)[:, None, None, :], float("-inf"))
+    weights, lse = softmax_weights(masks, masked, kv_len)
+    return weighted_values(weights, keys.v).to(q.dtype), lse
+
+
+def decode_attention_from_logits(layouts: Recent, masks: Recent, softmaxes: Recent, logits, v_cache, kv_len, *,
+                                 key_slots=None):
+    """`decode_attention_from_logits_ref`'s result.
+
+    The softmax of `logits` is remembered in `softmaxes` for all the calls that share them (the lazy
+    layers of one anchor in one decode step) unless `logits` is an inference tensor, which has no
+    version counter to tell a rewrite in place.
+    """
+    n_kv = v_cache.shape[2]
+    keys = key_list(layouts, v_cache, v_cache, key_slots, False, kv_len)
+
+    def image_weights():
+        return softmax_weights(masks, slot_order_logits(masks, logits, keys.layout, keys.v.shape[1], n_kv), kv_len)
+
+    if logits.is_inference():
+        weights, lse = image_weights()
+    else:
+        weights, lse = softmaxes.get((logits, kv_len, key_slots), ("weights", n_kv, keys.v.shape[1]), image_weights)
+    return weighted_values(weights, keys.v).to(v_cache.dtype), lse
+
+
+def same_length(masks: Recent, kv_len: torch.Tensor) -> int:
+    """kv_len[b] when every sequence has that many keys, else 0 (once per step)."""
+    return masks.get((kv_len,), ("same length",),
+                     lambda: int(kv_len[0]) if len(kv_len) and bool((kv_len == kv_len[0]).all()) else 0)
+
+
+def unlisted(masks: Recent, listed: torch.Tensor) -> torch.Tensor:
+    """`~listed`, once per step."""
+    return masks.get((listed,), ("unlisted",), lambda: ~listed)
+
+
+def softmax_weights(masks: Recent, logits, kv_len):
+    """Softmax over N of logits `[B, G, R, N]` (fp32, -inf at the keys left out).
+
+    Returns the weights `[B, G, R, N]` fp32 and lse `[B, G*R]` fp32; a sequence with kv_len 0 gets
+    all-zero weights and lse = -inf. Written out (not torch.softmax and torch.logsumexp) to pass
+    over the logits fewer times; the peak is only a stabiliser, so gradients stay finite on empty rows.
+    """
+    batch, n_kv, group_size, _ = logits.shape
+    has_key = masks.get((kv_len,), ("has key",), lambda: None if bool((kv_len > 0).all())
+                        else (kv_len > 0).view(batch, 1, 1, 1))  # None: no empty list to guard
+    peak = logits.detach().amax(-1, keepdim=True)  # [B, G, R, 1]
+    if has_key is not None:
+        peak = torch.where(has_key, peak, 0.0)
+    weights = torch.exp(logits - peak)  # [B, G, R, N]
+    total = weights.sum(-1, keepdim=True)  # [B, G, R, 1]
+    if has_key is not None:
+        total = torch.where(has_key, total, 1.0)
+    lse = peak + total.log()
+    if has_key is not None:
+        lse = torch.where(has_key, lse, float("-inf"))
+    return weights / total, lse.view(batch, n_kv * group_size)  # lse [B, G, R, 1] -> [B, H]
+
+
+def weighted_values(weights, v):
+    """`weights [B, G, R, N]` times the values `v [B, N, G, d]`: o `[B, G*R, d]` fp32."""
+    batch, n_kv, group_size, _ = weights.shape
+    o = torch.matmul(weights, v.float().permute(0, 2, 1, 3))  # [B, G, R, N] @ [B, G, N, d]: the cache in place
+    return o.view(batch, n_kv * group_size, -1)  # [B, G, R, d] -> [B, H, d]
+
+
+def write_listed_logits(logits_out, logits, layout: KeyLayout) -> None:
+    """Store the logits `[B, H, N]` of the key list's first kv_len keys at their list positions."""
+    listed = layout.listed  # [B, n]: key i of the list is column i
+    if layout.by_slot:  # column key_slots[b, i] holds key i
+        columns = layout.list_column.clamp(max=logits.shape[2] - 1)  # [B, n]; unlisted keys are not written
+        logits = logits.gather(2, columns[:, None, :].expand(-1, logits.shape[1], -1))  # [B, H, n]
+        listed = layout.list_mask
+    n = min(logits_out.shape[2], logits.shape[2])
+    written = logits_out[:, :, :n]
+    written.copy_(torch.where(listed[:, None, :n], logits[:, :, :n], written))
+
+
+def slot_order_logits(masks: Recent, logits, layout: KeyLayout, n_cols: int, n_kv: int) -> torch.Tensor:
+    """The logits `[B, H, n]` of a key list as `[B, G, R, N]` over the N value rows read, -inf where no key is."""
+    batch, n_heads, _ = logits.shape
+    if layout.by_slot:  # key i's logit goes to column key_slots[b, i]; columns no key names stay -inf
+        n = layout.list_column.shape[1]
+        columns = layout.list_column[:, None, :].expand(-1, n_heads, -1)  # [B, H, n]
+        by_column = torch.full((batch, n_heads, n_cols + 1), float("-inf"), device=logits.device)
+        by_column = by_column.scatter_(2, columns, logits[:, :, :n].float())[:, :, :n_cols]  # [B, H, N]; N is spare
+    else:
+        by_column = logits[:, :, :n_cols].float().masked_fill(unlisted(masks, layout.listed)[:, None, :],
+                                                              float("-inf"))
+    return by_column.view(batch, n_kv, n_heads // n_kv, n_cols)  # [B, H, N] -> [B, G, R, N]
