@@ -8,10 +8,10 @@ per layer, laid out as minilazy/kv_cache.py allocates them, so that they do not 
 caches), best of a few passes:
 
 - `read`: a sum over the keys and values, the bandwidth any reader of these bytes could reach;
-- `decode attention`: `CpuOps.decode_attention` (kernels/cpu/), as a full-attention layer's decode step calls it
+- `decode attention`: `CpuOps.decode_attention` (minilazy/kernels/cpu/), as a full-attention layer's decode step calls it
   (torch's fused CPU attention), over the same keys and values;
 - `values from logits`: `CpuOps.decode_attention_from_logits`, a lazy layer's image pass on the decode
-  fast path, over the values only (the key bucket's rows, `kernels/cpu/key_list.py`): every layer here
+  fast path, over the values only (the key bucket's rows, `minilazy/kernels/cpu/key_list.py`): every layer here
   shares one set of logits, so their softmax is computed once, in the warm-up pass, and the times
   leave it out (in a generation it runs once per anchor and step).
 
@@ -25,8 +25,8 @@ import time
 
 import torch
 
-from kernels.cpu import CpuOps
-from kernels.cpu.key_list import bucket
+from minilazy.kernels.cpu import CpuOps
+from minilazy.kernels.cpu.key_list import bucket
 from minilazy.bench.measure import copy_bandwidth
 from minilazy.config import load_config
 from minilazy.errors import InputError

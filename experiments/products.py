@@ -5,7 +5,7 @@
 A decode step at batch B multiplies every weight matrix of the decoder by B rows, once. This times
 exactly those products (the fused matrices as the model holds them, and the output head), with
 torch's `F.linear` (MKL), with oneDNN on the plain weights and with oneDNN on its packed copies (what
-the CPU path, `kernels/cpu/onednn.py`, uses for fp32 inference), best of a few passes, and prints the bytes of weights
+the CPU path, `minilazy/kernels/cpu/onednn.py`, uses for fp32 inference), best of a few passes, and prints the bytes of weights
 read per second next to the machine's copy bandwidth.
 """
 
@@ -17,7 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from kernels.cpu.onednn import PackedWeights, onednn_linear
+from minilazy.kernels.cpu.onednn import PackedWeights, onednn_linear
 from minilazy.bench.measure import copy_bandwidth
 from minilazy.errors import InputError
 from minilazy.models.fused import multiplied

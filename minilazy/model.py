@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from kernels import Ops
+from minilazy.kernels import Ops
 from minilazy.config import ModelConfig, load_config
 from minilazy.errors import InputError
 from minilazy.hooks import DecoderSetup, DecoderSetupHook

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from kernels.backend import DTYPES, resolve_backend
+from minilazy.kernels.backend import DTYPES, resolve_backend
 from minilazy.config import read_json_object
 from minilazy.errors import InputError
 from minilazy.fastv import FastV

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from kernels.backend import DTYPES
+from minilazy.kernels.backend import DTYPES
 from minilazy.config import write_json
 from minilazy.errors import InputError
 from weights.gguf_tensors import dequantize_tensor, gguf, metadata_value, unpermute_qk

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from kernels.backend import FLOAT_DTYPES
+from minilazy.kernels.backend import FLOAT_DTYPES
 from minilazy.config import ModelConfig
 from minilazy.errors import InputError
 from weights.layouts import canonical_name, expected_shapes, is_ignored, unused_shapes

@@ -6,7 +6,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from kernels import BACKENDS
+from minilazy.kernels import BACKENDS
 from minilazy.errors import InputError
 from minilazy.pipeline import DTYPES
 

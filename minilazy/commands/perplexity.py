@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from kernels import BACKENDS
+from minilazy.kernels import BACKENDS
 from minilazy.commands.options import command_line
 from minilazy.config import write_json
 from minilazy.errors import InputError

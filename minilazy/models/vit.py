@@ -14,7 +14,7 @@ from minilazy.config import VisionConfig
 from minilazy.errors import InputError
 from minilazy.models import with_prefix
 
-# transformers' activation names -> the fused epilogues of kernels/linear.py
+# transformers' activation names -> the fused epilogues of minilazy/kernels/linear.py
 KERNEL_ACTIVATIONS = {
     "gelu": "gelu",
     "gelu_pytorch_tanh": "gelu_tanh",

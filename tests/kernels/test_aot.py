@@ -1,4 +1,4 @@
-"""kernels/aot.py: case names, pointer types, and compile_case on a small kernel of its own.
+"""minilazy/kernels/aot.py: case names, pointer types, and compile_case on a small kernel of its own.
 
 compile_case must run without TRITON_INTERPRET, so the compiles happen in a subprocess on a
 kernel module written for the test: one kernel that compiles, one that must not (a block of 100).
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels.aot import CompileCase, pointer
+from minilazy.kernels.aot import CompileCase, pointer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,7 @@ def odd_block_kernel(x_ptr, BLOCK: tl.constexpr):
 
 SCRIPT = '''
 import json, sys
-from kernels.aot import CompileCase, compile_case
+from minilazy.kernels.aot import CompileCase, compile_case
 import aot_probe
 
 signature = {"x_ptr": "*fp32", "y_ptr": "*fp32", "n": "i32", "factor": "fp32"}

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.attention import attention, attention_ref
+from minilazy.kernels.attention import attention, attention_ref
 from tests.helpers import TOLERANCES, assert_close
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kernels.aot import SHARED_MEMORY_LIMIT
+from minilazy.kernels.aot import SHARED_MEMORY_LIMIT
 from tests.kernels.test_inventory import kernel_modules
 
 pytestmark = pytest.mark.slow
@@ -25,9 +25,9 @@ RESULT_MARKER = "COMPILE_RESULTS "
 
 COMPILE_SCRIPT = f"""
 import importlib, json, sys
-from kernels.aot import compile_case
+from minilazy.kernels.aot import compile_case
 
-module = importlib.import_module("kernels." + sys.argv[1])
+module = importlib.import_module("minilazy.kernels." + sys.argv[1])
 results = []
 for case in module.COMPILE_CASES:
     for capability in {CAPABILITIES!r}:
@@ -51,14 +51,14 @@ def compile_module(module_name: str) -> list[dict]:
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_MARKER)]
-    assert proc.returncode == 0 and lines, f"compiling kernels/{module_name}.py crashed:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0 and lines, f"compiling minilazy/kernels/{module_name}.py crashed:\n{proc.stderr[-3000:]}"
     return json.loads(lines[-1][len(RESULT_MARKER):])
 
 
 @pytest.mark.parametrize("module_name", kernel_modules())
 def test_compile_cases(module_name):
     results = compile_module(module_name)
-    assert results, f"kernels/{module_name}.py has no COMPILE_CASES"
+    assert results, f"minilazy/kernels/{module_name}.py has no COMPILE_CASES"
     failures = [f"{r['case']} sm_{r['capability']}: {r['error']}" for r in results if "error" in r]
     assert not failures, f"{len(failures)} of {len(results)} compiles failed:\n" + "\n".join(failures[:5])
     over = [

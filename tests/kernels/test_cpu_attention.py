@@ -1,14 +1,14 @@
-"""The CPU path's attention ops (kernels/cpu/) against the references, in every key mode, and its memos."""
+"""The CPU path's attention ops (minilazy/kernels/cpu/) against the references, in every key mode, and its memos."""
 
 import pytest
 import torch
 
-from kernels.attention import attention_ref
-from kernels.cpu import CpuOps, decode
-from kernels.cpu.key_list import key_list
-from kernels.cpu.memo import Recent
-from kernels.decode_attention import decode_attention_ref
-from kernels.decode_from_logits import decode_attention_from_logits_ref
+from minilazy.kernels.attention import attention_ref
+from minilazy.kernels.cpu import CpuOps, decode
+from minilazy.kernels.cpu.key_list import key_list
+from minilazy.kernels.cpu.memo import Recent
+from minilazy.kernels.decode_attention import decode_attention_ref
+from minilazy.kernels.decode_from_logits import decode_attention_from_logits_ref
 from tests.helpers import assert_close
 from tests.kernels import test_attention, test_decode_attention
 from tests.kernels.test_attention import int32

@@ -2,7 +2,7 @@
 
 import torch
 
-from kernels.cpu.memo import Recent
+from minilazy.kernels.cpu.memo import Recent
 
 
 def counting(value):

@@ -1,4 +1,4 @@
-"""The CPU path's linear layer (kernels/cpu/onednn.py): oneDNN on packed weights in fp32 inference, F.linear otherwise."""
+"""The CPU path's linear layer (minilazy/kernels/cpu/onednn.py): oneDNN on packed weights in fp32 inference, F.linear otherwise."""
 
 import gc
 import math
@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from kernels.cpu import CpuOps, onednn
-from kernels.linear import ACTIVATIONS, linear_ref
+from minilazy.kernels.cpu import CpuOps, onednn
+from minilazy.kernels.linear import ACTIVATIONS, linear_ref
 from tests.helpers import assert_close
 from tests.kernels.test_linear import SHAPES, _inputs
 

@@ -6,14 +6,14 @@ import weakref
 import pytest
 import torch
 
-from kernels import OP_MODULES, Ops, resolve_backend
-from kernels.cpu import CpuOps
+from minilazy.kernels import OP_MODULES, Ops, resolve_backend
+from minilazy.kernels.cpu import CpuOps
 
 
 def test_reference_binds_the_references_and_torch_the_tuned_ops():
     reference, tuned = Ops("reference"), Ops("torch")
     for op, module_name in OP_MODULES.items():
-        ref = getattr(__import__(f"kernels.{module_name}", fromlist=[op]), f"{op}_ref")
+        ref = getattr(__import__(f"minilazy.kernels.{module_name}", fromlist=[op]), f"{op}_ref")
         assert getattr(reference, op) is ref
         assert (getattr(tuned, op) is ref) == (op not in CpuOps.TUNED), op
     assert reference.cpu is None and isinstance(tuned.cpu, CpuOps)

@@ -1,13 +1,13 @@
-"""The CPU path's row-wise ops (kernels/cpu/pointwise.py) against the references, and the RoPE angle memo."""
+"""The CPU path's row-wise ops (minilazy/kernels/cpu/pointwise.py) against the references, and the RoPE angle memo."""
 
 import pytest
 import torch
 
-from kernels.cpu import CpuOps, pointwise
-from kernels.kv_write import kv_write_ref
-from kernels.merge_attention import merge_attention_ref
-from kernels.rms_norm import rms_norm_ref
-from kernels.rope import rope_ref
+from minilazy.kernels.cpu import CpuOps, pointwise
+from minilazy.kernels.kv_write import kv_write_ref
+from minilazy.kernels.merge_attention import merge_attention_ref
+from minilazy.kernels.rms_norm import rms_norm_ref
+from minilazy.kernels.rope import rope_ref
 from tests.helpers import TOLERANCES, assert_close
 from tests.kernels.test_kv_write import _slots
 from tests.kernels.test_merge_attention import partial_pair

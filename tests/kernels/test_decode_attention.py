@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from kernels.attention import attention, attention_ref
-from kernels.decode_attention import decode_attention, decode_attention_ref
-from kernels.decode_from_logits import decode_attention_from_logits, decode_attention_from_logits_ref
+from minilazy.kernels.attention import attention, attention_ref
+from minilazy.kernels.decode_attention import decode_attention, decode_attention_ref
+from minilazy.kernels.decode_from_logits import decode_attention_from_logits, decode_attention_from_logits_ref
 from tests.helpers import TOLERANCES, assert_close
 from tests.kernels.test_attention import int32, make_keys
 

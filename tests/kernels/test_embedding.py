@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.embedding import embedding, embedding_ref, merge_image_features, merge_image_features_ref
+from minilazy.kernels.embedding import embedding, embedding_ref, merge_image_features, merge_image_features_ref
 from tests.helpers import TOLERANCES
 
 DTYPES = [dtype for dtype, _, _ in TOLERANCES]

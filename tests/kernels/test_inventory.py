@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-import kernels
-from kernels.aot import CompileCase
-from kernels.backend import OP_MODULES
+import minilazy.kernels
+from minilazy.kernels.aot import CompileCase
+from minilazy.kernels.backend import OP_MODULES
 
-KERNELS_DIR = Path(kernels.__file__).parent
+KERNELS_DIR = Path(minilazy.kernels.__file__).parent
 TESTS_DIR = Path(__file__).parent
-# Infrastructure modules of kernels/ that hold no launched kernels (online_softmax: device helpers).
+# Infrastructure modules of minilazy/kernels/ that hold no launched kernels (online_softmax: device helpers).
 NOT_KERNEL_MODULES = {"backend", "aot", "blocks", "online_softmax"}
 
 
 def kernel_modules() -> list[str]:
-    """Names of the kernels/ modules that define a @triton.jit function (found without importing them)."""
-    names = (info.name for info in pkgutil.iter_modules([str(KERNELS_DIR)]) if not info.ispkg)  # not kernels/cpu
+    """Names of the minilazy/kernels/ modules that define a @triton.jit function (found without importing them)."""
+    names = (info.name for info in pkgutil.iter_modules([str(KERNELS_DIR)]) if not info.ispkg)  # not minilazy/kernels/cpu
     return sorted(
         name for name in names
         if name not in NOT_KERNEL_MODULES and "@triton.jit" in (KERNELS_DIR / f"{name}.py").read_text()
@@ -58,23 +58,23 @@ def test_kernel_modules_are_found():
 @pytest.mark.parametrize("module_name", kernel_modules())
 def test_kernel_module_has_tests(module_name):
     test_file = TESTS_DIR / f"test_{module_name}.py"
-    assert test_file.exists(), f"kernels/{module_name}.py has no tests/kernels/{test_file.name}"
+    assert test_file.exists(), f"minilazy/kernels/{module_name}.py has no tests/kernels/{test_file.name}"
 
 
 @pytest.mark.parametrize("module_name", kernel_modules())
 def test_every_kernel_has_compile_cases(module_name):
-    module = importlib.import_module(f"kernels.{module_name}")
+    module = importlib.import_module(f"minilazy.kernels.{module_name}")
     cases = getattr(module, "COMPILE_CASES", None)
-    assert cases, f"kernels/{module_name}.py defines no (or an empty) COMPILE_CASES"
+    assert cases, f"minilazy/kernels/{module_name}.py defines no (or an empty) COMPILE_CASES"
     assert all(isinstance(case, CompileCase) for case in cases), f"{module_name}: COMPILE_CASES must hold CompileCase"
     compiled = {id(_unwrap(case.kernel)) for case in cases}
     missing = [name for name, fn in launched_kernels(module).items() if id(fn) not in compiled]
-    assert not missing, f"kernels/{module_name}.py: kernels without a compile case: {missing}"
+    assert not missing, f"minilazy/kernels/{module_name}.py: kernels without a compile case: {missing}"
 
 
 @pytest.mark.parametrize("op,module_name", sorted(OP_MODULES.items()))
 def test_op_has_kernel_and_twin(op, module_name):
-    assert (KERNELS_DIR / f"{module_name}.py").exists(), f"op {op}: kernels/{module_name}.py is missing"
-    module = importlib.import_module(f"kernels.{module_name}")
+    assert (KERNELS_DIR / f"{module_name}.py").exists(), f"op {op}: minilazy/kernels/{module_name}.py is missing"
+    module = importlib.import_module(f"minilazy.kernels.{module_name}")
     for name in (op, f"{op}_ref"):
-        assert callable(getattr(module, name, None)), f"kernels/{module_name}.py lacks {name}()"
+        assert callable(getattr(module, name, None)), f"minilazy/kernels/{module_name}.py lacks {name}()"

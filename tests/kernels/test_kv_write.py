@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernels.kv_write import kv_write, kv_write_ref
+from minilazy.kernels.kv_write import kv_write, kv_write_ref
 from tests.helpers import TOLERANCES
 
 DTYPES = [dtype for dtype, _, _ in TOLERANCES]

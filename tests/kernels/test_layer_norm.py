@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from kernels import blocks, layer_norm as layer_norm_module
-from kernels.layer_norm import layer_norm, layer_norm_ref
+from minilazy.kernels import blocks, layer_norm as layer_norm_module
+from minilazy.kernels.layer_norm import layer_norm, layer_norm_ref
 from tests.helpers import TOLERANCES, assert_close
 
 SHAPES = [(1, 40), (3, 113), (37, 96)]  # (rows, D)

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from kernels import blocks, linear as linear_module
-from kernels.linear import ACTIVATIONS, linear, linear_ref
+from minilazy.kernels import blocks, linear as linear_module
+from minilazy.kernels.linear import ACTIVATIONS, linear, linear_ref
 from tests.helpers import TOLERANCES, assert_close
 
 SHAPES = [(1, 40, 113), (3, 96, 40), (37, 113, 96)]  # (rows M, in K, out N)

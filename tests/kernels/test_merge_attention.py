@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from kernels.attention import attention_ref
-from kernels.merge_attention import merge_attention, merge_attention_ref
+from minilazy.kernels.attention import attention_ref
+from minilazy.kernels.merge_attention import merge_attention, merge_attention_ref
 from tests.helpers import TOLERANCES, assert_close
 from tests.kernels.test_attention import int32
 

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.online_softmax import LOG2_E, online_softmax_finish, online_softmax_step
+from minilazy.kernels.online_softmax import LOG2_E, online_softmax_finish, online_softmax_step
 from tests.helpers import assert_close
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernels.patch_embed import patch_embed, patch_embed_ref
+from minilazy.kernels.patch_embed import patch_embed, patch_embed_ref
 from tests.helpers import TOLERANCES, assert_close
 
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from kernels import blocks, rms_norm as rms_norm_module
-from kernels.rms_norm import rms_norm, rms_norm_ref
+from minilazy.kernels import blocks, rms_norm as rms_norm_module
+from minilazy.kernels.rms_norm import rms_norm, rms_norm_ref
 from tests.helpers import TOLERANCES, assert_close
 
 SHAPES = [(1, 40), (3, 113), (37, 96)]  # (rows, D)

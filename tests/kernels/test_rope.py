@@ -5,7 +5,7 @@ import torch
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
-from kernels.rope import rope, rope_ref
+from minilazy.kernels.rope import rope, rope_ref
 from tests.helpers import TOLERANCES, assert_close
 
 SHAPES = [(1, 1, 3, 16), (2, 5, 9, 64), (1, 37, 3, 64)]  # (B, T, heads, head_dim)

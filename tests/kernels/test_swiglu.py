@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from kernels import blocks, swiglu as swiglu_module
-from kernels.swiglu import swiglu, swiglu_ref
+from minilazy.kernels import blocks, swiglu as swiglu_module
+from minilazy.kernels.swiglu import swiglu, swiglu_ref
 from tests.helpers import TOLERANCES, assert_close
 
 SHAPES = [(1, 40), (3, 113), (37, 96)]  # (rows, I)

@@ -2,7 +2,7 @@
 
 On the CPU a decode step at batch 1 costs as much in op count as in work (each small op costs a
 few microseconds of dispatch), so the CPU path computes what depends only on the step (RoPE angles,
-cache-row indices, key masks) once per step, not once per layer (kernels/cpu/memo.py). These
+cache-row indices, key masks) once per step, not once per layer (minilazy/kernels/cpu/memo.py). These
 bounds (about 10% above today's counts) fail if that stops: without the memo a full-attention
 layer of this model issued 96 ops a step and a lazy one 182 (fast path) or 154.
 """

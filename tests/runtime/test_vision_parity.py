@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernels.backend import Ops
+from minilazy.kernels.backend import Ops
 from minilazy.config import load_config
 from minilazy.models.clip import CLIPVisionTower
 from minilazy.models.connector import Idefics3Connector, LlavaProjector, pixel_shuffle

@@ -1,7 +1,7 @@
 """Decode attention from stored logits: the lazy decode fast path's attention over image keys.
 
 A lazy layer inherits its anchor's attention over image keys. In decode the anchor's decode
-kernel (kernels/decode_attention.py, `logits_out`) stores its scaled logits; this op takes them
+kernel (minilazy/kernels/decode_attention.py, `logits_out`) stores its scaled logits; this op takes them
 in place of q and K, so the lazy layer reads only the values: softmax over the first kv_len[b]
 logits times the values at `key_slots` (or rows 0..). It runs the same two kernels as
 `decode_attention`, in their READ_LOGITS mode (compiled there).
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.attention import attend, check_caches, check_lengths, listed_keys
-from kernels.decode_attention import READ_LOGITS, launch_decode_kernels, placeholder
+from minilazy.kernels.attention import attend, check_caches, check_lengths, listed_keys
+from minilazy.kernels.decode_attention import READ_LOGITS, launch_decode_kernels, placeholder
 
 
 def decode_attention_from_logits(logits, v_cache, kv_len, *, key_slots=None):

@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels.cpu.memo import Recent
-from kernels.kv_write import check_kv_write, check_slots
-from kernels.rms_norm import rms_norm_ref
-from kernels.rope import cached_inv_freq, check_rope
+from minilazy.kernels.cpu.memo import Recent
+from minilazy.kernels.kv_write import check_kv_write, check_slots
+from minilazy.kernels.rms_norm import rms_norm_ref
+from minilazy.kernels.rope import cached_inv_freq, check_rope
 
 
 def rope(angles: Recent, x: torch.Tensor, positions: torch.Tensor, theta: float,

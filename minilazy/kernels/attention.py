@@ -20,9 +20,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.aot import CompileCase, pointer
-from kernels.backend import interpreting
-from kernels.online_softmax import LOG2_E, online_softmax_finish, online_softmax_step
+from minilazy.kernels.aot import CompileCase, pointer
+from minilazy.kernels.backend import interpreting
+from minilazy.kernels.online_softmax import LOG2_E, online_softmax_finish, online_softmax_step
 
 GPU_HEAD_BLOCKS = (64, 128)  # the padded head sizes compiled for GPUs (see COMPILE_CASES)
 

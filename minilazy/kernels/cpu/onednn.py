@@ -19,8 +19,8 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from kernels.cpu.memo import version
-from kernels.linear import activation_ref
+from minilazy.kernels.cpu.memo import version
+from minilazy.kernels.linear import activation_ref
 
 ONEDNN = torch.backends.mkldnn.is_available()  # checked once, not at every product
 

@@ -2,7 +2,7 @@
 
 `decode_attention` computes what `kernels.decode_attention.decode_attention_ref` does in one of two ways:
 
-- without `logits_out`, one call of torch's fused flash attention (kernels/cpu/attention.py), a
+- without `logits_out`, one call of torch's fused flash attention (minilazy/kernels/cpu/attention.py), a
   kv group's R query heads being R query rows over its kv head. A batch whose sequences all have
   n keys in slots 0..n-1 (plain decoding) reads exactly those slots with no mask; ragged batches
   and key lists are masked;
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from kernels.cpu.attention import flash_attend, mask_bias
-from kernels.cpu.key_list import KeyLayout, key_list
-from kernels.cpu.memo import Recent
+from minilazy.kernels.cpu.attention import flash_attend, mask_bias
+from minilazy.kernels.cpu.key_list import KeyLayout, key_list
+from minilazy.kernels.cpu.memo import Recent
 
 
 def decode_attention(layouts: Recent, masks: Recent, q, k_cache, v_cache, kv_len, *, scale, key_slots=None,

@@ -1,7 +1,7 @@
 """The one backend switch: Triton kernels, the tuned CPU path, or the plain-PyTorch references.
 
-Every op lives in its own module of `kernels/` as a Triton wrapper `<op>()` and
-a torch reference `<op>_ref()` with the same signature; `kernels/cpu/` computes
+Every op lives in its own module of `minilazy/kernels/` as a Triton wrapper `<op>()` and
+a torch reference `<op>_ref()` with the same signature; `minilazy/kernels/cpu/` computes
 the references' results fast on a CPU. `Ops(backend)` binds one of the three
 for every op, so model code calls `ops.linear(...)` and never decides per call:
 
@@ -21,7 +21,7 @@ import os
 
 import torch
 
-# op name -> module of kernels/ that defines `<op>` (Triton) and `<op>_ref` (the reference)
+# op name -> module of minilazy/kernels/ that defines `<op>` (Triton) and `<op>_ref` (the reference)
 OP_MODULES = {
     "linear": "linear",
     "swiglu": "swiglu",
@@ -63,10 +63,10 @@ def resolve_backend(backend: str = "auto") -> str:
 
 
 class Ops:
-    """Every op of kernels/, bound to one backend: `Ops("torch").linear(x, w)`."""
+    """Every op of minilazy/kernels/, bound to one backend: `Ops("torch").linear(x, w)`."""
 
     def __init__(self, backend: str = "auto"):
-        from kernels.cpu import CpuOps  # imported here: it imports the op modules, which import this one
+        from minilazy.kernels.cpu import CpuOps  # imported here: it imports the op modules, which import this one
 
         self.backend = resolve_backend(backend)
         self.cpu = CpuOps() if self.backend == "torch" else None  # the CPU path's ops and their caches
@@ -74,7 +74,7 @@ class Ops:
             if self.cpu is not None and op in CpuOps.TUNED:
                 setattr(self, op, getattr(self.cpu, op))
             else:
-                module = importlib.import_module(f"kernels.{module_name}")
+                module = importlib.import_module(f"minilazy.kernels.{module_name}")
                 setattr(self, op, getattr(module, op if self.backend == "triton" else op + "_ref"))
 
     def __repr__(self) -> str:

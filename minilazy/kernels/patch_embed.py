@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from kernels.linear import linear
+from minilazy.kernels.linear import linear
 
 
 def _check(pixels, weight, bias, patch):

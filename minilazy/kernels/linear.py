@@ -14,9 +14,9 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernels.aot import CompileCase, pointer
-from kernels.backend import FLOAT_DTYPES, interpreting
-from kernels.blocks import linear_blocks, linear_gpu_blocks
+from minilazy.kernels.aot import CompileCase, pointer
+from minilazy.kernels.backend import FLOAT_DTYPES, interpreting
+from minilazy.kernels.blocks import linear_blocks, linear_gpu_blocks
 
 # activation name -> code of the kernel epilogue
 ACTIVATIONS = {None: 0, "gelu": 1, "gelu_tanh": 2, "quick_gelu": 3, "silu": 4}

@@ -4,7 +4,7 @@ Every layer of a forward step calls the same ops with the same step-level tensor
 positions, slots and lengths, an image's key slots). What an op derives from those alone (RoPE
 angles, index tensors, masks, host-side checks) is the same for every layer, and on the CPU a
 decode step's time goes as much to the number of small ops as to their work. `Recent` computes
-such a value once per step instead of once per layer. Each `CpuOps` (kernels/cpu/ops.py) owns its
+such a value once per step instead of once per layer. Each `CpuOps` (minilazy/kernels/cpu/ops.py) owns its
 memos, so they go with the model that made them.
 
 An entry holds the tensors themselves, so their ids cannot be reused, and their version counters,

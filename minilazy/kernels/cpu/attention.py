@@ -2,15 +2,15 @@
 
 `attention` computes what `kernels.attention.attention_ref` does (docs/kernels.md, "Attention over
 a cache") with torch's fused CPU kernel, which keeps no score matrix, over the key list read in
-place where it can be (kernels/cpu/key_list.py). It is differentiable, so training runs it too.
+place where it can be (minilazy/kernels/cpu/key_list.py). It is differentiable, so training runs it too.
 """
 
 from __future__ import annotations
 
 import torch
 
-from kernels.cpu.key_list import key_list
-from kernels.cpu.memo import Recent
+from minilazy.kernels.cpu.key_list import key_list
+from minilazy.kernels.cpu.memo import Recent
 
 
 def mask_bias(visible, has_key):

@@ -12,9 +12,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.aot import CompileCase, pointer
-from kernels.attention import head_block
-from kernels.backend import interpreting
+from minilazy.kernels.aot import CompileCase, pointer
+from minilazy.kernels.attention import head_block
+from minilazy.kernels.backend import interpreting
 
 
 @triton.jit

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from functools import partial
 
-from kernels.cpu import attention, decode, onednn, pointwise
-from kernels.cpu.memo import Recent
+from minilazy.kernels.cpu import attention, decode, onednn, pointwise
+from minilazy.kernels.cpu.memo import Recent
 
 
 class CpuOps:
     """The tuned ops as attributes with the signatures of their references (`CpuOps().linear(x, w)`).
 
-    `TUNED` names them; every other op of kernels/ is its reference on the CPU path.
+    `TUNED` names them; every other op of minilazy/kernels/ is its reference on the CPU path.
     """
 
     TUNED = ("linear", "rms_norm", "rope", "kv_write", "attention", "decode_attention",

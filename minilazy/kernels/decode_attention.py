@@ -6,7 +6,7 @@ group at once (rows of a tl.dot tile), so each K/V tile is read once per group,
 and writes a partial (o, lse) for its split; a second small kernel merges the
 splits by log-sum-exp. The same kernel also serves the lazy decode fast path:
 it can store the scaled logits it computes (`logits_out`), and
-`decode_attention_from_logits` (kernels/decode_from_logits.py) reads such logits instead of q and K.
+`decode_attention_from_logits` (minilazy/kernels/decode_from_logits.py) reads such logits instead of q and K.
 The torch twin is `attention_ref`'s math for one query.
 """
 
@@ -16,10 +16,10 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.aot import CompileCase, pointer
-from kernels.attention import GPU_HEAD_BLOCKS, attend, attention_logits, check_caches, check_lengths, head_block, listed_keys
-from kernels.backend import interpreting
-from kernels.online_softmax import LOG2_E, online_softmax_finish, online_softmax_step
+from minilazy.kernels.aot import CompileCase, pointer
+from minilazy.kernels.attention import GPU_HEAD_BLOCKS, attend, attention_logits, check_caches, check_lengths, head_block, listed_keys
+from minilazy.kernels.backend import interpreting
+from minilazy.kernels.online_softmax import LOG2_E, online_softmax_finish, online_softmax_step
 
 # what the kernel does with the logits buffer
 NO_LOGITS, WRITE_LOGITS, READ_LOGITS = 0, 1, 2

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernels.aot import CompileCase, pointer
-from kernels.backend import FLOAT_DTYPES, interpreting
-from kernels.blocks import ROW_GPU_BLOCKS, row_blocks
+from minilazy.kernels.aot import CompileCase, pointer
+from minilazy.kernels.backend import FLOAT_DTYPES, interpreting
+from minilazy.kernels.blocks import ROW_GPU_BLOCKS, row_blocks
 
 INDEX_DTYPES = (torch.int32, torch.int64)
 GPU_BLOCK_D = 256  # columns per tile on a GPU; ROW_GPU_BLOCKS.block // GPU_BLOCK_D rows

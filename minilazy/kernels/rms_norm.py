@@ -13,9 +13,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.aot import CompileCase, pointer
-from kernels.backend import FLOAT_DTYPES
-from kernels.blocks import ROW_GPU_BLOCKS, row_blocks
+from minilazy.kernels.aot import CompileCase, pointer
+from minilazy.kernels.backend import FLOAT_DTYPES
+from minilazy.kernels.blocks import ROW_GPU_BLOCKS, row_blocks
 
 
 @triton.jit

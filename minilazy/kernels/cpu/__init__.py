@@ -1,6 +1,6 @@
 """The tuned CPU path: what `Ops("torch")` binds, each op giving its reference's result faster on a CPU.
 
-The references (`<op>_ref` in kernels/<op>.py) are plain torch math to check by eye; this package
+The references (`<op>_ref` in minilazy/kernels/<op>.py) are plain torch math to check by eye; this package
 holds what makes the same results fast on a CPU, one concern per module:
 
 - `onednn`: the linear layer by oneDNN on packed copies of the weights (fp32 inference);
@@ -16,6 +16,6 @@ The other ops (swiglu, layer_norm, embedding, merge_image_features, patch_embed)
 references on this path too.
 """
 
-from kernels.cpu.ops import CpuOps
+from minilazy.kernels.cpu.ops import CpuOps
 
 __all__ = ["CpuOps"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.cpu.memo import Recent
+from minilazy.kernels.cpu.memo import Recent
 
 KEY_BUCKET = 128
 DENSE_SHARE = 0.5  # key_slots naming at least this share of the slots up to their last are read in place

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from kernels.backend import interpreting
+from minilazy.kernels.backend import interpreting
 
 # The interpreter rejects tensors above 2^20 elements; keep tiles well under it.
 INTERPRETER_MAX_TILE = 256
