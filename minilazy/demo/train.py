@@ -6,7 +6,7 @@
 `--overwrite` is given, so that no run writes over the shipped one in weights/demo by accident.
 
 The weights are a dict of canonical-name leaf tensors; `Model.from_weights(..., backend="torch")`
-runs them through the torch twins of the kernels, which are differentiable, so there is no
+runs them through the torch path of the kernels, which are differentiable, so there is no
 second definition of the architecture. Two stages:
 
 1. Vision pretraining: the tower and projector learn, through a linear probe on every image

@@ -9,9 +9,9 @@ The kernel keeps no score matrix: each program owns one key/value head of one
 sequence and a block of rows, a row being one (query, query head of that group)
 pair, so K/V tiles are loaded once for the whole group. It walks the keys in
 blocks with an online softmax in base 2 (exp2, scale folded with log2(e)) and
-fp32 accumulators. The torch twin `attention_ref` computes the same with masks
+fp32 accumulators. The torch reference `attention_ref` computes the same with masks
 and a softmax over the gathered keys; it is differentiable and handles rows with
-no visible key. Its helpers serve the decode twins as well.
+no visible key. Its helpers serve the decode references as well.
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ def attend(logits, visible, v):
 
 
 def attention_ref(q, k_cache, v_cache, q_start, q_len, kv_len, *, scale, causal, key_slots=None, k_compact=False):
-    """Torch twin of `attention`: the contract's masks over the gathered keys and a softmax, fp32, differentiable."""
+    """Torch reference of `attention`: the contract's masks over the gathered keys and a softmax, fp32, differentiable."""
     k, v, slot, listed = listed_keys(k_cache, v_cache, kv_len, key_slots, k_compact)  # [B, N, G, d], [B, N]
     query = torch.arange(q.shape[1], device=q.device)  # [T]
     visible = (query[None, :, None] < q_len[:, None, None]) & listed[:, None, :]  # [B, T, N]

@@ -7,7 +7,7 @@ and writes a partial (o, lse) for its split; a second small kernel merges the
 splits by log-sum-exp. The same kernel also serves the lazy decode fast path:
 it can store the scaled logits it computes (`logits_out`), and
 `decode_attention_from_logits` (minilazy/kernels/decode_from_logits.py) reads such logits instead of q and K.
-The torch twin is `attention_ref`'s math for one query.
+The torch reference is `attention_ref`'s math for one query.
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def placeholder(like):
 
 
 def decode_attention_ref(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, k_compact=False, logits_out=None):
-    """Torch twin of `decode_attention`: `attention_ref` of one query (fp32 math, differentiable)."""
+    """Torch reference of `decode_attention`: `attention_ref` of one query (fp32 math, differentiable)."""
     k, v, _, listed = listed_keys(k_cache, v_cache, kv_len, key_slots, k_compact)  # [B, N, G, d], [B, N]
     logits = attention_logits(q[:, None], k, scale)  # [B, H, 1, N]
     if logits_out is not None:  # the listed keys' logits, at their list positions

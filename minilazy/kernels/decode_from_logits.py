@@ -31,7 +31,7 @@ def decode_attention_from_logits(logits, v_cache, kv_len, *, key_slots=None):
 
 
 def decode_attention_from_logits_ref(logits, v_cache, kv_len, *, key_slots=None):
-    """Torch twin of `decode_attention_from_logits`: softmax over the listed keys' logits times their values."""
+    """Torch reference of `decode_attention_from_logits`: softmax over the listed keys' logits times their values."""
     _, v, _, listed = listed_keys(v_cache, v_cache, kv_len, key_slots)  # [B, N, G, d], [B, N]
     o, lse = attend(logits[:, :, None, : v.shape[1]], listed[:, None, :], v)  # [B, 1, H, d], [B, 1, H]
     return o[:, 0].to(v_cache.dtype), lse[:, 0]

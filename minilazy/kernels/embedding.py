@@ -87,7 +87,7 @@ def embedding(ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 
 
 def embedding_ref(ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Torch twin of `embedding` (differentiable through `table`)."""
+    """Torch reference of `embedding` (differentiable through `table`)."""
     _check_embedding(ids, table)
     return F.embedding(ids, table)
 
@@ -116,7 +116,7 @@ def merge_image_features(embeds: torch.Tensor, features: torch.Tensor, rows: tor
 
 
 def merge_image_features_ref(embeds: torch.Tensor, features: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Torch twin of `merge_image_features`."""
+    """Torch reference of `merge_image_features`."""
     _check_merge(embeds, features, rows)
     embeds.view(-1, embeds.shape[2]).index_copy_(0, rows.long(), features)  # into [B*T, D]
     return embeds

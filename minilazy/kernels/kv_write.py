@@ -85,7 +85,7 @@ def kv_write(cache: torch.Tensor, new: torch.Tensor, slots: torch.Tensor) -> tor
 
 
 def kv_write_ref(cache: torch.Tensor, new: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-    """Torch twin of `kv_write`: an in-place index_put_, differentiable through `new`."""
+    """Torch reference of `kv_write`: an in-place index_put_, differentiable through `new`."""
     check_kv_write(cache, new, slots)
     check_slots(slots, cache.shape[1])
     keep = slots >= 0  # [B, T]

@@ -78,7 +78,7 @@ def layer_norm(x, weight, bias, eps):
 
 
 def layer_norm_ref(x, weight, bias, eps):
-    """Torch twin of `layer_norm`."""
+    """Torch reference of `layer_norm`."""
     return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
 
 

@@ -133,7 +133,7 @@ def activation_ref(y, activation):
 
 
 def linear_ref(x, weight, bias=None, activation=None):
-    """Torch twin of `linear`."""
+    """Torch reference of `linear`."""
     return activation_ref(F.linear(x, weight, bias), activation)
 
 

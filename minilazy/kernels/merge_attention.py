@@ -84,7 +84,7 @@ def merge_attention(o1, lse1, o2, lse2):
 
 
 def merge_attention_ref(o1, lse1, o2, lse2):
-    """Torch twin of `merge_attention`: the same formula in fp32, differentiable, 0 where both parts are empty."""
+    """Torch reference of `merge_attention`: the same formula in fp32, differentiable, 0 where both parts are empty."""
     m = torch.maximum(lse1, lse2)
     m = torch.where(torch.isneginf(m), 0.0, m)  # both empty: weights exp(-inf) = 0, not NaN
     w1, w2 = torch.exp(lse1 - m)[..., None], torch.exp(lse2 - m)[..., None]  # [..., 1]

@@ -38,7 +38,7 @@ def patch_embed(pixels, weight, bias, patch):
 
 
 def patch_embed_ref(pixels, weight, bias, patch):
-    """Torch twin of `patch_embed`: the convolution itself."""
+    """Torch reference of `patch_embed`: the convolution itself."""
     _check(pixels, weight, bias, patch)
     out = F.conv2d(pixels, weight, bias, stride=patch)  # [N, D, H/p, W/p]
     return out.flatten(2).transpose(1, 2)  # [N, L, D]

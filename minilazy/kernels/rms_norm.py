@@ -91,7 +91,7 @@ def rms_norm(x, weight, eps, residual=None):
 
 
 def rms_norm_ref(x, weight, eps, residual=None):
-    """Torch twin of `rms_norm`: transformers' LlamaRMSNorm.forward, of `x + residual` when given."""
+    """Torch reference of `rms_norm`: transformers' LlamaRMSNorm.forward, of `x + residual` when given."""
     h = x if residual is None else x + residual
     variance = h.float().pow(2).mean(-1, keepdim=True)
     y = weight * (h.float() * torch.rsqrt(variance + eps)).to(h.dtype)

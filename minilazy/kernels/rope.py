@@ -117,7 +117,7 @@ def rope(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Tens
 
 
 def rope_ref(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Torch twin of `rope`: transformers' Llama rotary embedding, `x * cos + rotate_half(x) * sin`."""
+    """Torch reference of `rope`: transformers' Llama rotary embedding, `x * cos + rotate_half(x) * sin`."""
     check_rope(x, positions, theta, out)
     half = x.shape[-1] // 2
     freqs = positions[..., None].float() * inv_freq(float(theta), 2 * half, positions.device)  # [B, T, d/2]

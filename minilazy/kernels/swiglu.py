@@ -54,7 +54,7 @@ def swiglu(gate, up):
 
 
 def swiglu_ref(gate, up):
-    """Torch twin of `swiglu`."""
+    """Torch reference of `swiglu`."""
     return F.silu(gate) * up
 
 

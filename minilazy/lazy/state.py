@@ -46,7 +46,7 @@ class LazyState:
         self.n_text = torch.zeros(batch, dtype=torch.int32, device=device)
         self.q_cache = q_cache
         heads = q_cache.shape[2]
-        with torch.inference_mode(False):  # normal tensors: their version counters tell the twins a new step's logits
+        with torch.inference_mode(False):  # normal tensors: their version counters tell the CPU path a new step's logits
             self.image_logits = {
                 a: torch.zeros(batch, heads, self.image_width, dtype=torch.float32, device=device)
                 for a in fast_decode_anchors

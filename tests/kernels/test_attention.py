@@ -1,4 +1,4 @@
-"""attention: the Triton kernel against its torch twin, and the twin against independent expressions."""
+"""attention: the Triton kernel against its torch reference, and the reference against independent expressions."""
 
 import pytest
 import torch
@@ -43,7 +43,7 @@ CASES = {
     "causal_gathered_empty_rows": (2, 7, 6, 2, 32, True, "gathered", [100, 0], [7, 7], [50, 20], 130, 50, 5),
     "causal_compact": (2, 37, 4, 2, 32, True, "compact", [150, 60], [37, 30], [130, 64], 200, 130, 0),
     "bidirectional_gathered_no_keys": (2, 1, 4, 1, 32, False, "gathered", [0, 0], [1, 1], [50, 0], 130, 50, 0),
-    # slots naming most of their span: the twins read the span in place and mask the others
+    # slots naming most of their span: the CPU path reads the span in place and mask the others
     "causal_gathered_dense": (2, 5, 4, 2, 32, True, "gathered", [120, 0], [5, 5], [110, 70], 130, 110, 3),
 }
 
@@ -59,7 +59,7 @@ def make_case(name, dtype=torch.float32):
 
 @pytest.mark.parametrize("dtype, atol, rtol", TOLERANCES)
 @pytest.mark.parametrize("name", list(CASES))
-def test_kernel_matches_twin(name, dtype, atol, rtol):
+def test_kernel_matches_reference(name, dtype, atol, rtol):
     args, kwargs = make_case(name, dtype)
     o, lse = attention(*args, **kwargs)
     fp32_args = [t.float() for t in args[:3]] + args[3:]
@@ -95,7 +95,7 @@ def brute_force(q, k_cache, v_cache, q_start, q_len, kv_len, *, scale, causal, k
 
 @pytest.mark.parametrize("name", ["causal_gathered_empty_rows", "causal_compact", "bidirectional_gathered_no_keys",
                                   "causal_continuation"])
-def test_twin_matches_brute_force(name):
+def test_reference_matches_brute_force(name):
     args, kwargs = make_case(name)
     o_ref, lse_ref = attention_ref(*args, **kwargs)
     o_bf, lse_bf = brute_force(*args, **kwargs)
@@ -105,7 +105,7 @@ def test_twin_matches_brute_force(name):
 
 
 @pytest.mark.parametrize("name", ["causal_prefill_gqa", "causal_continuation", "bidirectional_odd_d"])
-def test_twin_matches_sdpa(name):
+def test_reference_matches_sdpa(name):
     args, kwargs = make_case(name)
     q, k_cache, v_cache, q_start, q_len, kv_len = args
     o_ref, lse_ref = attention_ref(*args, **kwargs)
@@ -119,7 +119,7 @@ def test_twin_matches_sdpa(name):
         assert (o_ref[b, n_q:] == 0).all() and torch.isneginf(lse_ref[b, n_q:]).all(), "padding queries"
 
 
-def test_twin_gradients_are_finite_with_empty_rows():
+def test_reference_gradients_are_finite_with_empty_rows():
     args, kwargs = make_case("causal_gathered_empty_rows")
     q = args[0].clone().requires_grad_()
     v = args[2].clone().requires_grad_()

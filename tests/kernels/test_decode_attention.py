@@ -1,4 +1,4 @@
-"""decode_attention and decode_attention_from_logits against their twins and against attention."""
+"""decode_attention and decode_attention_from_logits against their references and against attention."""
 
 import pytest
 import torch
@@ -15,7 +15,7 @@ CASES = {
     "mha_gathered_empty": (2, 4, 4, 16, "gathered", [50, 0], 130, 50),
     "one_kv_head_compact": (2, 8, 1, 24, "compact", [130, 7], 200, 130),
     "gqa_gathered_dense": (3, 6, 2, 32, "gathered", [120, 90, 1], 130, 120),  # read in place, masked
-    "gqa_same_length": (3, 6, 2, 32, "none", [77, 77, 77], 130, None),  # twin: no mask, slots past 77 unread
+    "gqa_same_length": (3, 6, 2, 32, "none", [77, 77, 77], 130, None),  # reference: no mask, slots past 77 unread
 }
 
 
@@ -37,7 +37,7 @@ def logits_buffer(args, kwargs):
 
 @pytest.mark.parametrize("dtype, atol, rtol", TOLERANCES)
 @pytest.mark.parametrize("name", list(CASES))
-def test_kernel_matches_twin(name, dtype, atol, rtol):
+def test_kernel_matches_reference(name, dtype, atol, rtol):
     args, kwargs = make_case(name, dtype)
     logits = logits_buffer(args, kwargs)
     o, lse = decode_attention(*args, **kwargs, logits_out=logits)
@@ -58,7 +58,7 @@ def test_kernel_matches_twin(name, dtype, atol, rtol):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_twin_matches_attention_with_one_query(name):
+def test_reference_matches_attention_with_one_query(name):
     args, kwargs = make_case(name)
     q, k_cache, v_cache, kv_len = args
     batch = q.shape[0]
@@ -75,7 +75,7 @@ def test_twin_matches_attention_with_one_query(name):
 
 
 @pytest.mark.parametrize("keep_logits", [False, True], ids=["fused", "logits"])
-def test_twin_gives_zero_and_finite_gradients_on_empty_rows(keep_logits):
+def test_reference_gives_zero_and_finite_gradients_on_empty_rows(keep_logits):
     args, kwargs = make_case("mha_gathered_empty")  # the second sequence has no key
     q, v = args[0].clone().requires_grad_(), args[2].clone().requires_grad_()
     logits = logits_buffer(args, kwargs) if keep_logits else None

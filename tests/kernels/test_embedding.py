@@ -1,4 +1,4 @@
-"""embedding and merge_image_features: kernels against twins, twins against plain torch."""
+"""embedding and merge_image_features: kernels against references, references against plain torch."""
 
 import pytest
 import torch
@@ -13,7 +13,7 @@ DTYPES = [dtype for dtype, _, _ in TOLERANCES]
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ids_shape,D", [((1,), 40), ((2, 37), 72), ((3, 5), 40)])
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
-def test_embedding_kernel_matches_twin(ids_shape, D, dtype, index_dtype):
+def test_embedding_kernel_matches_reference(ids_shape, D, dtype, index_dtype):
     table = torch.randn(101, D).to(dtype)
     ids = torch.randint(0, 101, ids_shape, dtype=index_dtype)
     out = embedding(ids, table)
@@ -27,7 +27,7 @@ def test_embedding_kernel_reads_strided_table():
     assert torch.equal(embedding(ids, table), table[ids])
 
 
-def test_embedding_twin_is_f_embedding_and_differentiable():
+def test_embedding_reference_is_f_embedding_and_differentiable():
     table = torch.randn(30, 40, requires_grad=True)
     ids = torch.tensor([[0, 29, 3, 3, 7]])
     out = embedding_ref(ids, table)
@@ -49,7 +49,7 @@ def test_embedding_rejects_out_of_range_ids(bad_id):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B,T,D,N", [(1, 1, 40, 1), (2, 37, 72, 20), (1, 5, 40, 3)])
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
-def test_merge_image_features_kernel_matches_twin(B, T, D, N, dtype, index_dtype):
+def test_merge_image_features_kernel_matches_reference(B, T, D, N, dtype, index_dtype):
     embeds = torch.randn(B, T, D).to(dtype)
     features = torch.randn(N, D).to(dtype)
     rows = torch.randperm(B * T)[:N].to(index_dtype)
@@ -59,7 +59,7 @@ def test_merge_image_features_kernel_matches_twin(B, T, D, N, dtype, index_dtype
     assert torch.equal(embeds, expected)
 
 
-def test_merge_image_features_twin_matches_python_loop():
+def test_merge_image_features_reference_matches_python_loop():
     embeds = torch.randn(2, 5, 40)
     features = torch.randn(3, 2 * 40)[:, :40]  # [N, D], strided rows
     rows = torch.tensor([9, 0, 4])

@@ -73,7 +73,7 @@ def test_every_kernel_has_compile_cases(module_name):
 
 
 @pytest.mark.parametrize("op,module_name", sorted(OP_MODULES.items()))
-def test_op_has_kernel_and_twin(op, module_name):
+def test_op_has_kernel_and_reference(op, module_name):
     assert (KERNELS_DIR / f"{module_name}.py").exists(), f"op {op}: minilazy/kernels/{module_name}.py is missing"
     module = importlib.import_module(f"minilazy.kernels.{module_name}")
     for name in (op, f"{op}_ref"):

@@ -1,4 +1,4 @@
-"""kv_write: the kernel against its twin, the twin against a python loop."""
+"""kv_write: the kernel against its reference, the reference against a python loop."""
 
 import pytest
 import torch
@@ -29,7 +29,7 @@ def _loop_write(cache, new, slots):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B,T,S,G,d", [(1, 1, 4, 3, 16), (2, 5, 9, 3, 64), (2, 37, 40, 9, 16)])
 @pytest.mark.parametrize("slots_dtype", [torch.int32, torch.int64])
-def test_kv_write_kernel_matches_twin(B, T, S, G, d, dtype, slots_dtype):
+def test_kv_write_kernel_matches_reference(B, T, S, G, d, dtype, slots_dtype):
     cache = torch.randn(B, S, G, d).to(dtype)
     new = torch.randn(B, T, G, d).to(dtype)
     slots = _slots(B, T, S).to(slots_dtype)
@@ -51,7 +51,7 @@ def test_kv_write_kernel_honours_strides():
     assert not kv[:, :, 1].any(), "kv_write wrote outside its cache view"
 
 
-def test_kv_write_twin_matches_python_loop_and_is_differentiable():
+def test_kv_write_reference_matches_python_loop_and_is_differentiable():
     B, T, S, G, d = 2, 5, 9, 3, 16
     cache = torch.randn(B, S, G, d)
     new = torch.randn(B, T, G, d, requires_grad=True)

@@ -1,4 +1,4 @@
-"""layer_norm: the Triton kernel (interpreted) against its twin, and the twin against the LayerNorm formula."""
+"""layer_norm: the Triton kernel (interpreted) against its reference, and the reference against the LayerNorm formula."""
 
 import pytest
 import torch
@@ -20,7 +20,7 @@ def _inputs(rows, d, dtype):
 @pytest.mark.parametrize("dtype,atol,rtol", TOLERANCES)
 @pytest.mark.parametrize("rows,d", SHAPES)
 @pytest.mark.parametrize("has_bias", [True, False])
-def test_layer_norm_matches_twin(dtype, atol, rtol, rows, d, has_bias):
+def test_layer_norm_matches_reference(dtype, atol, rtol, rows, d, has_bias):
     x, weight, bias = _inputs(rows, d, dtype)
     bias = bias if has_bias else None
     y = layer_norm(x, weight, bias, EPS)
@@ -37,12 +37,12 @@ def test_layer_norm_in_chunks(monkeypatch):
     assert_close(layer_norm(x, weight, bias, EPS), layer_norm_ref(x, weight, bias, EPS), 1e-5, 1e-5, "chunked")
 
 
-def test_twin_matches_formula():
+def test_reference_matches_formula():
     x, weight, bias = (t.double() for t in _inputs(4, 40, torch.float32))
     mean = x.mean(-1, keepdim=True)
     var = ((x - mean) ** 2).mean(-1, keepdim=True)
     expected = (x - mean) / torch.sqrt(var + EPS) * weight + bias
-    assert_close(layer_norm_ref(x, weight, bias, EPS), expected, 1e-10, 1e-10, "twin")
+    assert_close(layer_norm_ref(x, weight, bias, EPS), expected, 1e-10, 1e-10, "reference")
 
 
 def test_layer_norm_rejects_bad_input():

@@ -1,4 +1,4 @@
-"""linear: the Triton kernel (interpreted) against its torch twin, and the twin against plain math."""
+"""linear: the Triton kernel (interpreted) against its torch reference, and the reference against plain math."""
 
 import dataclasses
 import math
@@ -20,8 +20,8 @@ def _inputs(m, k, n, dtype, bias=True):
     return x, weight, b
 
 
-def _fp32_twin(x, weight, bias, activation):
-    """The twin in fp32 on the same rounded inputs."""
+def _fp32_reference(x, weight, bias, activation):
+    """The reference in fp32 on the same rounded inputs."""
     return linear_ref(x.float(), weight.float(), None if bias is None else bias.float(), activation)
 
 
@@ -29,11 +29,11 @@ def _fp32_twin(x, weight, bias, activation):
 @pytest.mark.parametrize("m,k,n", SHAPES)
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
 @pytest.mark.parametrize("bias", [False, True])
-def test_linear_matches_twin(dtype, atol, rtol, m, k, n, activation, bias):
+def test_linear_matches_reference(dtype, atol, rtol, m, k, n, activation, bias):
     x, weight, b = _inputs(m, k, n, dtype, bias)
     y = linear(x, weight, b, activation)
     assert y.dtype == dtype
-    assert_close(y, _fp32_twin(x, weight, b, activation), atol, rtol, f"linear {activation}")
+    assert_close(y, _fp32_reference(x, weight, b, activation), atol, rtol, f"linear {activation}")
 
 
 @pytest.mark.parametrize("m", [1, 37])
@@ -43,7 +43,7 @@ def test_linear_gpu_tiles(monkeypatch, m):
     for config in (decode, prefill, dataclasses.replace(decode, group_m=2)):  # 37 rows: groups of 2 and 1 row tiles
         monkeypatch.setattr(linear_module, "linear_blocks", lambda *_, c=config: c)
         x, weight, b = _inputs(m, 300, 160, torch.float32)
-        assert_close(linear(x, weight, b, "silu"), _fp32_twin(x, weight, b, "silu"), 1e-5, 1e-5, f"tiles {config}")
+        assert_close(linear(x, weight, b, "silu"), _fp32_reference(x, weight, b, "silu"), 1e-5, 1e-5, f"tiles {config}")
 
 
 def test_linear_strided_and_batched():
@@ -56,7 +56,7 @@ def test_linear_strided_and_batched():
 
 
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
-def test_twin_matches_plain_math(activation):
+def test_reference_matches_plain_math(activation):
     x, weight, b = (t.double() for t in _inputs(5, 40, 24, torch.float32))
     z = x @ weight.T + b
     expected = {
@@ -66,10 +66,10 @@ def test_twin_matches_plain_math(activation):
         "quick_gelu": z / (1 + torch.exp(-1.702 * z)),
         "silu": z / (1 + torch.exp(-z)),
     }[activation]
-    assert_close(linear_ref(x, weight, b, activation), expected, 1e-10, 1e-10, f"twin {activation}")
+    assert_close(linear_ref(x, weight, b, activation), expected, 1e-10, 1e-10, f"reference {activation}")
 
 
-def test_twin_is_differentiable():
+def test_reference_is_differentiable():
     x, weight, b = (t.requires_grad_() for t in _inputs(3, 40, 24, torch.float32))
     linear_ref(x, weight, b, "gelu").sum().backward()
     assert weight.grad is not None and weight.grad.abs().sum() > 0

@@ -1,4 +1,4 @@
-"""merge_attention: the kernel against its twin, and the twin against attention over the union of keys."""
+"""merge_attention: the kernel against its reference, and the reference against attention over the union of keys."""
 
 import pytest
 import torch
@@ -23,7 +23,7 @@ def partial_pair(shape, head_dim, dtype):
 
 @pytest.mark.parametrize("dtype, atol, rtol", TOLERANCES)
 @pytest.mark.parametrize("shape, head_dim", [((3, 37, 6), 32), ((2, 5), 24)])
-def test_kernel_matches_twin(shape, head_dim, dtype, atol, rtol):
+def test_kernel_matches_reference(shape, head_dim, dtype, atol, rtol):
     o1, lse1, o2, lse2 = partial_pair(shape, head_dim, dtype)
     out = merge_attention(o1, lse1, o2, lse2)
     expected = merge_attention_ref(o1.float(), lse1, o2.float(), lse2)
@@ -41,7 +41,7 @@ def test_kernel_honours_strided_views():
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_twin_merges_to_attention_over_the_union(causal):
+def test_reference_merges_to_attention_over_the_union(causal):
     batch, n_q, n_heads, n_kv, head_dim, n_slots = 2, 9, 6, 2, 16, 40
     q = torch.randn(batch, n_q, n_heads, head_dim)
     k_cache, v_cache = torch.randn(batch, n_slots, n_kv, head_dim), torch.randn(batch, n_slots, n_kv, head_dim)
@@ -59,7 +59,7 @@ def test_twin_merges_to_attention_over_the_union(causal):
     assert_close(merge_attention(o1, lse1, o2, lse2), o_all, 1e-5, 1e-5, what="merged o (kernel)")
 
 
-def test_twin_gradients_are_finite_on_empty_parts():
+def test_reference_gradients_are_finite_on_empty_parts():
     o1, lse1, o2, lse2 = (t.requires_grad_() for t in partial_pair((3, 5), 8, torch.float32))
     out = merge_attention_ref(o1, lse1, o2, lse2)
     assert (out[..., 2, :] == 0).all() and out.isfinite().all()

@@ -1,4 +1,4 @@
-"""patch_embed: unfold + the linear kernel (interpreted) against the conv twin, and the twin against unfold math."""
+"""patch_embed: unfold + the linear kernel (interpreted) against the conv reference, and the reference against unfold math."""
 
 import pytest
 import torch
@@ -9,7 +9,7 @@ from tests.helpers import TOLERANCES, assert_close
 
 @pytest.mark.parametrize("dtype,atol,rtol", TOLERANCES)
 @pytest.mark.parametrize("has_bias", [True, False])
-def test_patch_embed_matches_twin(dtype, atol, rtol, has_bias):
+def test_patch_embed_matches_reference(dtype, atol, rtol, has_bias):
     pixels = torch.randn(2, 3, 28, 21).to(dtype)  # a 4x3 grid of 7x7 patches
     weight = (0.1 * torch.randn(40, 3, 7, 7)).to(dtype)
     bias = torch.randn(40).to(dtype) if has_bias else None
@@ -19,11 +19,11 @@ def test_patch_embed_matches_twin(dtype, atol, rtol, has_bias):
     assert_close(out, expected, atol, rtol, "patch_embed")
 
 
-def test_twin_matches_unfold():
+def test_reference_matches_unfold():
     pixels, weight, bias = torch.randn(1, 3, 8, 12).double(), torch.randn(5, 3, 4, 4).double(), torch.randn(5).double()
     columns = torch.nn.functional.unfold(pixels, kernel_size=4, stride=4)  # [N, C*p*p, L], patches row-major
     expected = columns.transpose(1, 2) @ weight.reshape(5, -1).T + bias  # [N, L, D]
-    assert_close(patch_embed_ref(pixels, weight, bias, 4), expected, 1e-10, 1e-10, "twin")
+    assert_close(patch_embed_ref(pixels, weight, bias, 4), expected, 1e-10, 1e-10, "reference")
 
 
 def test_patch_embed_rejects_bad_input():

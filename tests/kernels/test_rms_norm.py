@@ -1,4 +1,4 @@
-"""rms_norm: the Triton kernel (interpreted) against its twin, and the twin against a hand-written RMSNorm."""
+"""rms_norm: the Triton kernel (interpreted) against its reference, and the reference against a hand-written RMSNorm."""
 
 import pytest
 import torch
@@ -13,7 +13,7 @@ EPS = 1e-6
 
 @pytest.mark.parametrize("dtype,atol,rtol", TOLERANCES)
 @pytest.mark.parametrize("rows,d", SHAPES)
-def test_rms_norm_matches_twin(dtype, atol, rtol, rows, d):
+def test_rms_norm_matches_reference(dtype, atol, rtol, rows, d):
     x = torch.randn(rows, d).to(dtype)
     weight = (1 + 0.5 * torch.randn(d)).to(dtype)
     y = rms_norm(x, weight, EPS)
@@ -52,13 +52,13 @@ def test_rms_norm_strided_rows():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_twin_matches_hand_written_rms_norm(dtype):
+def test_reference_matches_hand_written_rms_norm(dtype):
     x = torch.randn(4, 40).to(dtype)
     weight = torch.randn(40).to(dtype)
     rms = x.double().pow(2).mean(-1, keepdim=True).add(EPS).sqrt()
     expected = weight.double() * (x.double() / rms).to(dtype).double()
     tol = 1e-6 if dtype == torch.float32 else 1e-2
-    assert_close(rms_norm_ref(x, weight, EPS).double(), expected, tol, tol, "twin")
+    assert_close(rms_norm_ref(x, weight, EPS).double(), expected, tol, tol, "reference")
     residual = torch.randn(4, 40).to(dtype)
     y, h = rms_norm_ref(x, weight, EPS, residual)
     assert torch.equal(h, x + residual)
@@ -77,7 +77,7 @@ def test_rms_norm_rejects_bad_input():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows,d", SHAPES + [(5, 576)])
-def test_twin_equals_transformers(dtype, rows, d):
+def test_reference_equals_transformers(dtype, rows, d):
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
     norm = LlamaRMSNorm(d, eps=EPS).to(dtype)

@@ -1,4 +1,4 @@
-"""rope: the Triton kernel against its twin, and the twin against transformers' Llama RoPE."""
+"""rope: the Triton kernel against its reference, and the reference against transformers' Llama RoPE."""
 
 import pytest
 import torch
@@ -26,7 +26,7 @@ def _hf_rope(x, positions, theta):
 
 @pytest.mark.parametrize("dtype,atol,rtol", TOLERANCES)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_rope_kernel_matches_twin(shape, dtype, atol, rtol):
+def test_rope_kernel_matches_reference(shape, dtype, atol, rtol):
     B, T, H, d = shape
     x = torch.randn(B, T, H, d).to(dtype)
     positions = _positions(B, T).to(torch.int32)
@@ -62,7 +62,7 @@ def test_rope_strided_input_into_q_cache_slot_leaves_rest_untouched():
 
 @pytest.mark.parametrize("theta", [10000.0, 100000.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_rope_twin_equals_transformers(theta, dtype):
+def test_rope_reference_equals_transformers(theta, dtype):
     B, T, H, d = 2, 37, 3, 64
     x = torch.randn(B, T, H, d).to(dtype)
     positions = _positions(B, T)
@@ -72,7 +72,7 @@ def test_rope_twin_equals_transformers(theta, dtype):
     assert torch.equal(actual, expected), f"max diff {(actual.float() - expected.float()).abs().max()}"
 
 
-def test_rope_twin_gradient_is_inverse_rotation():
+def test_rope_reference_gradient_is_inverse_rotation():
     # RoPE is a rotation, so the gradient of <rope(x, p), g> with respect to x is rope(g, -p).
     B, T, H, d = 1, 5, 3, 16
     x = torch.randn(B, T, H, d, requires_grad=True)

@@ -1,4 +1,4 @@
-"""swiglu: the Triton kernel (interpreted) against its twin, and the twin against plain math."""
+"""swiglu: the Triton kernel (interpreted) against its reference, and the reference against plain math."""
 
 import pytest
 import torch
@@ -27,9 +27,9 @@ def test_swiglu_in_chunks(monkeypatch):
     assert_close(swiglu(gate, up), swiglu_ref(gate, up), 1e-6, 1e-6, "chunked swiglu")
 
 
-def test_twin_matches_plain_math():
+def test_reference_matches_plain_math():
     gate, up = torch.randn(4, 40).double(), torch.randn(4, 40).double()
-    assert_close(swiglu_ref(gate, up), gate / (1 + torch.exp(-gate)) * up, 1e-12, 1e-12, "twin")
+    assert_close(swiglu_ref(gate, up), gate / (1 + torch.exp(-gate)) * up, 1e-12, 1e-12, "reference")
 
 
 def test_swiglu_rejects_bad_input():
