@@ -30,7 +30,6 @@ a slow reference loop (the README gives the timings of both).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -48,40 +47,13 @@ from minilazy.demo.evaluate import held_out_questions, teacher_forced_correct
 from minilazy.demo.grounding import StreamCapture, grounding_loss, grounding_targets
 from minilazy.demo.initialization import demo_config, init_weights
 from minilazy.demo.questions import SHORT_FAMILIES, TRAINING_FAMILIES
+from minilazy.demo.schedule import Clock, autocast, lr_factor, resolve_precision
 from minilazy.demo.scenes import COLORS, GRID, SHAPES, SIZES
 from minilazy.demo.tokenizer import IMAGE, PAD, build_tokenizer, save_tokenizer
 from minilazy.image_processing.clip import ClipImageProcessor
 from minilazy.model import Model
 
 VALIDATION_OFFSET = 500_000_000  # validation scenes: held out, and apart from evaluate's default range
-
-
-class Clock:
-    """Progress of a stage in [0, 1]: the larger of steps done and time used."""
-
-    def __init__(self, steps: int, minutes: float):
-        self.steps, self.seconds, self.start = steps, minutes * 60, time.time()
-
-    def progress(self, step: int) -> float:
-        return min(1.0, max(step / self.steps, (time.time() - self.start) / self.seconds))
-
-
-def lr_factor(progress: float, step: int, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 10%."""
-    return min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
-
-
-def resolve_precision(precision: str) -> str:
-    """`auto` is bf16 where oneDNN multiplies bf16 matrices natively on this CPU (AVX512-BF16 or AMX),
-    else fp32: without those units bf16 products fall back to a reference loop, far slower than fp32."""
-    if precision != "auto":
-        return precision
-    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-
-
-def autocast(precision: str):
-    """The context the forward passes run in: bf16 autocast, or plain fp32."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def answer_loss(model: Model, batch: Batch, decoder_setup=None) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minilazy.demo import train
+from minilazy.demo import schedule, train
 from minilazy.demo.dataset import SceneStream
 from minilazy.model import Model
 
@@ -39,7 +39,7 @@ def test_bf16_autocast_loss_is_close_to_fp32_and_gives_fp32_gradients(tiny):
     batch = stream.qa_batch(max_objects=4)
     with torch.no_grad():
         fp32 = train.answer_loss(model, batch)
-    with train.autocast("bf16"):
+    with schedule.autocast("bf16"):
         bf16 = train.answer_loss(model, batch)
     assert bf16.dtype == torch.float32
     assert abs(bf16.item() - fp32.item()) < 0.02 * fp32.item()
@@ -59,8 +59,8 @@ def test_cell_of_patch_maps_the_9x9_patches_onto_the_3x3_grid():
 
 def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_bf16_natively():
     native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert train.resolve_precision("auto") == ("bf16" if native else "fp32")
-    assert train.resolve_precision("bf16") == "bf16" and train.resolve_precision("fp32") == "fp32"
+    assert schedule.resolve_precision("auto") == ("bf16" if native else "fp32")
+    assert schedule.resolve_precision("bf16") == "bf16" and schedule.resolve_precision("fp32") == "fp32"
     assert train.parse_args(["--out", "out/x"]).precision == "auto"
 
 
@@ -75,7 +75,7 @@ def test_a_tiny_training_run_writes_a_checkpoint_that_loads(tmp_path, precision)
     train.main(["--out", str(out), "--precision", precision, "--threads", str(torch.get_num_threads()), *TINY_RUN])
     runs = json.loads((out / "training_info.json").read_text())["runs"]
     assert runs[-1]["stage"] == "done" and runs[-1]["step"] == 3
-    assert runs[-1]["arguments"]["precision"] == train.resolve_precision(precision)  # what ran, never "auto"
+    assert runs[-1]["arguments"]["precision"] == schedule.resolve_precision(precision)  # what ran, never "auto"
     assert runs[-1]["validation_exact_match"] * 4 in (0, 1, 2, 3, 4)  # a share of the 4 validation questions
     log = (out / "training_log.txt").read_text()
     assert "final step 3" in log and "nan" not in log
