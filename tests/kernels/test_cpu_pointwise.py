@@ -73,8 +73,10 @@ def test_rms_norm_matches_reference(dtype, atol, rtol, residual):
 
 
 @pytest.mark.parametrize("dtype, atol, rtol", TOLERANCES)
-def test_merge_attention_matches_reference(dtype, atol, rtol):
+@pytest.mark.parametrize("with_offset", [False, True])
+def test_merge_attention_matches_reference(dtype, atol, rtol, with_offset):
     o1, lse1, o2, lse2 = partial_pair((3, 5), 24, dtype)
-    out = CpuOps().merge_attention(o1, lse1, o2, lse2)
+    offset = torch.randn(5) if with_offset else None  # one per head
+    out = CpuOps().merge_attention(o1, lse1, o2, lse2, offset)
     assert out.dtype == dtype
-    assert_close(out, merge_attention_ref(o1, lse1, o2, lse2), atol, rtol, "merged o")
+    assert_close(out, merge_attention_ref(o1, lse1, o2, lse2, offset), atol, rtol, "merged o")

@@ -72,3 +72,18 @@ def test_rejects_mismatched_shapes():
     o1, lse1, o2, lse2 = partial_pair((2, 5), 8, torch.float32)
     with pytest.raises(ValueError, match="shape"):
         merge_attention(o1, lse1[:1], o2, lse2)
+
+
+@pytest.mark.parametrize("dtype, atol, rtol", TOLERANCES)
+def test_kernel_shifts_part_one_by_its_head_offset(dtype, atol, rtol):
+    o1, lse1, o2, lse2 = partial_pair((3, 11, 6), 24, dtype)
+    offset = torch.randn(6)  # one per head, the last axis of lse
+    out = merge_attention(o1, lse1, o2, lse2, offset)
+    assert_close(out, merge_attention_ref(o1.float(), lse1 + offset, o2.float(), lse2), atol, rtol, what="merged o")
+    assert (out[..., 2, :] == 0).all() and not out.isnan().any(), "an offset leaves empty parts empty"
+
+
+def test_offset_must_have_one_value_per_head():
+    o1, lse1, o2, lse2 = partial_pair((2, 5), 16, torch.float32)
+    with pytest.raises(ValueError, match="one per head"):
+        merge_attention(o1, lse1, o2, lse2, torch.zeros(4))

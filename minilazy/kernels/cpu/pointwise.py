@@ -69,11 +69,13 @@ def rms_norm(x, weight, eps, residual=None):
     return y if residual is None else (y, h)
 
 
-def merge_attention(o1, lse1, o2, lse2):
+def merge_attention(o1, lse1, o2, lse2, offset1=None):
     """`merge_attention_ref`'s result (fp32 math, differentiable, no NaN when both parts are empty).
 
     Part 2's share of the merged softmax is e^lse2 / (e^lse1 + e^lse2) = sigmoid(lse2 - lse1): one
     lerp from o1 towards o2. Both parts empty gives NaN - NaN, made 0 (an even share of two zeros).
     """
+    if offset1 is not None:
+        lse1 = lse1 + offset1  # [..., H] + [H]
     share = torch.sigmoid((lse2 - lse1).nan_to_num(nan=0.0))  # [...]; 1 where part 1 is empty, 0 where part 2 is
     return torch.lerp(o1.float(), o2.float(), share[..., None]).to(o1.dtype)
