@@ -48,9 +48,9 @@ class FastVScorer:
             return out
         batch = torch.arange(x.shape[0], device=x.device)
         last = step.q_len.long() - 1
-        probs = self.inner.probabilities(x[batch, last][:, None], step.positions[batch, last][:, None],
-                                         ctx.cache[self.inner.layer].k, step.kv_len)  # [B, H, 1, S]
-        self.scores = probs[:, :, 0].mean(1)  # [B, S]
+        logits = self.inner.cached_logits(x[batch, last][:, None], step.positions[batch, last][:, None],
+                                          ctx.cache[self.inner.layer].k, step.kv_len)  # [B, H, 1, S]
+        self.scores = logits[:, :, 0].softmax(-1).mean(1)  # [B, S]
         return out
 
 

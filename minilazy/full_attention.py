@@ -67,20 +67,20 @@ class FullAttention:
         return self.ops.attention(q, k_cache, v_cache, step.q_start, step.q_len, kv_len, scale=self.scale,
                                   causal=True, key_slots=key_slots, k_compact=k_compact)
 
-    def probabilities(self, x: torch.Tensor, positions: torch.Tensor, k_cache: torch.Tensor,
+    def cached_logits(self, x: torch.Tensor, positions: torch.Tensor, k_cache: torch.Tensor,
                       kv_len: torch.Tensor) -> torch.Tensor:
-        """fp32 attention probabilities `[B, H, T, S]` of the queries of `x [B, T, D]` (RoPE positions
-        `positions [B, T]`) over the cached keys `k_cache [B, S, G, d]`, slots from `kv_len [B]` on hidden.
+        """fp32 scaled attention logits `[B, H, T, S]` of the queries of `x [B, T, D]` (RoPE positions
+        `positions [B, T]`) over the cached keys `k_cache [B, S, G, d]`; -inf for slots from `kv_len [B]` on.
 
         No causal mask: a caller that reads queries before later keys renormalises over the keys it
-        compares (FastV's and calibration's scores), and takes the probabilities of the rows it needs.
+        compares (FastV's and calibration's scores), and takes the rows it needs.
         """
         cfg = self.cfg
         q = self.ops.rope(self.project(x, self.wq, cfg.num_attention_heads), positions, cfg.rope_theta)  # [B, T, H, d]
         keys = k_cache.float().repeat_interleave(cfg.num_attention_heads // cfg.num_key_value_heads, dim=2)  # [B, S, H, d]
         logits = torch.einsum("bthd,bshd->bhts", q.float(), keys) * self.scale  # [B, H, T, S]
         hidden = torch.arange(keys.shape[1], device=x.device)[None, :] >= kv_len[:, None]  # [B, S]
-        return logits.masked_fill(hidden[:, None, None, :], float("-inf")).softmax(-1)
+        return logits.masked_fill(hidden[:, None, None, :], float("-inf"))
 
     def output(self, o: torch.Tensor) -> torch.Tensor:
         """`o [B, T, H, d]` -> `Wo o` as `[B, T, D]`."""

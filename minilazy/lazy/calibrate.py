@@ -24,6 +24,7 @@ from minilazy.errors import InputError
 from minilazy.full_attention import FullAttention
 from minilazy.generate import generate
 from minilazy.hooks import DecoderSetup
+from minilazy.lazy.mass_correction import image_lse_means, with_mass_offsets
 from minilazy.lazy.plan import LayerPlan
 from minilazy.sampler import SamplingParams
 
@@ -39,7 +40,9 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 class RecordingAttention(FullAttention):
-    """Plain attention that also records, per text query and head, its attention over image keys."""
+    """Plain attention that also records, per text query and head, its attention over image keys and the
+    log-sum-exp of its logits over them (the mass correction's measure, minilazy/lazy/mass_correction.py):
+    `records` gets `(layer, probabilities [Tq, H, N_img], image_lse [Tq, H])`."""
 
     def __init__(self, cfg, weights, ops, layer, is_image: torch.Tensor, records: list):
         super().__init__(cfg, weights, ops, layer)
@@ -56,9 +59,11 @@ class RecordingAttention(FullAttention):
         text_queries = (slots >= 0) & ~self.is_image[slots.clamp(min=0)] & (slots > image.nonzero().max())
         if not bool(text_queries.any()):
             return out
-        probs = self.probabilities(x[:1, text_queries], step.positions[:1, text_queries], cache.k[:1, :n_keys],
-                                   step.kv_len[:1])[0]  # [H, Tq, S]; renormalised over the image keys later
-        self.records.append((self.layer, probs[:, :, image].transpose(0, 1)))  # [Tq, H, N_img]
+        logits = self.cached_logits(x[:1, text_queries], step.positions[:1, text_queries], cache.k[:1, :n_keys],
+                                    step.kv_len[:1])[0]  # [H, Tq, S]
+        probs = logits.softmax(-1)[:, :, image]  # [H, Tq, N_img]; renormalised over the image keys later
+        image_lse = logits[:, :, image].logsumexp(-1)  # [H, Tq]
+        self.records.append((self.layer, probs.transpose(0, 1), image_lse.transpose(0, 1)))
         return out
 
 
@@ -77,7 +82,7 @@ def recording_setup(is_image: torch.Tensor, records: list):
 
 def divergence_matrix(records: list, num_layers: int, per_head: bool = False) -> torch.Tensor:
     """Mean JS divergence `[L, L]` between layers over every recorded query (and head, with `per_head`)."""
-    per_layer = [torch.cat([r for layer, r in records if layer == l]) for l in range(num_layers)]  # [Q, H, N] each
+    per_layer = [torch.cat([r for layer, r, _ in records if layer == l]) for l in range(num_layers)]  # [Q, H, N] each
     if not per_head:
         per_layer = [r.mean(1, keepdim=True) for r in per_layer]  # [Q, 1, N]
     per_layer = [r / r.sum(-1, keepdim=True) for r in per_layer]  # renormalised over the image keys
@@ -130,20 +135,27 @@ def plan_for_ratio(js: torch.Tensor, ratio: float, depth: int = 1, scope: str = 
 
 
 def calibrate(pipeline, samples, ratio: float, depth: int = 1, scope: str = "visual",
-              fastv_layer: int | None = None, progress: bool = True) -> LayerPlan:
+              fastv_layer: int | None = None, progress: bool = True, mass_correction: bool = False) -> LayerPlan:
     """The plan with `ratio` of the layers lazy, chosen by the divergence walk over `samples`, a list of
-    `(image, prompt)` pairs (`measure_divergence`, then `plan_for_ratio`)."""
+    `(image, prompt)` pairs, with its mass offsets when `mass_correction` (scope visual)."""
     if not 0 <= ratio < 1:
         raise InputError(f"the lazy ratio must be in [0, 1), got {ratio}")
-    plan, _ = plan_for_ratio(measure_divergence(pipeline, samples, progress=progress), ratio, depth, scope,
-                             fastv_layer)
-    return plan
+    records = record_attention(pipeline, samples, progress=progress)
+    num_layers = pipeline.model.config.text.num_hidden_layers
+    plan, _ = plan_for_ratio(divergence_matrix(records, num_layers), ratio, depth, scope, fastv_layer)
+    return with_mass_offsets(plan, image_lse_means(records, num_layers)) if mass_correction else plan
 
 
 def measure_divergence(pipeline, samples, max_new_tokens: int = 16, progress: bool = True,
                        per_head: bool = False) -> torch.Tensor:
     """Mean JS divergence `[L, L]` over `samples`, a list of `(image, prompt)` pairs (image: path, PIL or None);
     the prompt's image tokens are the keys compared."""
+    records = record_attention(pipeline, samples, max_new_tokens, progress)
+    return divergence_matrix(records, pipeline.model.config.text.num_hidden_layers, per_head)
+
+
+def record_attention(pipeline, samples, max_new_tokens: int = 16, progress: bool = True) -> list:
+    """The records of `RecordingAttention` over `samples` with full attention, generating `max_new_tokens`."""
     model = pipeline.model
     records = []
     for i, (image, prompt) in enumerate(tqdm(samples, desc="calibrating", unit="sample", disable=not progress)):
@@ -154,4 +166,4 @@ def measure_divergence(pipeline, samples, max_new_tokens: int = 16, progress: bo
             raise InputError(f"calibration sample {i} has no image tokens: calibration needs image+prompt pairs")
         generate(model, [request], SamplingParams(max_new_tokens=max_new_tokens), stop_ids=pipeline.stop_ids,
                  decoder_setup=recording_setup(is_image, records))
-    return divergence_matrix(records, model.config.text.num_hidden_layers, per_head)
+    return records

@@ -5,12 +5,17 @@ inheriting its attention over image keys (scope `visual`) or over every key
 (scope `all`) from active layer a. Active layers write their queries into a Q
 Cache ring of `depth` slots, so a lazy layer may only inherit from one of the
 last `depth` active layers before it. Stored as JSON.
+
+`mass_offsets` (optional, scope `visual`): for each layer, one offset per query head added to the
+log-sum-exp of the inherited image part before it is merged with the layer's own text part, so that
+the share of attention the image gets matches what the layer's own logits would give it
+(docs/lazy_attention.md); `()` for an active layer. Plans written without them load as before.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from minilazy.config import write_json
@@ -24,9 +29,11 @@ class LayerPlan:
     anchors: tuple[int, ...]
     depth: int = 1  # Q Cache ring slots (R)
     scope: str = "visual"
+    mass_offsets: tuple[tuple[float, ...], ...] = ()  # per layer, one per head; () everywhere: no correction
 
     def __post_init__(self):
         object.__setattr__(self, "anchors", tuple(int(a) for a in self.anchors))
+        object.__setattr__(self, "mass_offsets", tuple(tuple(float(b) for b in o) for o in self.mass_offsets))
         if self.scope not in SCOPES:
             raise InputError(f"plan scope {self.scope!r} is not one of {', '.join(SCOPES)}")
         if self.depth < 1:
@@ -46,6 +53,26 @@ class LayerPlan:
                     f"layer {layer} inherits from layer {anchor}, but {newer} active layers come between them and "
                     f"the Q Cache keeps only the last {self.depth}; raise depth or pick a nearer anchor"
                 )
+
+        self._check_mass_offsets()
+
+    def _check_mass_offsets(self) -> None:
+        if not self.mass_offsets:
+            return
+        if self.scope != "visual" or len(self.mass_offsets) != self.num_layers:
+            raise InputError(f"mass offsets need scope 'visual' and one entry per layer ({self.num_layers}), got "
+                             f"scope {self.scope!r} and {len(self.mass_offsets)} entries")
+        heads = {len(o) for l, o in enumerate(self.mass_offsets) if self.is_lazy(l)}
+        if len(heads) > 1 or 0 in heads or any(self.mass_offsets[l] for l in range(self.num_layers)
+                                                if not self.is_lazy(l)):
+            raise InputError("mass offsets must give every lazy layer one value per head and active layers none")
+
+    def mass_offset(self, layer: int) -> tuple[float, ...]:
+        """Layer `layer`'s offsets, one per query head (`()` without a correction)."""
+        return self.mass_offsets[layer] if self.mass_offsets else ()
+
+    def without_mass_correction(self) -> LayerPlan:
+        return replace(self, mass_offsets=())
 
     @classmethod
     def full(cls, num_layers: int) -> LayerPlan:
@@ -106,4 +133,8 @@ class LayerPlan:
             raise InputError(f"{path}: a layer plan needs an 'anchors' list of layer numbers")
         if type(depth) is not int:
             raise InputError(f"{path}: the plan's 'depth' must be a whole number, got {depth!r}")
-        return cls(tuple(anchors), depth, data.get("scope", "visual"))
+        offsets = data.get("mass_offsets", [])
+        if not isinstance(offsets, list) or not all(
+                isinstance(o, list) and all(isinstance(b, (int, float)) for b in o) for o in offsets):
+            raise InputError(f"{path}: the plan's 'mass_offsets' must be a list of lists of numbers")
+        return cls(tuple(anchors), depth, data.get("scope", "visual"), tuple(map(tuple, offsets)))

@@ -38,9 +38,12 @@ def check_fastv_plan(plan: LayerPlan, fastv: FastV) -> None:
 
 class LazyRuntime:
     def __init__(self, plan: LayerPlan | None = None, fast_decode: bool = True, image_mask: torch.Tensor | None = None,
-                 fastv: FastV | None = None):
-        """`image_mask [B, T]` overrides which prompt tokens count as image tokens (default: the image token id)."""
+                 fastv: FastV | None = None, exact_image_rows: bool = False):
+        """`image_mask [B, T]` overrides which prompt tokens count as image tokens (default: the image token id);
+        `exact_image_rows`: lazy visual layers give image tokens their own attention in prefill. The plan's
+        mass offsets, when it has them, apply."""
         self.plan, self.fast_decode, self.image_mask, self.fastv = plan, fast_decode, image_mask, fastv
+        self.exact_image_rows = exact_image_rows
         self.state: LazyState | None = None  # the state of the first segment (before FastV's layer)
         self.states: list[LazyState] = []
         self.pruning: FastVPruning | None = None
@@ -112,7 +115,10 @@ class LazyRuntime:
                                      else FullAttention(cfg, weights, model.ops, layer))
                 elif plan.scope == "visual":
                     shapes.append((state.text_capacity, slots))
-                    attention.append(LazyVisualAttention(cfg, weights, model.ops, layer, anchor, state, ring, fast))
+                    offset = plan.mass_offset(layer)
+                    offset = torch.tensor(offset, dtype=torch.float32, device=model.device) if offset else None
+                    attention.append(LazyVisualAttention(cfg, weights, model.ops, layer, anchor, state, ring, fast,
+                                                         offset, self.exact_image_rows))
                 else:
                     shapes.append((None, slots))
                     attention.append(LazyAllAttention(cfg, weights, model.ops, layer, anchor, state, ring))

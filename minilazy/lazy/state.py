@@ -20,6 +20,14 @@ from minilazy.step import Step
 
 
 @dataclass
+class ImageRows:
+    """The image tokens among one step's new tokens."""
+
+    is_image: torch.Tensor  # [B, T] which new tokens are image tokens
+    write: torch.Tensor  # [B, T] their rank among their sequence's image tokens, -1 for the others
+
+
+@dataclass
 class TextRows:
     """The text tokens among one step's new tokens."""
 
@@ -51,6 +59,7 @@ class LazyState:
                 a: torch.zeros(batch, heads, self.image_width, dtype=torch.float32, device=device)
                 for a in fast_decode_anchors
             }
+        self.image_keys: dict[int, torch.Tensor] = {}  # lazy layer -> its own image keys, during prefill only
         self._step, self._rows = None, None
         self.projection_rows = {"wq_skipped": 0, "wk_skipped": 0}  # token rows, summed over layers
 
@@ -83,6 +92,20 @@ class LazyState:
             raise ValueError(f"a step of {batch}x{tokens} tokens exceeds the Q Cache ({self.q_cache.shape[1]} rows)")
         flat = self.q_cache[ring_slot, : batch * tokens]  # [B*T, H, d]
         return flat.view(batch, tokens, *flat.shape[1:])  # [B, T, H, d]
+
+    def image_rows(self, step: Step) -> ImageRows:
+        """The image tokens of `step` and their rank in their sequence's image-key list."""
+        slot = step.slots.clamp(min=0)
+        is_image = (step.slots >= 0) & self.is_image.gather(1, slot)  # [B, T]
+        rank = (self.is_image.int().cumsum(1) - 1).gather(1, slot)  # [B, T] image tokens before, in slot order
+        return ImageRows(is_image, torch.where(is_image, rank, -1))
+
+    def prefill_image_keys(self, layer: int, like: torch.Tensor) -> torch.Tensor:
+        """Layer `layer`'s own image keys for this prefill, `[B, N_img, G, d]` in image order (made on first use)."""
+        if layer not in self.image_keys:
+            batch, _, heads, head_dim = like.shape
+            self.image_keys[layer] = like.new_zeros(batch, self.image_width, heads, head_dim)
+        return self.image_keys[layer]
 
     def text_rows(self, step: Step) -> TextRows:
         """The text tokens of `step`, registered in `text_slots` once per step."""
