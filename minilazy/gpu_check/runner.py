@@ -32,8 +32,8 @@ class Part:
 
 PARTS = (
     Part("kernels", "minilazy.gpu_check.kernels:run", 150, 60),
-    Part("runtime", "minilazy.gpu_check.runtime:run", 90, 60),
-    Part("bench", "minilazy.gpu_check.bench:run", 210, 60),
+    Part("runtime", "minilazy.gpu_check.runtime:run", 120, 60),
+    Part("bench", "minilazy.gpu_check.bench:run", 180, 60),
 )
 STATUS = {0: "passed", 1: "failed"}  # exit status of part.py; anything else is an error
 
