@@ -53,6 +53,12 @@ class Generation:
     prefill_logits: torch.Tensor  # [B, V] logits that chose the first new token
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so that a timing covers it (CUDA runs kernels asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def image_features_for(model: Model, requests: list[Request]) -> torch.Tensor | None:
     """Features of every request's images, concatenated in request order."""
     parts = [model.image_features(r.pixel_values) for r in requests if r.pixel_values is not None]
@@ -125,6 +131,7 @@ def generate(model: Model, requests: list[Request], params: SamplingParams, stop
         chunk = setup.prefill_chunk or chunk
     stats.kv_cache_bytes = setup.cache.nbytes
     logits = prefill_logits = prefill(model, x, lengths, setup, chunk)
+    synchronize(model.device)
     stats.prefill_seconds = time.perf_counter() - start
 
     sampler = Sampler(params, model.device)
@@ -149,6 +156,7 @@ def generate(model: Model, requests: list[Request], params: SamplingParams, stop
         logits = decode_step(model, token, kv_len, setup)
         kv_len += 1
         stats.decode_steps += 1
+    synchronize(model.device)
     stats.decode_seconds = time.perf_counter() - start
 
     tokens = []

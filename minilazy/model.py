@@ -53,11 +53,18 @@ class Model:
             self.connector = Idefics3Connector(config, with_prefix(weights, "projector."), ops)
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, dtype: torch.dtype = torch.float32, backend: str = "auto") -> Model:
+    def from_pretrained(cls, model_dir: str | Path, dtype: torch.dtype = torch.float32, backend: str = "auto",
+                        device: str | torch.device | None = None) -> Model:
+        """`device` holds the weights and every cache (default: CUDA for the triton backend where there is
+        a GPU, else the CPU)."""
         from weights.loader import load_weights
 
         config = load_config(model_dir)
-        return cls(config, load_weights(model_dir, config, dtype=dtype), Ops(backend))
+        ops = Ops(backend)
+        if device is None:
+            device = "cuda" if ops.backend == "triton" and torch.cuda.is_available() else "cpu"
+        weights = {name: t.to(device) for name, t in load_weights(model_dir, config, dtype=dtype).items()}
+        return cls(config, weights, ops)
 
     @classmethod
     def from_weights(cls, config: ModelConfig, weights: dict[str, torch.Tensor], backend: str = "torch") -> Model:
@@ -77,6 +84,7 @@ class Model:
         """`pixel_values [N, 3, S, S]` -> one decoder embedding per image token, `[N * tokens, D]`."""
         if self.vision is None:
             raise InputError(f"this {self.config.model_type} model has no vision tower: it cannot take images")
+        pixel_values = pixel_values.to(self.device)  # a request's pixels are made on the CPU
         features = self.connector.forward(self.vision.forward(pixel_values))  # [N, P, D]
         return features.reshape(-1, features.shape[-1])  # [N*P, D]
 

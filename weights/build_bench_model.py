@@ -104,6 +104,31 @@ def grown(rows: torch.Tensor, vocab_size: int, gen: torch.Generator) -> torch.Te
     return torch.cat([rows.float(), extra])  # [vocab_size, D]
 
 
+def save_weights(out_dir: Path, model_type: str, weights: dict[str, torch.Tensor]) -> None:
+    """`out_dir/model.safetensors` from canonical names, under the checkpoint keys transformers writes."""
+    to_checkpoint = {canonical: source for source, canonical in PREFIXES[model_type]}
+    stored = {}
+    for name, tensor in weights.items():
+        prefix = next(p for p in to_checkpoint if name.startswith(p))
+        stored[to_checkpoint[prefix] + name[len(prefix):]] = tensor
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(stored, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+
+
+def random_text_model(out_dir: str | Path, text_config: dict, tokenizer: Tokenizer, seed: int = 0) -> Path:
+    """A Llama checkpoint of `text_config` (a config.json) with random weights, to stand in for SmolLM2 where
+    it is not at hand (its speed is the real one's); `tokenizer` is saved with it."""
+    out_dir = Path(out_dir)
+    config_dict = {"model_type": "llama", **text_config}
+    gen = torch.Generator().manual_seed(seed)
+    weights = {name: random_tensor(name, shape, gen)
+               for name, shape in expected_shapes(parse_config(config_dict)).items()}
+    save_weights(out_dir, "llama", weights)
+    write_json(out_dir / "config.json", config_dict)
+    tokenizer.save(str(out_dir / "tokenizer.json"))
+    return out_dir
+
+
 def build_bench_model(out_dir: str | Path, text_dir: str | Path | None = None, vision: VisionShape = VisionShape(),
                       vocab_multiple: int = 128, seed: int = 0) -> Path:
     """Write the checkpoint (config, safetensors, tokenizer, preprocessor config) to `out_dir`; return it.
@@ -142,13 +167,7 @@ def build_bench_model(out_dir: str | Path, text_dir: str | Path | None = None, v
             raise InputError(f"{text_dir}: {name} is {list(tensor.shape)}, expected {list(shape)}")
         weights[name] = tensor.float().contiguous()
 
-    to_checkpoint = {canonical: source for source, canonical in PREFIXES["idefics3"]}
-    stored = {}
-    for name, tensor in weights.items():
-        prefix = next(p for p in to_checkpoint if name.startswith(p))
-        stored[to_checkpoint[prefix] + name[len(prefix):]] = tensor
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(stored, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    save_weights(out_dir, "idefics3", weights)
     write_json(out_dir / "config.json", config_dict)
     tokenizer.save(str(out_dir / "tokenizer.json"))
     write_json(out_dir / "tokenizer_config.json", {

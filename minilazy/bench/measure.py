@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from minilazy.generate import Request, generate
+from minilazy.generate import Request, generate, synchronize
 from minilazy.models.fused import unfused
 from minilazy.sampler import SamplingParams
 
@@ -60,11 +60,6 @@ def _vm_hwm() -> int | None:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024  # kB
     return None
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def copy_bandwidth(device: torch.device, megabytes: int = 512, repeats: int = 5) -> float:

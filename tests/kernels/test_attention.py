@@ -47,9 +47,18 @@ CASES = {
     "causal_gathered_dense": (2, 5, 4, 2, 32, True, "gathered", [120, 0], [5, 5], [110, 70], 130, 110, 3),
 }
 
+# GPU-sized (SmolVLM-256M's 9 query and 3 key heads of 64): a 4,096-token prefill, and a lazy layer's anchor
+# queries over 1,088 image keys of a 4,096-token prompt; only with --device cuda (tests/conftest.py)
+GPU_CASES = {
+    "gpu_causal_prefill_4096": (1, 4096, 9, 3, 64, True, "none", [0], [4096], [4096], 4096, None, 0),
+    "gpu_causal_gathered_4096": (2, 4096, 9, 3, 64, True, "gathered", [0, 0], [4096, 3001], [1088, 700], 4096,
+                                 1088, 0),
+}
+
 
 def make_case(name, dtype=torch.float32):
-    batch, n_q, n_heads, n_kv, head_dim, causal, mode, q_start, q_len, kv_len, n_slots, n_keys, lowest = CASES[name]
+    spec = CASES[name] if name in CASES else GPU_CASES[name]
+    batch, n_q, n_heads, n_kv, head_dim, causal, mode, q_start, q_len, kv_len, n_slots, n_keys, lowest = spec
     k_cache, v_cache, key_slots = make_keys(batch, n_slots, n_kv, head_dim, mode, kv_len, n_keys, lowest)
     q = torch.randn(batch, n_q, n_heads, head_dim)
     args = [t.to(dtype) for t in (q, k_cache, v_cache)] + [int32(q_start), int32(q_len), int32(kv_len)]
@@ -67,6 +76,13 @@ def test_kernel_matches_reference(name, dtype, atol, rtol):
     assert o.dtype == dtype and lse.dtype == torch.float32
     assert_close(o, o_ref, atol, rtol, what="o")
     assert_close(lse, lse_ref, atol, rtol, what="lse")
+
+
+@pytest.mark.gpu_sized
+@pytest.mark.parametrize("dtype, atol, rtol", TOLERANCES)
+@pytest.mark.parametrize("name", list(GPU_CASES))
+def test_kernel_matches_twin_gpu_sized(name, dtype, atol, rtol):
+    test_kernel_matches_twin(name, dtype, atol, rtol)
 
 
 def brute_force(q, k_cache, v_cache, q_start, q_len, kv_len, *, scale, causal, key_slots=None, k_compact=False):

@@ -18,9 +18,15 @@ CASES = {
     "gqa_same_length": (3, 6, 2, 32, "none", [77, 77, 77], 130, None),  # reference: no mask, slots past 77 unread
 }
 
+# GPU-sized: a decode batch of 64 over 8,192 keys (ragged, and gathered image keys); only with --device cuda
+GPU_CASES = {
+    "gpu_batch64_8192": (64, 9, 3, 64, "none", [8192] * 60 + [1, 100, 4097, 8191], 8192, None),
+    "gpu_batch64_gathered": (64, 9, 3, 64, "gathered", [4096] * 62 + [0, 1000], 8192, 4096),
+}
+
 
 def make_case(name, dtype=torch.float32):
-    batch, n_heads, n_kv, head_dim, mode, kv_len, n_slots, n_keys = CASES[name]
+    batch, n_heads, n_kv, head_dim, mode, kv_len, n_slots, n_keys = CASES[name] if name in CASES else GPU_CASES[name]
     k_cache, v_cache, key_slots = make_keys(batch, n_slots, n_kv, head_dim, mode, kv_len, n_keys)
     q = torch.randn(batch, n_heads, head_dim)
     args = [t.to(dtype) for t in (q, k_cache, v_cache)] + [int32(kv_len)]
@@ -55,6 +61,13 @@ def test_kernel_matches_reference(name, dtype, atol, rtol):
     from_logits_ref = decode_attention_from_logits_ref(logits_ref, fp32_args[2], args[3], key_slots=kwargs["key_slots"])
     for got, expected, what in zip(from_logits, from_logits_ref, ("o from logits", "lse from logits")):
         assert_close(got, expected, atol, rtol, what=what)
+
+
+@pytest.mark.gpu_sized
+@pytest.mark.parametrize("dtype, atol, rtol", TOLERANCES)
+@pytest.mark.parametrize("name", list(GPU_CASES))
+def test_kernel_matches_twin_gpu_sized(name, dtype, atol, rtol):
+    test_kernel_matches_twin(name, dtype, atol, rtol)
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -46,6 +46,14 @@ def test_linear_gpu_tiles(monkeypatch, m):
         assert_close(linear(x, weight, b, "silu"), _fp32_reference(x, weight, b, "silu"), 1e-5, 1e-5, f"tiles {config}")
 
 
+@pytest.mark.gpu_sized
+@pytest.mark.parametrize("dtype,atol,rtol", TOLERANCES)
+@pytest.mark.parametrize("m,k,n", [(4096, 576, 1536), (64, 576, 49280)])  # a prefill MLP; a batch-64 output head
+def test_linear_gpu_sized(dtype, atol, rtol, m, k, n):
+    x, weight, b = _inputs(m, k, n, dtype)
+    assert_close(linear(x, weight, b, "silu"), _fp32_twin(x, weight, b, "silu"), atol, rtol, "linear")
+
+
 def test_linear_strided_and_batched():
     wide = torch.randn(2, 5, 80)
     x = wide[..., 8:48]  # [2, 5, 40], rows strided by 80
