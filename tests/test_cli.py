@@ -36,7 +36,7 @@ QUESTION = "How many?"
 NEW_TOKENS = 8
 FLAGS = ["--image", "--prompt", "--model", "--backend", "--dtype", "--max-new-tokens", "--temperature", "--top-p",
          "--top-k", "--seed", "--lazy", "--lazy-ratio", "--lazy-scope", "--q-cache-depth", "--no-fast-decode",
-         "--fastv-layer", "--fastv-ratio", "--stats"]
+         "--fastv-layer", "--fastv-ratio", "--mass-correction", "--exact-image-rows", "--stats"]
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:

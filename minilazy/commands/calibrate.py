@@ -8,7 +8,8 @@ from pathlib import Path
 from minilazy.commands.options import add_model_arguments
 from minilazy.demo.questions import DESCRIBE_QUESTION
 from minilazy.errors import InputError
-from minilazy.lazy.calibrate import measure_divergence, plan_for_ratio, walk
+from minilazy.lazy.calibrate import divergence_matrix, plan_for_ratio, record_attention, walk
+from minilazy.lazy.mass_correction import image_lse_means, with_mass_offsets
 from minilazy.pipeline import Pipeline
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -36,6 +37,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--per-head", action="store_true",
                    help="compare same-index heads and average over heads (what a lazy layer inherits) instead "
                         "of comparing head-averaged attention (the paper's criterion)")
+    p.add_argument("--mass-correction", action="store_true",
+                   help="also store each lazy layer's per-head mass offsets in the plan (scope visual; "
+                        "used by --mass-correction when the plan runs)")
     p.add_argument("--out", required=True, metavar="PLAN.json", help="where to write the plan")
     p.add_argument("--plot", metavar="PNG", help="also draw the divergence heatmap with the chosen anchors")
     return p
@@ -60,11 +64,15 @@ def run(args) -> int:
         raise InputError(f"--ratio must be in [0, 1), got {args.ratio}")
     pipeline = Pipeline.load(args.model, args.dtype, args.backend)
     samples = [(image, args.prompt) for image in calibration_images(args.images)]
-    js = measure_divergence(pipeline, samples, args.max_new_tokens, per_head=args.per_head)
+    records = record_attention(pipeline, samples, args.max_new_tokens)
+    num_layers = pipeline.config.text.num_hidden_layers
+    js = divergence_matrix(records, num_layers, args.per_head)
     if args.ratio is not None:
         plan, threshold = plan_for_ratio(js, args.ratio, args.depth, args.scope)
     else:
         plan, threshold = walk(js, args.threshold, args.depth, args.scope), args.threshold
+    if args.mass_correction:
+        plan = with_mass_offsets(plan, image_lse_means(records, num_layers))
     plan.save(args.out, threshold=threshold, samples=len(samples), divergence=js.tolist())
     print(f"{len(plan.lazy_layers)} of {plan.num_layers} layers lazy (threshold {threshold:.4g}): {plan.inheritance()}")
     print(f"plan written to {args.out}")

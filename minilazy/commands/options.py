@@ -11,6 +11,8 @@ from minilazy.errors import InputError
 from minilazy.pipeline import DTYPES
 
 DEMO_MODEL = Path(__file__).resolve().parents[2] / "weights" / "demo"
+MASS_CORRECTION = False  # the lazy-layer refinements' defaults (docs/results.md measures both)
+EXACT_IMAGE_ROWS = False
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,6 +38,14 @@ def add_lazy_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 1)")
     p.add_argument("--no-fast-decode", action="store_true",
                    help="recompute anchor logits over image keys in decode instead of reusing them")
+    p.add_argument("--mass-correction", action=argparse.BooleanOptionalAction, default=MASS_CORRECTION,
+                   help="shift the inherited image part's log-sum-exp by a per-head offset (calibrated with "
+                        "--lazy-ratio, read from a plan that has them with --lazy) so that the image gets the "
+                        f"share of attention the layer's own logits would give it (default: {MASS_CORRECTION})")
+    p.add_argument("--exact-image-rows", action=argparse.BooleanOptionalAction, default=EXACT_IMAGE_ROWS,
+                   help="in prefill, give image tokens' queries a lazy layer's own attention (their keys are "
+                        f"computed and dropped when prefill ends; the KV cache is unchanged) (default: "
+                        f"{EXACT_IMAGE_ROWS})")
     p.add_argument("--fastv-layer", type=int, metavar="K",
                    help="FastV token pruning: from layer K on, keep only the most-attended image tokens")
     p.add_argument("--fastv-ratio", type=float, metavar="R",
@@ -63,8 +73,11 @@ def lazy_runtime(args, pipeline, samples):
     if calibration_flags and args.lazy_ratio is None:
         raise InputError(f"{' and '.join(calibration_flags)} only apply with --lazy-ratio "
                          "(a plan from --lazy carries its own)")
-    if args.no_fast_decode and args.lazy is None and args.lazy_ratio is None:
-        raise InputError("--no-fast-decode only applies to lazy layers: give --lazy or --lazy-ratio")
+    for flag, value, default in (("--no-fast-decode", args.no_fast_decode, False),
+                                 ("--mass-correction", args.mass_correction, MASS_CORRECTION),
+                                 ("--exact-image-rows", args.exact_image_rows, EXACT_IMAGE_ROWS)):
+        if value != default and value and args.lazy is None and args.lazy_ratio is None:
+            raise InputError(f"{flag} only applies to lazy layers: give --lazy or --lazy-ratio")
     fastv = fastv_from(args)
     if args.lazy is None and args.lazy_ratio is None and fastv is None:
         return None
@@ -82,10 +95,12 @@ def lazy_runtime(args, pipeline, samples):
             raise InputError("--lazy-ratio calibrates on the image: give --image (or a stored plan with --lazy)")
         depth = 1 if args.q_cache_depth is None else args.q_cache_depth  # the defaults --help names
         plan = calibrate(pipeline, samples, args.lazy_ratio, depth, args.lazy_scope or "visual",
-                         fastv.layer if fastv else None, progress=False)
+                         fastv.layer if fastv else None, progress=False, mass_correction=args.mass_correction)
     if plan is not None:
         plan.check_layers(pipeline.config.text.num_hidden_layers)
-    return LazyRuntime(plan, fast_decode=not args.no_fast_decode, fastv=fastv)
+        plan = plan if args.mass_correction else plan.without_mass_correction()
+    return LazyRuntime(plan, fast_decode=not args.no_fast_decode, fastv=fastv,
+                       exact_image_rows=args.exact_image_rows)
 
 
 def command_line(name: str, args: argparse.Namespace) -> str:

@@ -3,7 +3,9 @@
 Whole sequences, no cache, no kernels: every layer computes q, k, v for every
 token; a lazy `visual` layer builds its logits from `[q_a.K_a(image) | q_l.K_l(text)]`
 with one causal softmax and its own values; a lazy `all` layer uses
-`q_a.K_a` for every key.
+`q_a.K_a` for every key. Refinements: `mass_offsets[l]` (one per head) is added to
+the inherited logits, which shifts their log-sum-exp by as much; `exact_image_rows`
+keeps the layer's own logits in the rows of image-token queries.
 """
 
 import torch
@@ -24,7 +26,7 @@ def rms(x, w, eps):
 
 
 def lazy_reference_logits(weights: dict, cfg, anchors, scope: str, embeds: torch.Tensor, is_image: torch.Tensor,
-                          prune=None):
+                          prune=None, mass_offsets=(), exact_image_rows=False):
     """`embeds [T, D]` (one sequence), `is_image [T]` -> logits `[T', V]`.
 
     `prune = (K, kept)`: from layer K on only the tokens `kept` (indices, in order) remain,
@@ -53,7 +55,10 @@ def lazy_reference_logits(weights: dict, cfg, anchors, scope: str, embeds: torch
         if anchor == layer:
             logits = own
         elif scope == "visual":
-            logits = torch.where(is_image[None, None, :], inherited, own)
+            if mass_offsets:
+                inherited = inherited + torch.tensor(mass_offsets[layer])[:, None, None] / d**-0.5  # scaled below
+            inherits = is_image[None, None, :] & ~(exact_image_rows & is_image)[None, :, None]  # [1, Tq, Tk]
+            logits = torch.where(inherits, inherited, own)
         else:
             logits = inherited
         logits = (logits * d**-0.5).masked_fill(~causal, float("-inf"))

@@ -10,8 +10,11 @@ import pytest
 import torch
 
 import cli
-from minilazy.lazy.calibrate import js_divergence, plan_for_ratio, walk
+from minilazy.lazy.calibrate import js_divergence, plan_for_ratio, record_attention, walk
+from minilazy.lazy.mass_correction import image_lse_means
 from minilazy.lazy.plan import LayerPlan
+from minilazy.pipeline import Pipeline
+from minilazy.study import calibration_samples
 from tests.runtime.tiny_models import TOKENIZER_VOCAB, save_llava, save_tokenizer
 
 LAYERS = 4
@@ -88,3 +91,29 @@ def test_calibrate_bad_images_is_an_input_error(model, tmp_path, capsys, images,
     status = cli.main(["calibrate", "--model", str(model), "--images", images, "--ratio", "0.5",
                        "--out", str(tmp_path / "plan.json")])
     assert status == 2 and says in capsys.readouterr().err
+
+
+def test_mass_offsets_are_the_layers_image_lse_against_their_anchors(model, tmp_path):
+    plain, corrected = tmp_path / "plain.json", tmp_path / "corrected.json"
+    flags = ["calibrate", "--model", str(model), "--images", "2", "--ratio", "0.5", "--max-new-tokens", "2",
+             "--backend", "torch"]
+    assert cli.main([*flags, "--out", str(plain)]) == 0 and cli.main([*flags, "--mass-correction",
+                                                                       "--out", str(corrected)]) == 0
+    without, with_offsets = LayerPlan.load(plain), LayerPlan.load(corrected)
+    assert without.mass_offsets == () and with_offsets.without_mass_correction() == without
+    pipeline = Pipeline.load(model, backend="torch")  # the command's two scenes and prompt, recorded again
+    lse = image_lse_means(record_attention(pipeline, calibration_samples(2), 2, progress=False), LAYERS)  # [L, H]
+    for layer in with_offsets.lazy_layers:
+        expected = lse[layer] - lse[with_offsets.anchors[layer]]
+        assert torch.allclose(torch.tensor(with_offsets.mass_offset(layer)), expected, atol=1e-5)
+    assert all(with_offsets.mass_offset(l) == () for l in range(LAYERS) if not with_offsets.is_lazy(l))
+
+
+def test_plans_without_offsets_or_with_bad_ones(tmp_path):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"anchors": [0, 0, 2, 2], "depth": 1, "scope": "visual"}))  # written before offsets
+    assert LayerPlan.load(old).mass_offsets == ()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"anchors": [0, 0, 2, 2], "mass_offsets": [[], [0.1], [0.2], [0.3, 0.4]]}))
+    with pytest.raises(Exception, match="mass offsets"):
+        LayerPlan.load(bad)

@@ -142,3 +142,80 @@ def test_plan_files_round_trip_and_bad_ones_are_refused(tmp_path):
             LayerPlan.load(tmp_path / name)
     with pytest.raises(InputError, match="no such plan"):
         LayerPlan.load(tmp_path / "missing.json")
+
+
+def offsets_for(plan: LayerPlan, heads: int) -> LayerPlan:
+    """`plan` with random mass offsets on its lazy layers."""
+    offsets = tuple(tuple(torch.randn(heads).tolist()) if plan.is_lazy(l) else () for l in range(plan.num_layers))
+    return LayerPlan(plan.anchors, plan.depth, "visual", offsets)
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=["R1", "R2"])
+@pytest.mark.parametrize("exact, corrected", [(True, False), (False, True), (True, True)],
+                         ids=["exact", "offsets", "both"])
+def test_refinements_equal_direct_formulation(model, plan, exact, corrected):
+    heads = model.config.text.num_attention_heads
+    plan = offsets_for(plan, heads) if corrected else plan
+    lengths = torch.tensor([17, 12])
+    ids = torch.randint(3, 96, (2, 17))
+    mask = image_mask_for(lengths, 17)
+    got = model.forward_logits(ids, None, lengths,
+                               decoder_setup=LazyRuntime(plan, image_mask=mask, exact_image_rows=exact))
+    for b, n in enumerate(lengths.tolist()):
+        expected = lazy_reference_logits(model.weights, model.config.text, plan.anchors, "visual",
+                                         model.decoder.embed(ids[b : b + 1, :n])[0], mask[b, :n],
+                                         mass_offsets=plan.mass_offsets, exact_image_rows=exact)
+        assert_close(got[b, :n], expected, 1e-4, 1e-4, f"sequence {b} logits")
+
+
+def test_refinements_change_the_logits(model):
+    """Neither refinement is a no-op on this model (else the test above could not fail)."""
+    ids, lengths = torch.randint(3, 96, (1, 17)), torch.tensor([17])
+    mask = image_mask_for(lengths, 17)
+    plain = model.forward_logits(ids, None, lengths, decoder_setup=LazyRuntime(PLANS[0], image_mask=mask))
+    for runtime in (LazyRuntime(PLANS[0], image_mask=mask, exact_image_rows=True),
+                    LazyRuntime(offsets_for(PLANS[0], model.config.text.num_attention_heads), image_mask=mask)):
+        assert (model.forward_logits(ids, None, lengths, decoder_setup=runtime) - plain).abs().max() > 1e-3
+
+
+def test_exact_rows_across_prefill_chunks_and_corrected_decode_equal_direct_formulation(model):
+    """The image span (tokens 2..8) crosses the chunk boundary at 5; decode then runs the fast path."""
+    plan = offsets_for(PLANS[1], model.config.text.num_attention_heads)
+    prompt = torch.randint(3, 96, (16,))
+    mask = image_mask_for([16], 16)
+    runtime = LazyRuntime(plan, image_mask=mask, exact_image_rows=True)
+    out = generate(model, [Request(prompt.tolist())], SamplingParams(max_new_tokens=5), prefill_chunk=5,
+                   decoder_setup=runtime)
+    assert runtime.state.image_keys == {}, "the image keys of exact rows are dropped once prefill ends"
+    seq = prompt.tolist()
+    for token in out.tokens[0]:
+        full_mask = torch.cat([mask[0], torch.zeros(len(seq) - 16, dtype=torch.bool)])
+        logits = lazy_reference_logits(model.weights, model.config.text, plan.anchors, "visual",
+                                       model.decoder.embed(torch.tensor([seq]))[0], full_mask,
+                                       mass_offsets=plan.mass_offsets, exact_image_rows=True)
+        assert int(logits[-1].argmax()) == token
+        seq.append(token)
+
+
+def test_corrected_decode_fast_path_equals_recompute(model):
+    plan = offsets_for(PLANS[0], model.config.text.num_attention_heads)
+    prompts = [torch.randint(3, 96, (n,)).tolist() for n in (14, 10)]
+    mask = image_mask_for([14, 10], 14)
+    runs = {}
+    for fast in (True, False):
+        logits = []
+        runtime = LazyRuntime(plan, fast_decode=fast, image_mask=mask, exact_image_rows=True)
+        generate(model, [Request(p) for p in prompts], SamplingParams(max_new_tokens=8), decoder_setup=runtime,
+                 on_logits=logits.append)
+        runs[fast] = torch.stack(logits)
+    assert_close(runs[True], runs[False], 1e-5, 1e-5, "decode logits")
+
+
+def test_refinements_keep_the_kv_cache_bytes(model):
+    prompts = [torch.randint(3, 96, (n,)).tolist() for n in (17, 12)]
+    mask = image_mask_for([17, 12], 17)
+    plans = (PLANS[0], offsets_for(PLANS[0], model.config.text.num_attention_heads))
+    nbytes = {generate(model, [Request(p) for p in prompts], SamplingParams(max_new_tokens=3),
+                       decoder_setup=LazyRuntime(plan, image_mask=mask, exact_image_rows=exact)).stats.kv_cache_bytes
+              for plan in plans for exact in (False, True)}
+    assert len(nbytes) == 1

@@ -65,16 +65,20 @@ def test_idefics3_on_triton_matches_transformers(tmp_path):
                                    idefics3_reference(ref, request.pixel_values))
 
 
-def test_lazy_plan_on_triton_equals_torch(llava):
+@pytest.mark.parametrize("refined", [False, True], ids=["plain", "offsets+exact-rows"])
+def test_lazy_plan_on_triton_equals_torch(llava, refined):
     _, path = llava
     plan = LayerPlan((0, 0, 2))  # layer 1 inherits layer 0's attention over the image keys
+    if refined:  # a mass offset per head on layer 1, and image rows with their own attention
+        plan = LayerPlan(plan.anchors, mass_offsets=((), (0.5, -0.25, 1.0, -1.5), ()))
     request = llava_request(tiny_tokenizer(), "What is it?", seed=1)
     ids, lengths = torch.tensor([request.input_ids]), torch.tensor([len(request.input_ids)])
     results = {}
     for backend in ("torch", "triton"):
         model = Model.from_pretrained(path, backend=backend)
-        logits = model.forward_logits(ids, request.pixel_values, lengths, decoder_setup=LazyRuntime(plan))
-        runtime = LazyRuntime(plan)
+        logits = model.forward_logits(ids, request.pixel_values, lengths,
+                                      decoder_setup=LazyRuntime(plan, exact_image_rows=refined))
+        runtime = LazyRuntime(plan, exact_image_rows=refined)
         out = generate(model, [request], SamplingParams(max_new_tokens=STEPS), decoder_setup=runtime)
         results[backend] = logits, out.tokens, out.stats.kv_cache_bytes
     assert_close(results["triton"][0], results["torch"][0], 1e-4, 1e-4, "lazy prefill logits, triton vs torch")
