@@ -61,7 +61,7 @@ def test_full_attention_perplexity_is_exp_mean_nll_of_transformers(tiny):
 def test_ratio_zero_plan_equals_full_and_lazy_plans_differ(tiny):
     _, _, model, corpus = tiny
     evaluation, calibration = corpus.splits(4, 2)
-    js = calibrate(model, calibration, SPAN, progress=False)
+    js, _ = calibrate(model, calibration, SPAN, progress=False)
     assert js.shape == (LAYERS, LAYERS) and bool((js[~torch.eye(LAYERS, dtype=torch.bool)] > 0).all())
     none_lazy, _ = plan_for_ratio(js, 0.0)
     assert none_lazy.lazy_layers == []
@@ -111,7 +111,8 @@ def test_bad_input_is_one_line_error(tiny, tmp_path, capsys, flags, message):
 def test_per_head_divergence_sees_heads_that_the_head_average_hides():
     # layer 1's two heads are layer 0's swapped: the head averages are identical, the heads are not
     heads = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.2, 0.7]])  # [H, N]
-    records = [(0, heads[None]), (1, heads.flip(0)[None])]  # [Tq=1, H, N] each
+    lse = torch.zeros(1, 2)  # [Tq, H], unused by the divergence
+    records = [(0, heads[None], lse), (1, heads.flip(0)[None], lse)]  # probabilities [Tq=1, H, N] each
     averaged = divergence_matrix(records, 2)
     per_head = divergence_matrix(records, 2, per_head=True)
     assert float(averaged[0, 1]) == pytest.approx(0.0, abs=1e-7)

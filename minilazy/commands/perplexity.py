@@ -47,6 +47,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--per-head", action="store_true",
                    help="calibrate on the divergence between same-index heads, averaged over heads (what a lazy "
                         "layer inherits), instead of the divergence of head-averaged attention (the paper's)")
+    p.add_argument("--mass-correction", action="store_true",
+                   help="give lazy visual layers their per-head mass offsets (calibrated on the same windows)")
+    p.add_argument("--exact-image-rows", action="store_true",
+                   help="lazy visual layers give the span's own queries their own attention (the KV cache is "
+                        "unchanged)")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="windows per forward pass (default: 8)")
     p.add_argument("--out", default="out/perplexity", metavar="DIR", help="output directory (default: out/perplexity)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -98,7 +103,8 @@ def run(args) -> int:
     pipeline.check_vocabulary(corpus.tokens.tolist())
     evaluation, calibration = corpus.splits(args.windows, args.calib)
     result = run_perplexity_study(pipeline.model, evaluation, calibration, args.span, args.ratios, args.scopes,
-                                  args.depth, args.batch_size, progress=not args.no_progress, per_head=args.per_head)
+                                  args.depth, args.batch_size, progress=not args.no_progress, per_head=args.per_head,
+                                  mass_correction=args.mass_correction, exact_image_rows=args.exact_image_rows)
     command = command_line("perplexity", args)
     result = {"model": str(model_dir), "backend": args.backend, "dtype": args.dtype, "command": command,
               "corpus": corpus.describe(), **result}

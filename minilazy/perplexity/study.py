@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from minilazy.errors import InputError
 from minilazy.lazy.calibrate import divergence_matrix, plan_for_ratio, recording_setup
+from minilazy.lazy.mass_correction import image_lse_means, with_mass_offsets
 from minilazy.lazy.plan import SCOPES, LayerPlan
 from minilazy.lazy.runtime import LazyRuntime
 
@@ -50,15 +51,18 @@ def check_windows(windows: torch.Tensor, span: int) -> None:
 
 
 @torch.inference_mode()
-def calibrate(model, windows: torch.Tensor, span: int, progress: bool = True, per_head: bool = False) -> torch.Tensor:
-    """Mean JS divergence `[L, L]` of the attention the tail queries give to the span's keys (full attention)."""
+def calibrate(model, windows: torch.Tensor, span: int, progress: bool = True,
+              per_head: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean JS divergence `[L, L]` of the attention the tail queries give to the span's keys (full attention),
+    and the mean log-sum-exp of each layer's logits over them per head `[L, H]` (the mass offsets' measure)."""
     check_windows(windows, span)
     width = windows.shape[1]
     is_image, records = span_mask(1, span, width)[0], []
     lengths = torch.tensor([width])
     for ids in tqdm(windows, desc="calibrating", unit="window", disable=not progress):
         model.forward_logits(ids[None], None, lengths, decoder_setup=recording_setup(is_image, records))
-    return divergence_matrix(records, model.config.text.num_hidden_layers, per_head)
+    num_layers = model.config.text.num_hidden_layers
+    return divergence_matrix(records, num_layers, per_head), image_lse_means(records, num_layers)
 
 
 def tail_nll(logits: torch.Tensor, ids: torch.Tensor, span: int) -> torch.Tensor:
@@ -69,14 +73,15 @@ def tail_nll(logits: torch.Tensor, ids: torch.Tensor, span: int) -> torch.Tensor
 
 @torch.inference_mode()
 def perplexity(model, windows: torch.Tensor, span: int, plan: LayerPlan | None = None, batch_size: int = 8,
-               progress: bool = True, desc: str = "full") -> float:
+               progress: bool = True, desc: str = "full", exact_image_rows: bool = False) -> float:
     """exp(mean NLL of the tail tokens) over `windows [N, T]`; `plan=None` runs the plain model."""
     check_windows(windows, span)
     total, count = 0.0, 0
     for start in tqdm(range(0, windows.shape[0], batch_size), desc=desc, unit="batch", disable=not progress):
         ids = windows[start : start + batch_size].to(model.device)
         batch, width = ids.shape
-        runtime = None if plan is None else LazyRuntime(plan, image_mask=span_mask(batch, span, width).to(ids.device))
+        mask = span_mask(batch, span, width).to(ids.device)
+        runtime = None if plan is None else LazyRuntime(plan, image_mask=mask, exact_image_rows=exact_image_rows)
         logits = model.forward_logits(ids, None, torch.full((batch,), width, device=ids.device), decoder_setup=runtime)
         nll = tail_nll(logits, ids, span)
         total, count = total + float(nll.sum()), count + nll.numel()
@@ -97,8 +102,10 @@ def kv_saving_formula(plan: LayerPlan, span: int, window: int) -> float:
 
 
 def run_perplexity_study(model, evaluation: torch.Tensor, calibration: torch.Tensor, span: int, ratios, scopes=SCOPES,
-              depth: int = 1, batch_size: int = 8, progress: bool = True, per_head: bool = False) -> dict:
-    """Calibrate on `calibration`, then perplexity on `evaluation` for full attention and every (scope, ratio)."""
+              depth: int = 1, batch_size: int = 8, progress: bool = True, per_head: bool = False,
+              mass_correction: bool = False, exact_image_rows: bool = False) -> dict:
+    """Calibrate on `calibration`, then perplexity on `evaluation` for full attention and every (scope, ratio),
+    lazy visual layers with their mass offsets and exact image rows when asked."""
     for ratio in ratios:
         if not 0 <= ratio < 1:
             raise InputError(f"lazy ratios must be in [0, 1), got {ratio}")
@@ -110,7 +117,7 @@ def run_perplexity_study(model, evaluation: torch.Tensor, calibration: torch.Ten
     if calibration.shape[1] != window:
         raise InputError(f"calibration windows have {calibration.shape[1]} tokens, evaluation windows {window}")
     started = time.perf_counter()
-    js = calibrate(model, calibration, span, progress, per_head)
+    js, image_lse = calibrate(model, calibration, span, progress, per_head)
     calibration_seconds = time.perf_counter() - started
     num_layers = model.config.text.num_hidden_layers
     full_bytes = kv_bytes(model, LayerPlan.full(num_layers), span, window)
@@ -119,13 +126,15 @@ def run_perplexity_study(model, evaluation: torch.Tensor, calibration: torch.Ten
     for scope in scopes:
         for ratio in ratios:
             plan, threshold = plan_for_ratio(js, ratio, depth, scope)
-            ppl = perplexity(model, evaluation, span, plan, batch_size, progress, f"{scope} {ratio:g}")
+            plan = with_mass_offsets(plan, image_lse) if mass_correction else plan
+            ppl = perplexity(model, evaluation, span, plan, batch_size, progress, f"{scope} {ratio:g}",
+                             exact_image_rows)
             used = kv_bytes(model, plan, span, window)
             results.append(PlanResult(scope, ratio, list(plan.anchors), plan.lazy_layers, threshold, used,
                                       1 - used / full_bytes, kv_saving_formula(plan, span, window), ppl, ppl / full - 1))
     return {
         "span": span, "tail": window - span, "window": window, "depth": depth,
-        "divergence_per_head": per_head,
+        "divergence_per_head": per_head, "mass_correction": mass_correction, "exact_image_rows": exact_image_rows,
         "evaluation_windows": evaluation.shape[0], "calibration_windows": calibration.shape[0],
         "scored_tokens": evaluation.shape[0] * (window - span), "num_layers": num_layers,
         "full": {"perplexity": full, "kv_bytes": full_bytes},
