@@ -23,7 +23,7 @@ from minilazy.demo.scenes import make_scene, render
 from minilazy.kv_cache import full_attention_bytes
 from minilazy.pipeline import Pipeline
 from minilazy.study import default_runs
-from tests.runtime.tiny_models import TOKENIZER_VOCAB, save_llava, save_tokenizer
+from tests.runtime.tiny_models import save_tiny_vlm
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +36,7 @@ RUN_FIELDS = {"name", "settings", "plan", "lazy_layers", "kv_cache_bytes", "kv_c
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("study") / "model"
-    save_llava(path, image_size=28, patch=7, vision_hidden=32, vision_layers=1,
-               text=dict(vocab=TOKENIZER_VOCAB, hidden=32, layers=LAYERS))
-    save_tokenizer(path)
-    return path
+    return save_tiny_vlm(tmp_path_factory.mktemp("study") / "model", LAYERS)
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,16 @@ from pathlib import Path
 
 from kernels import BACKENDS
 from minilazy.errors import InputError
+from minilazy.lazy.calibrate import METHODS
 from minilazy.pipeline import DTYPES
 
 DEMO_MODEL = Path(__file__).resolve().parents[2] / "weights" / "demo"
+LAZY_METHOD_HELP = ("how lazy layers are chosen (default: js): 'js', the Jensen-Shannon walk over the layers' "
+                    "attention to the image (one recorded generation per sample); 'rank', each layer alone made "
+                    "lazy and the least harmful k taken by the KL of the output distributions (one generation "
+                    "plus L-1 teacher-forced passes per sample, L layers); 'greedy', one layer added at a time, "
+                    "the one that changes the outputs least (one generation plus about k*L passes per sample for "
+                    "k lazy layers, at most L^2/2, times R with Q Cache depth R)")
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,6 +35,7 @@ def add_lazy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lazy-ratio", type=float, metavar="F",
                    help="make this share of layers lazy, calibrating first (on the image and prompt; in eval, "
                         "on --calib scenes)")
+    p.add_argument("--lazy-method", choices=METHODS, help="with --lazy-ratio: " + LAZY_METHOD_HELP)
     p.add_argument("--lazy-scope", choices=["visual", "all"],
                    help="with --lazy-ratio: inherit attention over image keys only (default: visual) or over all keys")
     p.add_argument("--q-cache-depth", type=int, metavar="R",
@@ -57,7 +65,8 @@ def lazy_runtime(args, pipeline, samples):
     """
     if args.lazy and args.lazy_ratio is not None:
         raise InputError("give either --lazy PLAN.json or --lazy-ratio, not both")
-    calibration_flags = [flag for flag, value in (("--lazy-scope", args.lazy_scope),
+    calibration_flags = [flag for flag, value in (("--lazy-method", args.lazy_method),
+                                                  ("--lazy-scope", args.lazy_scope),
                                                   ("--q-cache-depth", args.q_cache_depth)) if value is not None]
     if calibration_flags and args.lazy_ratio is None:
         raise InputError(f"{' and '.join(calibration_flags)} only apply with --lazy-ratio "
@@ -81,7 +90,7 @@ def lazy_runtime(args, pipeline, samples):
             raise InputError("--lazy-ratio calibrates on the image: give --image (or a stored plan with --lazy)")
         depth = 1 if args.q_cache_depth is None else args.q_cache_depth  # the defaults --help names
         plan = calibrate(pipeline, samples, args.lazy_ratio, depth, args.lazy_scope or "visual",
-                         fastv.layer if fastv else None, progress=False)
+                         fastv.layer if fastv else None, progress=False, method=args.lazy_method or "js")
     if plan is not None:
         plan.check_layers(pipeline.config.text.num_hidden_layers)
     return LazyRuntime(plan, fast_decode=not args.no_fast_decode, fastv=fastv)

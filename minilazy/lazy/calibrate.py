@@ -9,6 +9,9 @@ lazy when its divergence to one of the last `depth` active layers is under a
 threshold (inheriting from the closest), otherwise it becomes active. A target
 lazy ratio picks the threshold.
 
+`calibrate(..., method="rank" | "greedy")` chooses the plan by its measured effect on the model's
+answers instead (minilazy/lazy/effect.py).
+
 `per_head=True` compares head h of one layer with head h of the other and
 averages the divergences over heads instead: a lazy layer inherits each head's
 logits from the same head of its anchor, which the head average cannot see.
@@ -24,8 +27,12 @@ from minilazy.errors import InputError
 from minilazy.full_attention import FullAttention
 from minilazy.generate import generate
 from minilazy.hooks import DecoderSetup
+from minilazy.lazy.effect import ANSWER_NEW_TOKENS, SEARCHES, calibrate_by_effect
 from minilazy.lazy.plan import LayerPlan
 from minilazy.sampler import SamplingParams
+
+METHODS = ("js", *SEARCHES)
+JS_NEW_TOKENS = 16  # tokens generated per sample, whose queries are measured too
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -130,17 +137,25 @@ def plan_for_ratio(js: torch.Tensor, ratio: float, depth: int = 1, scope: str = 
 
 
 def calibrate(pipeline, samples, ratio: float, depth: int = 1, scope: str = "visual",
-              fastv_layer: int | None = None, progress: bool = True) -> LayerPlan:
-    """The plan with `ratio` of the layers lazy, chosen by the divergence walk over `samples`, a list of
-    `(image, prompt)` pairs (`measure_divergence`, then `plan_for_ratio`)."""
+              fastv_layer: int | None = None, progress: bool = True, method: str = "js",
+              max_new_tokens: int | None = None) -> LayerPlan:
+    """The plan with `ratio` of the layers lazy, chosen over `samples`, a list of `(image, prompt)` pairs:
+    by the divergence walk (`method="js"`: `measure_divergence`, then `plan_for_ratio`) or by the plans'
+    effect on the full model's answers (`"rank"`, `"greedy"`: minilazy/lazy/effect.py). `max_new_tokens`:
+    the tokens generated per sample (default: `JS_NEW_TOKENS` for js, `ANSWER_NEW_TOKENS` for the others)."""
     if not 0 <= ratio < 1:
         raise InputError(f"the lazy ratio must be in [0, 1), got {ratio}")
-    plan, _ = plan_for_ratio(measure_divergence(pipeline, samples, progress=progress), ratio, depth, scope,
-                             fastv_layer)
+    if method not in METHODS:
+        raise InputError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+    if method != "js":
+        return calibrate_by_effect(pipeline, samples, ratio, method, depth, scope, fastv_layer, progress,
+                                   max_new_tokens or ANSWER_NEW_TOKENS)
+    js = measure_divergence(pipeline, samples, max_new_tokens or JS_NEW_TOKENS, progress=progress)
+    plan, _ = plan_for_ratio(js, ratio, depth, scope, fastv_layer)
     return plan
 
 
-def measure_divergence(pipeline, samples, max_new_tokens: int = 16, progress: bool = True,
+def measure_divergence(pipeline, samples, max_new_tokens: int = JS_NEW_TOKENS, progress: bool = True,
                        per_head: bool = False) -> torch.Tensor:
     """Mean JS divergence `[L, L]` over `samples`, a list of `(image, prompt)` pairs (image: path, PIL or None);
     the prompt's image tokens are the keys compared."""

@@ -12,7 +12,7 @@ import torch
 import cli
 from minilazy.lazy.calibrate import js_divergence, plan_for_ratio, walk
 from minilazy.lazy.plan import LayerPlan
-from tests.runtime.tiny_models import TOKENIZER_VOCAB, save_llava, save_tokenizer
+from tests.runtime.tiny_models import save_tiny_vlm
 
 LAYERS = 4
 
@@ -61,11 +61,7 @@ def test_plan_for_ratio_reaches_the_ratio_and_returns_its_threshold():
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("calibrate") / "model"
-    save_llava(path, image_size=28, patch=7, vision_hidden=32, vision_layers=1,
-               text=dict(vocab=TOKENIZER_VOCAB, hidden=32, layers=LAYERS))
-    save_tokenizer(path)
-    return path
+    return save_tiny_vlm(tmp_path_factory.mktemp("calibrate") / "model", LAYERS)
 
 
 def test_calibrate_command_writes_plan_and_heatmap(model, tmp_path, capsys):
