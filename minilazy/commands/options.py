@@ -9,6 +9,7 @@ from pathlib import Path
 from kernels import BACKENDS
 from minilazy.errors import InputError
 from minilazy.lazy.calibrate import METHODS
+from minilazy.lazy.effect import VTW_KL_THRESHOLD
 from minilazy.pipeline import DTYPES
 
 DEMO_MODEL = Path(__file__).resolve().parents[2] / "weights" / "demo"
@@ -47,21 +48,50 @@ def add_lazy_arguments(p: argparse.ArgumentParser) -> None:
                    help="FastV token pruning: from layer K on, keep only the most-attended image tokens")
     p.add_argument("--fastv-ratio", type=float, metavar="R",
                    help="FastV: share of image tokens to drop (with --fastv-layer; the paper uses K=2, R=0.5)")
+    p.add_argument("--vtw-layer", type=vtw_layer, metavar="K|auto",
+                   help="Visual Token Withdrawal: from layer K on, no image tokens at all (K = the number of layers: "
+                        "none withdrawn); 'auto' picks the smallest K whose output KL to the full model, on the "
+                        "calibration samples, is under --vtw-threshold (at most L-1 teacher-forced passes per sample)")
+    p.add_argument("--vtw-threshold", type=float, metavar="KL",
+                   help=f"with --vtw-layer auto: the largest mean KL allowed (default {VTW_KL_THRESHOLD}, our choice)")
 
 
-def fastv_from(args):
-    """The FastV setting the flags ask for, or None."""
-    from minilazy.fastv import FastV
+def vtw_layer(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a layer number or 'auto', got {text!r}") from None
+
+
+def token_pruning(args, pipeline, samples):
+    """The FastV or VTW setting the flags ask for, or None; `--vtw-layer auto` measures VTW's layer on `samples`."""
+    from minilazy.fastv import VTW, FastV
 
     if (args.fastv_layer is None) != (args.fastv_ratio is None):
         raise InputError("FastV needs both --fastv-layer K and --fastv-ratio R")
-    return None if args.fastv_layer is None else FastV(args.fastv_layer, args.fastv_ratio)
+    if args.vtw_threshold is not None and args.vtw_layer != "auto":
+        raise InputError("--vtw-threshold only applies with --vtw-layer auto")
+    if args.vtw_layer is None:
+        return None if args.fastv_layer is None else FastV(args.fastv_layer, args.fastv_ratio)
+    if args.fastv_layer is not None:
+        raise InputError("give either FastV (--fastv-layer) or VTW (--vtw-layer), not both")
+    if args.vtw_layer != "auto":
+        return VTW(args.vtw_layer)
+    if any(image is None for image, _ in samples):
+        raise InputError("--vtw-layer auto measures on the image: give --image")
+    from minilazy.lazy.effect import OutputDivergence, answer_batches, withdrawal_layer
+
+    divergence = OutputDivergence(pipeline.model, answer_batches(pipeline, samples, progress=False))
+    threshold = VTW_KL_THRESHOLD if args.vtw_threshold is None else args.vtw_threshold
+    return VTW(withdrawal_layer(divergence, pipeline.config.text.num_hidden_layers, threshold, progress=False))
 
 
 def lazy_runtime(args, pipeline, samples):
-    """The LazyRuntime the lazy and FastV flags ask for (None for plain attention).
+    """The LazyRuntime the lazy, FastV and VTW flags ask for (None for plain attention).
 
-    `--lazy-ratio` calibrates on `samples`, a list of (image, prompt) pairs.
+    `--lazy-ratio` and `--vtw-layer auto` calibrate on `samples`, a list of (image, prompt) pairs.
     """
     if args.lazy and args.lazy_ratio is not None:
         raise InputError("give either --lazy PLAN.json or --lazy-ratio, not both")
@@ -73,7 +103,7 @@ def lazy_runtime(args, pipeline, samples):
                          "(a plan from --lazy carries its own)")
     if args.no_fast_decode and args.lazy is None and args.lazy_ratio is None:
         raise InputError("--no-fast-decode only applies to lazy layers: give --lazy or --lazy-ratio")
-    fastv = fastv_from(args)
+    fastv = token_pruning(args, pipeline, samples)
     if args.lazy is None and args.lazy_ratio is None and fastv is None:
         return None
     from minilazy.lazy.calibrate import calibrate

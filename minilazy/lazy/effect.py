@@ -21,6 +21,9 @@ Two searches build plans one lazy layer at a time:
 
 With FastV at layer K, layers K-1 and K stay active and layers from K on inherit only from layers
 at or after K, as the divergence walk enforces; the outputs are measured without FastV.
+
+`withdrawal_layer` is VTW's own criterion for its layer K (Lin et al., AAAI 2025): the smallest K whose
+withdrawal of the image tokens keeps the output KL under a threshold (at most L - 1 passes per sample).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from minilazy.errors import InputError
+from minilazy.fastv import VTW
 from minilazy.generate import Request, generate, padded_prompts
 from minilazy.lazy.plan import LayerPlan
 from minilazy.lazy.runtime import LazyRuntime
@@ -38,6 +42,7 @@ from minilazy.sampler import SamplingParams
 
 SEARCHES = ("rank", "greedy")
 ANSWER_NEW_TOKENS = 64  # the longest answer scored per sample
+VTW_KL_THRESHOLD = 0.05  # ours, not the VTW paper's: its value is not used here
 
 
 @dataclass
@@ -93,19 +98,24 @@ class OutputDivergence:
 
     @torch.inference_mode()
     def log_probs(self, batch: ScoredBatch, runtime: LazyRuntime | None) -> torch.Tensor:
-        """fp32 log-probabilities `[N, V]` at the scored positions of `batch` under `runtime`."""
+        """fp32 log-probabilities `[N, V]` at the scored positions of `batch` under `runtime`; NaN rows for
+        positions that FastV or VTW dropped."""
         logits = self.model.forward_logits(batch.ids, batch.pixel_values, batch.lengths, decoder_setup=runtime)
-        scored = batch.scored
         kept = None if runtime is None or runtime.pruning is None else runtime.pruning.kept_slots
-        if kept is not None:  # tokens were dropped: the logits are those of the kept tokens, in order
-            scored = scored.gather(1, kept.clamp(min=0)) & (kept >= 0)  # [B, T']
-        return logits[scored].log_softmax(-1)
+        if kept is not None:  # tokens were dropped: the logits `[B, T', V]` are those of the kept tokens, in order
+            rows, columns = (kept >= 0).nonzero(as_tuple=True)
+            placed = logits.new_full((*batch.ids.shape, logits.shape[-1]), float("nan"))  # [B, T, V]
+            placed[rows, kept[rows, columns]] = logits[rows, columns]
+            logits = placed
+        return logits[batch.scored].log_softmax(-1)
 
     def __call__(self, plan: LayerPlan | None = None, fastv=None) -> float:
+        """The mean KL over the scored positions that `plan` and `fastv` (FastV or VTW) keep."""
         total, count = 0.0, 0
         for batch, reference in zip(self.batches, self.reference):
             candidate = self.log_probs(batch, LazyRuntime(plan, image_mask=batch.image_mask, fastv=fastv))
-            kl = (reference.exp() * (reference - candidate)).sum(-1)  # [N]
+            present = ~candidate[:, 0].isnan()  # [N]
+            kl = (reference.exp() * (reference - candidate))[present].sum(-1)  # [N']
             total, count = total + float(kl.sum()), count + kl.numel()
         return total / count
 
@@ -188,3 +198,12 @@ def calibrate_by_effect(pipeline, samples, ratio: float, method: str = "greedy",
     planner = EffectPlanner(OutputDivergence(pipeline.model, batches), pipeline.config.text.num_hidden_layers,
                             method, progress)
     return planner.plan(ratio, depth, scope, fastv_layer)
+
+
+def withdrawal_layer(divergence: OutputDivergence, num_layers: int, threshold: float = VTW_KL_THRESHOLD,
+                     progress: bool = True) -> int:
+    """The smallest VTW layer K whose output KL is under `threshold` (L, the plain model, when none is)."""
+    for layer in tqdm(range(1, num_layers), desc="VTW layer", unit="plan", disable=not progress):
+        if divergence(fastv=VTW(layer)) < threshold:
+            return layer
+    return num_layers
