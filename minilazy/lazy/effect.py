@@ -194,10 +194,15 @@ def calibrate_by_effect(pipeline, samples, ratio: float, method: str = "greedy",
                         max_new_tokens: int = ANSWER_NEW_TOKENS) -> LayerPlan:
     """The plan with `ratio` of the layers lazy, chosen by `method` (`rank` or `greedy`) from its effect on the
     full model's answers to `samples`, a list of `(image, prompt)` pairs."""
+    return effect_planner(pipeline, samples, method, max_new_tokens, progress).plan(ratio, depth, scope, fastv_layer)
+
+
+def effect_planner(pipeline, samples, method: str = "greedy", max_new_tokens: int = ANSWER_NEW_TOKENS,
+                   progress: bool = True) -> EffectPlanner:
+    """An `EffectPlanner` over the full model's answers to `samples`, a list of `(image, prompt)` pairs."""
     batches = answer_batches(pipeline, samples, max_new_tokens, progress=progress)
-    planner = EffectPlanner(OutputDivergence(pipeline.model, batches), pipeline.config.text.num_hidden_layers,
-                            method, progress)
-    return planner.plan(ratio, depth, scope, fastv_layer)
+    return EffectPlanner(OutputDivergence(pipeline.model, batches), pipeline.config.text.num_hidden_layers, method,
+                         progress)
 
 
 def withdrawal_layer(divergence: OutputDivergence, num_layers: int, threshold: float = VTW_KL_THRESHOLD,
