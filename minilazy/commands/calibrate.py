@@ -38,10 +38,11 @@ def parser() -> argparse.ArgumentParser:
                    help="Q Cache slots: a lazy layer may inherit from any of the last R active layers")
     p.add_argument("--max-new-tokens", type=int, metavar="N",
                    help=f"tokens generated per sample: with js their queries are measured too (default "
-                        f"{JS_NEW_TOKENS}); with rank and greedy, the longest answer scored (default {ANSWER_NEW_TOKENS})")
+                        f"{JS_NEW_TOKENS}); with rank and greedy, the longest answer scored (default "
+                        f"{ANSWER_NEW_TOKENS})")
     p.add_argument("--per-head", action="store_true",
-                   help="with --method js: compare same-index heads and average over heads (what a lazy layer inherits) instead "
-                        "of comparing head-averaged attention (the paper's criterion)")
+                   help="with --method js: compare same-index heads and average over heads (what a lazy layer "
+                        "inherits) instead of comparing head-averaged attention (the paper's criterion)")
     p.add_argument("--out", required=True, metavar="PLAN.json", help="where to write the plan")
     p.add_argument("--plot", metavar="PNG",
                    help="with --method js: also draw the divergence heatmap with the chosen anchors")

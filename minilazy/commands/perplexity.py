@@ -46,8 +46,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lazy-method", choices=METHODS, default="js",
                    help=LAZY_METHOD_HELP)
     p.add_argument("--per-head", action="store_true",
-                   help="with --lazy-method js: calibrate on the divergence between same-index heads, averaged over heads (what a lazy "
-                        "layer inherits), instead of the divergence of head-averaged attention (the paper's)")
+                   help="with --lazy-method js: calibrate on the divergence between same-index heads, averaged over "
+                        "heads (what a lazy layer inherits), instead of the divergence of head-averaged attention "
+                        "(the paper's)")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="windows per forward pass (default: 8)")
     p.add_argument("--out", default="out/perplexity", metavar="DIR", help="output directory (default: out/perplexity)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")

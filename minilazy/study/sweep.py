@@ -125,7 +125,8 @@ def run_study(pipeline, model_dir: str, n: int = 1000, calib: int = 64, seed_off
     return {
         "settings": {"model": str(model_dir), "n": n, "calib": calib, "calibration_prompt": CALIBRATION_PROMPT,
                      "calibration_seeds": [0, calib], "seed_offset": seed_offset, "batch_size": batch_size,
-                     "max_new_tokens": max_new_tokens, "calibration_seconds": calibration_seconds, "lazy_method": method,
+                     "max_new_tokens": max_new_tokens, "calibration_seconds": calibration_seconds,
+                     "lazy_method": method,
                      "backend": pipeline.model.ops.backend,
                      "dtype": str(pipeline.model.dtype).removeprefix("torch."), "q_cache_depth": 1},
         "divergence": js.tolist(),
