@@ -1,10 +1,16 @@
-"""FastV token pruning (Chen et al., ECCV 2024), the baseline Lazy Attention is compared with.
+"""FastV token pruning (Chen et al., ECCV 2024) and Visual Token Withdrawal, the baselines Lazy Attention
+is compared with.
 
-In prefill, layer K-1 scores every image token by the attention the last
+FastV: in prefill, layer K-1 scores every image token by the attention the last
 prompt token gives it (averaged over heads); before layer K, only the top
 `round(n_img * (1 - R))` image tokens and every text token are kept, in their
 original order and with their original RoPE positions. Layers K and later see
 and cache only the kept tokens; decode steps attend to the kept set.
+
+VTW (Lin et al., "Boosting Multimodal Large Language Models with Visual Tokens
+Withdrawal for Rapid Inference", AAAI 2025): from layer K on, no image tokens
+at all. It is FastV with every image token dropped (R = 1), so no layer has to
+score them, and K may be L (nothing withdrawn: the plain model).
 """
 
 from __future__ import annotations
@@ -25,13 +31,30 @@ class FastV:
 
     def __post_init__(self):
         if self.layer < 1:
-            raise InputError(f"FastV layer must be at least 1 (layer K-1 scores the image tokens), got {self.layer}")
+            raise InputError(f"{type(self).__name__} layer must be at least 1, got {self.layer}")
         if not 0 <= self.ratio <= 1:
             raise InputError(f"FastV ratio must be in [0, 1], got {self.ratio}")
 
     def kept(self, n_img: torch.Tensor) -> torch.Tensor:
         """Image tokens kept per sequence, `[B]`."""
         return torch.round(n_img.double() * (1 - self.ratio)).long()
+
+    @property
+    def scores_tokens(self) -> bool:
+        """Whether layer K-1 must rank the image tokens: not when every one of them is dropped."""
+        return self.ratio < 1
+
+
+@dataclass(frozen=True)
+class VTW(FastV):
+    """Visual Token Withdrawal from layer K on: FastV at layer K with every image token dropped."""
+
+    ratio: float = 1.0  # every image token withdrawn
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.ratio != 1:
+            raise InputError(f"VTW withdraws every image token (ratio 1), got ratio {self.ratio}; FastV keeps a share")
 
 
 class FastVScorer:
@@ -58,7 +81,8 @@ class FastVPruning:
     """The `before_layer` hook of FastV: before layer K, prune the prefill sequence, and map decode steps
     onto the pruned caches."""
 
-    def __init__(self, fastv: FastV, is_image: torch.Tensor, scorer: FastVScorer, on_prune=None):
+    def __init__(self, fastv: FastV, is_image: torch.Tensor, scorer: FastVScorer | None, on_prune=None):
+        """`scorer`: layer K-1's attention, which ranks the image tokens (None when every one is dropped)."""
         self.fastv, self.is_image, self.scorer, self.on_prune = fastv, is_image, scorer, on_prune
         self.dropped: torch.Tensor | None = None  # [B] tokens dropped per sequence
         self.kept_slots: torch.Tensor | None = None  # [B, T'] original slot of each kept token
@@ -78,9 +102,11 @@ class FastVPruning:
             raise RuntimeError("FastV needs the whole prompt in one prefill step")
         valid = step.slots >= 0
         image = valid & self.is_image.gather(1, step.slots.clamp(min=0))  # [B, T]
-        scores = self.scorer.scores.gather(1, step.slots.clamp(min=0)).masked_fill(~image, float("-inf"))
-        rank = scores.argsort(dim=1, descending=True).argsort(dim=1)  # [B, T] rank of each image token
-        keep = (valid & ~image) | (image & (rank < self.fastv.kept(image.sum(1))[:, None]))
+        keep = valid & ~image
+        if self.scorer is not None:
+            scores = self.scorer.scores.gather(1, step.slots.clamp(min=0)).masked_fill(~image, float("-inf"))
+            rank = scores.argsort(dim=1, descending=True).argsort(dim=1)  # [B, T] rank of each image token
+            keep |= image & (rank < self.fastv.kept(image.sum(1))[:, None])
         n_kept = keep.sum(1)
         width = int(n_kept.max())
         order = torch.argsort((~keep).int(), dim=1, stable=True)[:, :width]  # [B, T'] kept tokens, in order

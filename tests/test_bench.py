@@ -27,7 +27,7 @@ def test_bench_writes_every_figure(tiny_idefics3, tmp_path, capsys):
     out = tmp_path / "bench"
     rc = main(["bench", "--model", str(tiny_idefics3), "--backend", "torch", "--batch-sizes", "1", "2",
                "--new-tokens", "3", "--ratios", "0.4", "0.6", "--plans", "calibrated", "--budget-gb", "0.001",
-               "--threads", "1", "--repeats", "2", "--profile", "2", "--out", str(out)])
+               "--threads", "1", "--repeats", "2", "--profile", "2", "--vtw-layer", "1", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "command: python cli.py bench" in printed and "transformers" in printed
@@ -35,7 +35,7 @@ def test_bench_writes_every_figure(tiny_idefics3, tmp_path, capsys):
     data = json.loads((out / "bench.json").read_text())
     assert (out / "bench.png").stat().st_size > 1000
     names = ["full", "lazy-0.4", "lazy-0.4-nofast", "lazy-0.6", "lazy-0.6-nofast", "fastv", "lazy-0.6+fastv",
-             "transformers"]
+             "vtw-1", "transformers"]
     assert list(data["runs"]) == names and list(data["summary"]) == names
     assert data["machine"]["copy_bandwidth_bytes_per_s"] > 0 and data["vision_seconds"] > 0
     for name in names:
@@ -54,6 +54,7 @@ def test_bench_writes_every_figure(tiny_idefics3, tmp_path, capsys):
     assert summary["full"]["decode_vs_full_b2"] == 1.0 and summary["full"]["kv_saved_vs_full"] == 0
     assert summary["lazy-0.6"]["kv_saved_vs_full"] > summary["lazy-0.4"]["kv_saved_vs_full"] > 0
     assert summary["lazy-0.6"]["sequences_in_budget"] > summary["full"]["sequences_in_budget"]
+    assert summary["vtw-1"]["kv_saved_vs_full"] > summary["fastv"]["kv_saved_vs_full"]  # FastV at 2 keeps half
     # every minilazy variant without lazy layers or pruning generates the same tokens as transformers
     assert data["runs"]["full"]["1"]["first_tokens"] == data["runs"]["transformers"]["1"]["first_tokens"]
     assert data["runs"]["lazy-0.6"]["1"]["first_tokens"] == data["runs"]["lazy-0.6-nofast"]["1"]["first_tokens"]

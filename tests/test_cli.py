@@ -35,8 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 QUESTION = "How many?"
 NEW_TOKENS = 8
 FLAGS = ["--image", "--prompt", "--model", "--backend", "--dtype", "--max-new-tokens", "--temperature", "--top-p",
-         "--top-k", "--seed", "--lazy", "--lazy-ratio", "--lazy-scope", "--q-cache-depth", "--no-fast-decode",
-         "--fastv-layer", "--fastv-ratio", "--mass-correction", "--exact-image-rows", "--stats"]
+         "--top-k", "--seed", "--lazy", "--lazy-ratio", "--lazy-method", "--lazy-scope", "--q-cache-depth",
+         "--no-fast-decode", "--fastv-layer", "--fastv-ratio", "--vtw-layer", "--vtw-threshold", "--mass-correction",
+         "--exact-image-rows", "--stats"]
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
@@ -133,6 +134,14 @@ def test_stats(files):
     assert stats.kv_cache_bytes > 0
 
 
+def test_stats_of_vtw(files, capsys):
+    code, _, err = run_in_process(capsys, "--model", files["model"], "--image", files["image"], "--prompt", QUESTION,
+                                  "--max-new-tokens", NEW_TOKENS, "--vtw-layer", "1", "--stats")
+    lines = {line.split()[0]: line for line in err.splitlines() if line.strip()}
+    assert code == 0 and "layer 1, every image token withdrawn" in lines["VTW"], err
+    assert "KV cache saved" in err
+
+
 def test_help_mentions_every_flag_and_command():
     result = run_cli("--help")
     assert result.returncode == 0
@@ -176,6 +185,10 @@ BAD_INPUTS = {
     "empty prompt": (lambda f: {"--prompt": "  "}, "empty"),
     "lazy scope without a ratio": (lambda f: {"--lazy-scope": "all"}, "only apply with --lazy-ratio"),
     "depth without a ratio": (lambda f: {"--q-cache-depth": "2"}, "only apply with --lazy-ratio"),
+    "method without a ratio": (lambda f: {"--lazy-method": "rank"}, "only apply with --lazy-ratio"),
+    "VTW and FastV": (lambda f: {"--vtw-layer": "1", "--fastv-layer": "1", "--fastv-ratio": "0.5"}, "not both"),
+    "VTW past the last layer": (lambda f: {"--vtw-layer": "3"}, "past the model's last layer"),
+    "VTW threshold without auto": (lambda f: {"--vtw-layer": "1", "--vtw-threshold": "0.1"}, "--vtw-layer auto"),
     "no Q Cache slot": (lambda f: {"--lazy-ratio": "0.5", "--q-cache-depth": "0"}, "at least 1"),
     "longer than the context": (lambda f: {"--model": model_variant(f, "short", config=_context_window_of_30)},
                                 "context window"),

@@ -97,8 +97,21 @@ def test_command_writes_table_json_and_plots(tiny, tmp_path, capsys):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("method", ["rank", "greedy"])
+def test_command_with_plans_chosen_by_their_effect(tiny, tmp_path, capsys, method):
+    argv = ["perplexity", "--model", str(tiny[0]), "--windows", "2", "--calib", "2", "--span", str(SPAN), "--tail",
+            str(TAIL), "--ratios", "0.25", "0.5", "--scopes", "visual", "--lazy-method", method, "--out", str(tmp_path),
+            "--no-progress"]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "perplexity.json").read_text())
+    assert result["method"] == method and [len(p["lazy_layers"]) for p in result["plans"]] == [1, 2]
+    assert all(p["threshold"] is None and math.isfinite(p["perplexity"]) for p in result["plans"])
+    assert (tmp_path / "divergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--span", "0"], "--span must be at least 1"),
+    (["--per-head", "--lazy-method", "rank"], "--per-head only applies with --lazy-method js"),
     (["--ratios", "1.0"], "--ratios must each be in [0, 1)"),
     (["--windows", "100000"], "do not fit"),
 ])

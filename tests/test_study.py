@@ -23,7 +23,7 @@ from minilazy.demo.scenes import make_scene, render
 from minilazy.kv_cache import full_attention_bytes
 from minilazy.pipeline import Pipeline
 from minilazy.study import default_runs
-from tests.runtime.tiny_models import TOKENIZER_VOCAB, save_llava, save_tokenizer
+from tests.runtime.tiny_models import save_tiny_vlm
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +36,7 @@ RUN_FIELDS = {"name", "settings", "plan", "lazy_layers", "kv_cache_bytes", "kv_c
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("study") / "model"
-    save_llava(path, image_size=28, patch=7, vision_hidden=32, vision_layers=1,
-               text=dict(vocab=TOKENIZER_VOCAB, hidden=32, layers=LAYERS))
-    save_tokenizer(path)
-    return path
+    return save_tiny_vlm(tmp_path_factory.mktemp("study") / "model", LAYERS)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +49,7 @@ def study(model, tmp_path_factory):
 def test_study_has_every_run_with_every_field(study):
     status, out, data = study
     assert status == 0
-    assert [r["name"] for r in data["runs"]] == [spec.name for spec in default_runs()]
+    assert [r["name"] for r in data["runs"]] == [spec.name for spec in default_runs(LAYERS)]
     for run in data["runs"]:
         assert RUN_FIELDS <= set(run), f"{run['name']} lacks {RUN_FIELDS - set(run)}"
         assert set(run["per_family"]) == set(FAMILIES)
@@ -92,6 +88,19 @@ def test_kv_saving_is_measured_and_grows_with_lazy_layers(study, model):
     combo = runs["lazy 0.5 + FastV K=2 R=0.5"]
     assert combo["plan"]["anchors"][1] == 1 and combo["plan"]["anchors"][2] == 2  # valid with FastV at layer 2
     assert combo["kv_saved_percent"] > runs["FastV K=2 R=0.5"]["kv_saved_percent"]
+    # VTW keeps no image tokens from layer K on: the earlier K, the more saved
+    vtw = [runs[f"VTW K={k}"]["kv_saved_percent"] for k in (3, 4, 5)]
+    assert vtw[0] > vtw[1] > vtw[2] > 0
+
+
+def test_study_with_plans_chosen_by_their_effect(model, tmp_path):
+    assert cli.main(["study", "--model", str(model), *SMALL, "--lazy-method", "greedy", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "study.json").read_text())
+    assert data["settings"]["lazy_method"] == "greedy" and "--lazy-method greedy" in data["command"]
+    for run in data["runs"]:
+        if run["settings"]["kind"] in ("lazy", "lazy-all"):
+            assert run["lazy_layers"] == round(run["settings"]["lazy_ratio"] * LAYERS)
+            assert run["plan"]["threshold"] is None
 
 
 def test_eval_command_end_to_end(model, tmp_path):
@@ -119,8 +128,9 @@ def test_eval_bad_input_is_one_line_error(model, capsys, flags, says):
 def test_help_mentions_every_flag():
     for command, flags in (("eval", ["--model", "--n", "--seed-offset", "--batch-size", "--json", "--lazy",
                                      "--lazy-ratio", "--lazy-scope", "--q-cache-depth", "--no-fast-decode",
-                                     "--fastv-layer", "--fastv-ratio", "--calib"]),
-                           ("study", ["--model", "--n", "--calib", "--out", "--seed-offset", "--batch-size"])):
+                                     "--fastv-layer", "--fastv-ratio", "--calib", "--lazy-method", "--vtw-layer"]),
+                           ("study", ["--model", "--n", "--calib", "--out", "--seed-offset", "--batch-size",
+                                      "--lazy-method"])):
         text = cli.COMMANDS[command].parser().format_help()
         for flag in flags:
             assert flag in text, f"{command} --help does not mention {flag}"

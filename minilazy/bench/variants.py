@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from minilazy.errors import InputError
-from minilazy.fastv import FastV
+from minilazy.fastv import VTW, FastV
 from minilazy.lazy.plan import LayerPlan
 from minilazy.lazy.runtime import LazyRuntime
 
@@ -38,6 +38,7 @@ class Variant:
             "anchors": list(self.plan.anchors) if self.plan else None,
             "fast_decode": self.fast_decode if self.plan else None,
             "fastv": {"layer": self.fastv.layer, "ratio": self.fastv.ratio} if self.fastv else None,
+            "withdrawal": type(self.fastv).__name__ if self.fastv else None,  # "FastV" or "VTW"
         }
 
 
@@ -76,8 +77,9 @@ def build_plans(kind: str, ratios, num_layers: int, divergence=None) -> dict:
     return plans
 
 
-def variants(plans: dict, ratios) -> list[Variant]:
-    """Full attention; each lazy plan with the decode fast path on and off; FastV; the largest plan + FastV."""
+def variants(plans: dict, ratios, vtw_layer: int | None = None) -> list[Variant]:
+    """Full attention; each lazy plan with the decode fast path on and off; FastV; the largest plan + FastV;
+    and VTW from `vtw_layer` on when it is given."""
     out = [Variant("full")]
     for ratio in ratios:
         out.append(Variant(f"lazy-{ratio:g}", plans[(ratio, False)]))
@@ -85,4 +87,6 @@ def variants(plans: dict, ratios) -> list[Variant]:
     out.append(Variant("fastv", fastv=FASTV))
     top = max(ratios)
     out.append(Variant(f"lazy-{top:g}+fastv", plans[(top, True)], fastv=FASTV))
+    if vtw_layer is not None:
+        out.append(Variant(f"vtw-{vtw_layer}", fastv=VTW(vtw_layer)))
     return out

@@ -38,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
                    help="lazy-layer ratios (default: 0.5 0.8)")
     p.add_argument("--plans", choices=variants.PLAN_KINDS, default="calibrated",
                    help="calibrate the lazy plans on the bench image, or space active layers evenly")
+    p.add_argument("--vtw-layer", type=int, metavar="K",
+                   help="also run VTW: from layer K on, no image tokens at all (Visual Token Withdrawal)")
     p.add_argument("--budget-gb", type=float, default=2.0,
                    help="KV memory budget in GB for the capacity figure: how many sequences fit (default: 2)")
     p.add_argument("--repeats", type=int, default=1, metavar="N",
@@ -128,7 +130,7 @@ def run(args) -> int:
         progress("calibrating lazy plans on the bench image")
         divergence = measure_divergence(pipeline, [(image, args.prompt)], max_new_tokens=4, progress=False)
     plans = variants.build_plans(args.plans, args.ratios, layers, divergence)
-    chosen = variants.variants(plans, args.ratios)
+    chosen = variants.variants(plans, args.ratios, args.vtw_layer)
 
     progress("warm-up")  # first-call costs (allocator, lazy imports) stay out of the first variant's figures
     measure.run_minilazy(model, request, 1, 2, chosen[0].runtime)

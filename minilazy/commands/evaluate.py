@@ -54,7 +54,8 @@ def run(args) -> int:
 
     check_eval_arguments(args)
     pipeline = Pipeline.load(args.model, args.dtype, args.backend)
-    samples = calibration_samples(args.calib) if args.lazy_ratio is not None else []
+    calibrates = args.lazy_ratio is not None or args.vtw_layer == "auto"
+    samples = calibration_samples(args.calib) if calibrates else []
     runtime = lazy_runtime(args, pipeline, samples)
     result = evaluate(args.model, args.n, args.seed_offset, args.batch_size, args.max_new_tokens,
                       backend=args.backend, dtype=args.dtype, decoder_setup=runtime, pipeline=pipeline,
@@ -62,8 +63,9 @@ def run(args) -> int:
     plan = runtime.plan if runtime else None
     result["settings"] = {
         "lazy_plan": None if plan is None else plan.to_dict(),
-        "fast_decode": not args.no_fast_decode, "calib": args.calib if args.lazy_ratio is not None else None,
+        "fast_decode": not args.no_fast_decode, "calib": args.calib if calibrates else None,
         "fastv": None if args.fastv_layer is None else {"layer": args.fastv_layer, "ratio": args.fastv_ratio},
+        "vtw_layer": None if args.vtw_layer is None else runtime.fastv.layer,
         "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "backend": args.backend,
         "dtype": args.dtype,
     }
@@ -71,6 +73,8 @@ def run(args) -> int:
     print(kv_lines(result))
     if plan is not None:
         print(f"lazy layers: {len(plan.lazy_layers)} of {plan.num_layers} (scope {plan.scope}): {plan.inheritance()}")
+    if args.vtw_layer is not None:
+        print(f"VTW: no image tokens from layer {runtime.fastv.layer} on")
     print(f"{result['seconds']:.1f} s")
     if args.json:
         write_json(args.json, result)

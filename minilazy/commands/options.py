@@ -8,11 +8,19 @@ from pathlib import Path
 
 from minilazy.kernels import BACKENDS
 from minilazy.errors import InputError
+from minilazy.lazy.calibrate import METHODS
+from minilazy.lazy.effect import VTW_KL_THRESHOLD
 from minilazy.pipeline import DTYPES
 
 DEMO_MODEL = Path(__file__).resolve().parents[2] / "weights" / "demo"
 MASS_CORRECTION = False  # the lazy-layer refinements' defaults (docs/results.md measures both)
 EXACT_IMAGE_ROWS = False
+LAZY_METHOD_HELP = ("how lazy layers are chosen (default: js): 'js', the Jensen-Shannon walk over the layers' "
+                    "attention to the image (one recorded generation per sample); 'rank', each layer alone made "
+                    "lazy and the least harmful k taken by the KL of the output distributions (one generation "
+                    "plus L-1 teacher-forced passes per sample, L layers); 'greedy', one layer added at a time, "
+                    "the one that changes the outputs least (one generation plus about k*L passes per sample for "
+                    "k lazy layers, at most L^2/2, times R with Q Cache depth R)")
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,6 +39,7 @@ def add_lazy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lazy-ratio", type=float, metavar="F",
                    help="make this share of layers lazy, calibrating first (on the image and prompt; in eval, "
                         "on --calib scenes)")
+    p.add_argument("--lazy-method", choices=METHODS, help="with --lazy-ratio: " + LAZY_METHOD_HELP)
     p.add_argument("--lazy-scope", choices=["visual", "all"],
                    help="with --lazy-ratio: inherit attention over image keys only (default: visual) or over all keys")
     p.add_argument("--q-cache-depth", type=int, metavar="R",
@@ -50,25 +59,55 @@ def add_lazy_arguments(p: argparse.ArgumentParser) -> None:
                    help="FastV token pruning: from layer K on, keep only the most-attended image tokens")
     p.add_argument("--fastv-ratio", type=float, metavar="R",
                    help="FastV: share of image tokens to drop (with --fastv-layer; the paper uses K=2, R=0.5)")
+    p.add_argument("--vtw-layer", type=vtw_layer, metavar="K|auto",
+                   help="Visual Token Withdrawal: from layer K on, no image tokens at all (K = the number of layers: "
+                        "none withdrawn); 'auto' picks the smallest K whose output KL to the full model, on the "
+                        "calibration samples, is under --vtw-threshold (at most L-1 teacher-forced passes per sample)")
+    p.add_argument("--vtw-threshold", type=float, metavar="KL",
+                   help=f"with --vtw-layer auto: the largest mean KL allowed (default {VTW_KL_THRESHOLD}, our choice)")
 
 
-def fastv_from(args):
-    """The FastV setting the flags ask for, or None."""
-    from minilazy.fastv import FastV
+def vtw_layer(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a layer number or 'auto', got {text!r}") from None
+
+
+def token_pruning(args, pipeline, samples):
+    """The FastV or VTW setting the flags ask for, or None; `--vtw-layer auto` measures VTW's layer on `samples`."""
+    from minilazy.fastv import VTW, FastV
 
     if (args.fastv_layer is None) != (args.fastv_ratio is None):
         raise InputError("FastV needs both --fastv-layer K and --fastv-ratio R")
-    return None if args.fastv_layer is None else FastV(args.fastv_layer, args.fastv_ratio)
+    if args.vtw_threshold is not None and args.vtw_layer != "auto":
+        raise InputError("--vtw-threshold only applies with --vtw-layer auto")
+    if args.vtw_layer is None:
+        return None if args.fastv_layer is None else FastV(args.fastv_layer, args.fastv_ratio)
+    if args.fastv_layer is not None:
+        raise InputError("give either FastV (--fastv-layer) or VTW (--vtw-layer), not both")
+    if args.vtw_layer != "auto":
+        return VTW(args.vtw_layer)
+    if any(image is None for image, _ in samples):
+        raise InputError("--vtw-layer auto measures on the image: give --image")
+    from minilazy.lazy.effect import OutputDivergence, answer_batches, withdrawal_layer
+
+    divergence = OutputDivergence(pipeline.model, answer_batches(pipeline, samples, progress=False))
+    threshold = VTW_KL_THRESHOLD if args.vtw_threshold is None else args.vtw_threshold
+    return VTW(withdrawal_layer(divergence, pipeline.config.text.num_hidden_layers, threshold, progress=False))
 
 
 def lazy_runtime(args, pipeline, samples):
-    """The LazyRuntime the lazy and FastV flags ask for (None for plain attention).
+    """The LazyRuntime the lazy, FastV and VTW flags ask for (None for plain attention).
 
-    `--lazy-ratio` calibrates on `samples`, a list of (image, prompt) pairs.
+    `--lazy-ratio` and `--vtw-layer auto` calibrate on `samples`, a list of (image, prompt) pairs.
     """
     if args.lazy and args.lazy_ratio is not None:
         raise InputError("give either --lazy PLAN.json or --lazy-ratio, not both")
-    calibration_flags = [flag for flag, value in (("--lazy-scope", args.lazy_scope),
+    calibration_flags = [flag for flag, value in (("--lazy-method", args.lazy_method),
+                                                  ("--lazy-scope", args.lazy_scope),
                                                   ("--q-cache-depth", args.q_cache_depth)) if value is not None]
     if calibration_flags and args.lazy_ratio is None:
         raise InputError(f"{' and '.join(calibration_flags)} only apply with --lazy-ratio "
@@ -78,7 +117,7 @@ def lazy_runtime(args, pipeline, samples):
                                  ("--exact-image-rows", args.exact_image_rows, EXACT_IMAGE_ROWS)):
         if value != default and value and args.lazy is None and args.lazy_ratio is None:
             raise InputError(f"{flag} only applies to lazy layers: give --lazy or --lazy-ratio")
-    fastv = fastv_from(args)
+    fastv = token_pruning(args, pipeline, samples)
     if args.lazy is None and args.lazy_ratio is None and fastv is None:
         return None
     from minilazy.lazy.calibrate import calibrate
@@ -95,7 +134,8 @@ def lazy_runtime(args, pipeline, samples):
             raise InputError("--lazy-ratio calibrates on the image: give --image (or a stored plan with --lazy)")
         depth = 1 if args.q_cache_depth is None else args.q_cache_depth  # the defaults --help names
         plan = calibrate(pipeline, samples, args.lazy_ratio, depth, args.lazy_scope or "visual",
-                         fastv.layer if fastv else None, progress=False, mass_correction=args.mass_correction)
+                         fastv.layer if fastv else None, progress=False, method=args.lazy_method or "js",
+                         mass_correction=args.mass_correction)
     if plan is not None:
         plan.check_layers(pipeline.config.text.num_hidden_layers)
         plan = plan if args.mass_correction else plan.without_mass_correction()

@@ -8,10 +8,11 @@ from pathlib import Path
 import torch
 
 from minilazy.kernels import BACKENDS
-from minilazy.commands.options import command_line
+from minilazy.commands.options import LAZY_METHOD_HELP, command_line
 from minilazy.config import write_json
 from minilazy.errors import InputError
-from minilazy.lazy.plan import SCOPES
+from minilazy.lazy.calibrate import METHODS
+from minilazy.lazy.plan import SCOPES, LayerPlan
 from minilazy.pipeline import DTYPES, Pipeline
 
 DEFAULT_RATIOS = (0.2, 0.4, 0.5, 0.6, 0.8)
@@ -44,9 +45,12 @@ def parser() -> argparse.ArgumentParser:
                    help="lazy scopes to measure (default: visual all)")
     p.add_argument("--depth", type=int, default=1, metavar="R",
                    help="Q Cache slots: a lazy layer may inherit from any of the last R active layers")
+    p.add_argument("--lazy-method", choices=METHODS, default="js",
+                   help=LAZY_METHOD_HELP)
     p.add_argument("--per-head", action="store_true",
-                   help="calibrate on the divergence between same-index heads, averaged over heads (what a lazy "
-                        "layer inherits), instead of the divergence of head-averaged attention (the paper's)")
+                   help="with --lazy-method js: calibrate on the divergence between same-index heads, averaged over "
+                        "heads (what a lazy layer inherits), instead of the divergence of head-averaged attention "
+                        "(the paper's)")
     p.add_argument("--mass-correction", action="store_true",
                    help="give lazy visual layers their per-head mass offsets (calibrated on the same windows)")
     p.add_argument("--exact-image-rows", action="store_true",
@@ -78,10 +82,11 @@ def check_args(args) -> None:
     for ratio in args.ratios:
         if not 0 <= ratio < 1:
             raise InputError(f"--ratios must each be in [0, 1), got {ratio}")
+    if args.per_head and args.lazy_method != "js":
+        raise InputError("--per-head only applies with --lazy-method js")
 
 
 def run(args) -> int:
-    from minilazy.lazy.calibrate import plan_for_ratio
     from minilazy.lazy.heatmap import plot_divergence
     from minilazy.perplexity.corpus import build_corpus
     from minilazy.perplexity.plot import plot_perplexity
@@ -104,7 +109,8 @@ def run(args) -> int:
     evaluation, calibration = corpus.splits(args.windows, args.calib)
     result = run_perplexity_study(pipeline.model, evaluation, calibration, args.span, args.ratios, args.scopes,
                                   args.depth, args.batch_size, progress=not args.no_progress, per_head=args.per_head,
-                                  mass_correction=args.mass_correction, exact_image_rows=args.exact_image_rows)
+                                  method=args.lazy_method, mass_correction=args.mass_correction,
+                                  exact_image_rows=args.exact_image_rows)
     command = command_line("perplexity", args)
     result = {"model": str(model_dir), "backend": args.backend, "dtype": args.dtype, "command": command,
               "corpus": corpus.describe(), **result}
@@ -117,7 +123,8 @@ def run(args) -> int:
     # the heatmap shows the plan closest to half the layers lazy, the middle of the sweep
     middle = min(args.ratios, key=lambda r: abs(r - 0.5))
     js = torch.tensor(result["divergence"])  # [L, L]
-    plan, _ = plan_for_ratio(js, middle, args.depth, args.scopes[0])
+    shown = next(p for p in result["plans"] if p["scope"] == args.scopes[0] and p["ratio"] == middle)
+    plan = LayerPlan(shown["anchors"], args.depth, args.scopes[0])
     plot_divergence(js, plan, out / "divergence.png",
                     title=f"attention to the span, {len(plan.lazy_layers)} of {plan.num_layers} layers lazy "
                     f"(ratio {middle:g})")

@@ -25,10 +25,13 @@ def print_stats(stats, pipeline, request, runtime, file=sys.stderr) -> None:
                             f"Q Cache depth {plan.depth})")
         line("  anchors", plan.inheritance())
     if runtime.fastv is not None:
-        kept = runtime.pruning.kept_slots
-        line("FastV", f"layer {runtime.fastv.layer}, ratio {runtime.fastv.ratio}: "
-                      f"{int((kept >= 0).sum())} of {stats.prompt_tokens} prompt tokens kept from layer "
-                      f"{runtime.fastv.layer} on")
+        fastv, kept = runtime.fastv, runtime.pruning.kept_slots
+        if kept is None:  # K is the number of layers: no layer sees the withdrawn sequence
+            line(type(fastv).__name__, f"layer {fastv.layer} = the number of layers: nothing withdrawn")
+        else:
+            setting = f"ratio {fastv.ratio}" if fastv.scores_tokens else "every image token withdrawn"
+            line(type(fastv).__name__, f"layer {fastv.layer}, {setting}: {int((kept >= 0).sum())} of "
+                                       f"{stats.prompt_tokens} prompt tokens kept from layer {fastv.layer} on")
     line("KV cache, full attention", f"{stats.full_attention_kv_bytes:,} bytes")
     line("KV cache saved", f"{stats.kv_saved:.1%}")
     rows = runtime.projection_rows()

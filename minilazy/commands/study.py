@@ -1,11 +1,12 @@
-"""`python cli.py study`: KV cache saved versus accuracy for Lazy Attention, FastV and both, in one command."""
+"""`python cli.py study`: KV cache saved versus accuracy for Lazy Attention, FastV, both, and VTW, in one command."""
 
 from __future__ import annotations
 
 import argparse
 
 from minilazy.commands.evaluate import add_eval_arguments, check_eval_arguments
-from minilazy.commands.options import add_model_arguments, command_line
+from minilazy.commands.options import LAZY_METHOD_HELP, add_model_arguments, command_line
+from minilazy.lazy.calibrate import METHODS
 
 
 def parser() -> argparse.ArgumentParser:
@@ -13,9 +14,12 @@ def parser() -> argparse.ArgumentParser:
                                 description="Calibrate once on training scenes, then answer the same held-out "
                                 "questions with full attention, Lazy Attention at lazy ratios 0.25-0.9 (visual "
                                 "scope; scope 'all' at 0.25 and 0.5 as an ablation), FastV (K=2, R=0.5 and 0.75) "
-                                "and lazy 0.5 + FastV; write study.json, study.md, study.png and heatmap.png.")
+                                "lazy 0.5 + FastV and VTW (from layers L/2, 3L/4 and L-1 on); write study.json, "
+                                "study.md, study.png and heatmap.png (the Jensen-Shannon divergence with the anchors "
+                                "of the lazy 0.5 plan).")
     add_model_arguments(p)
     add_eval_arguments(p, n_default=1000)
+    p.add_argument("--lazy-method", choices=METHODS, default="js", help=LAZY_METHOD_HELP)
     p.add_argument("--out", default="study", metavar="DIR", help="output directory (default: ./study)")
     return p
 
@@ -27,7 +31,7 @@ def run(args) -> int:
     check_eval_arguments(args)
     pipeline = Pipeline.load(args.model, args.dtype, args.backend)
     study = run_study(pipeline, args.model, args.n, args.calib, args.seed_offset, args.batch_size,
-                      args.max_new_tokens)
+                      args.max_new_tokens, method=args.lazy_method)
     study["command"] = command_line("study", args)
     paths = write_report(study, args.out)
     print(markdown_table(study))

@@ -9,6 +9,9 @@ lazy when its divergence to one of the last `depth` active layers is under a
 threshold (inheriting from the closest), otherwise it becomes active. A target
 lazy ratio picks the threshold.
 
+`calibrate(..., method="rank" | "greedy")` chooses the plan by its measured effect on the model's
+answers instead (minilazy/lazy/effect.py).
+
 `per_head=True` compares head h of one layer with head h of the other and
 averages the divergences over heads instead: a lazy layer inherits each head's
 logits from the same head of its anchor, which the head average cannot see.
@@ -24,9 +27,13 @@ from minilazy.errors import InputError
 from minilazy.full_attention import FullAttention
 from minilazy.generate import generate
 from minilazy.hooks import DecoderSetup
+from minilazy.lazy.effect import ANSWER_NEW_TOKENS, SEARCHES, calibrate_by_effect
 from minilazy.lazy.mass_correction import image_lse_means, with_mass_offsets
 from minilazy.lazy.plan import LayerPlan
 from minilazy.sampler import SamplingParams
+
+METHODS = ("js", *SEARCHES)
+JS_NEW_TOKENS = 16  # tokens generated per sample, whose queries are measured too
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -135,18 +142,31 @@ def plan_for_ratio(js: torch.Tensor, ratio: float, depth: int = 1, scope: str = 
 
 
 def calibrate(pipeline, samples, ratio: float, depth: int = 1, scope: str = "visual",
-              fastv_layer: int | None = None, progress: bool = True, mass_correction: bool = False) -> LayerPlan:
-    """The plan with `ratio` of the layers lazy, chosen by the divergence walk over `samples`, a list of
-    `(image, prompt)` pairs, with its mass offsets when `mass_correction` (scope visual)."""
+              fastv_layer: int | None = None, progress: bool = True, method: str = "js",
+              max_new_tokens: int | None = None, mass_correction: bool = False) -> LayerPlan:
+    """The plan with `ratio` of the layers lazy, chosen over `samples`, a list of `(image, prompt)` pairs:
+    by the divergence walk (`method="js"`: the divergence of recorded attention, then `plan_for_ratio`) or by
+    the plans' effect on the full model's answers (`"rank"`, `"greedy"`: minilazy/lazy/effect.py), with its
+    mass offsets (minilazy/lazy/mass_correction.py) when `mass_correction`. `max_new_tokens`: the tokens
+    generated per sample (default: `JS_NEW_TOKENS` for js, `ANSWER_NEW_TOKENS` for the others)."""
     if not 0 <= ratio < 1:
         raise InputError(f"the lazy ratio must be in [0, 1), got {ratio}")
-    records = record_attention(pipeline, samples, progress=progress)
+    if method not in METHODS:
+        raise InputError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
     num_layers = pipeline.model.config.text.num_hidden_layers
-    plan, _ = plan_for_ratio(divergence_matrix(records, num_layers), ratio, depth, scope, fastv_layer)
+    records = None
+    if method == "js" or mass_correction:  # attention recorded with full attention
+        tokens = (max_new_tokens if method == "js" else None) or JS_NEW_TOKENS
+        records = record_attention(pipeline, samples, tokens, progress)
+    if method == "js":
+        plan, _ = plan_for_ratio(divergence_matrix(records, num_layers), ratio, depth, scope, fastv_layer)
+    else:
+        plan = calibrate_by_effect(pipeline, samples, ratio, method, depth, scope, fastv_layer, progress,
+                                   max_new_tokens or ANSWER_NEW_TOKENS)
     return with_mass_offsets(plan, image_lse_means(records, num_layers)) if mass_correction else plan
 
 
-def measure_divergence(pipeline, samples, max_new_tokens: int = 16, progress: bool = True,
+def measure_divergence(pipeline, samples, max_new_tokens: int = JS_NEW_TOKENS, progress: bool = True,
                        per_head: bool = False) -> torch.Tensor:
     """Mean JS divergence `[L, L]` over `samples`, a list of `(image, prompt)` pairs (image: path, PIL or None);
     the prompt's image tokens are the keys compared."""
@@ -154,7 +174,7 @@ def measure_divergence(pipeline, samples, max_new_tokens: int = 16, progress: bo
     return divergence_matrix(records, pipeline.model.config.text.num_hidden_layers, per_head)
 
 
-def record_attention(pipeline, samples, max_new_tokens: int = 16, progress: bool = True) -> list:
+def record_attention(pipeline, samples, max_new_tokens: int = JS_NEW_TOKENS, progress: bool = True) -> list:
     """The records of `RecordingAttention` over `samples` with full attention, generating `max_new_tokens`."""
     model = pipeline.model
     records = []

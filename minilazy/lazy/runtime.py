@@ -1,4 +1,4 @@
-"""Running a model under a layer plan and/or FastV: cache layout, Q Cache and per-layer attention.
+"""Running a model under a layer plan and/or FastV (or VTW): cache layout, Q Cache and per-layer attention.
 
 `LazyRuntime(plan, fastv)` is a `DecoderSetupHook` (minilazy/hooks.py):
 for each call it allocates the KV cache the plan needs (active layers: keys and
@@ -7,7 +7,8 @@ text slots only; lazy `all` layers: values only), the Q Cache ring, and the
 attention object of every layer. With FastV, layers from K on cache only the
 kept tokens; lazy layers there must inherit from layers that are also at or
 after K (the token set changes at K), and layer K-1, which scores the image
-tokens, must be active.
+tokens, must be active. VTW (`fastv=VTW(K)`) is FastV with every image token
+dropped: no layer scores them, and K may be the number of layers.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ from minilazy.lazy.state import LazyState
 
 
 def check_fastv_plan(plan: LayerPlan, fastv: FastV) -> None:
-    k = fastv.layer
-    if k >= plan.num_layers:
-        raise InputError(f"FastV layer {k} is past the model's last layer ({plan.num_layers - 1})")
-    if plan.is_lazy(k - 1):
+    k, name = fastv.layer, type(fastv).__name__
+    if k > plan.num_layers or (k == plan.num_layers and fastv.scores_tokens):
+        raise InputError(f"{name} layer {k} is past the model's last layer ({plan.num_layers - 1})")
+    if fastv.scores_tokens and plan.is_lazy(k - 1):
         raise InputError(f"with FastV at layer {k}, layer {k - 1} scores the image tokens and must be active")
     for layer in plan.lazy_layers:
         if layer >= k > plan.anchors[layer]:
-            raise InputError(f"lazy layer {layer} inherits from layer {plan.anchors[layer]} across the FastV layer "
-                             f"{k}; with FastV, layers from {k} on must inherit from layers at or after {k}")
+            raise InputError(f"lazy layer {layer} inherits from layer {plan.anchors[layer]} across the {name} layer "
+                             f"{k}; with {name}, layers from {k} on must inherit from layers at or after {k}")
 
 
 class LazyRuntime:
@@ -76,15 +77,16 @@ class LazyRuntime:
         cache = KVCache.allocate(shapes, batch, cfg.num_key_value_heads, cfg.head_dim, model.dtype, ids.device)
         self.pruning = None
         if self.fastv is not None:
-            k = self.fastv.layer
-            attention[k - 1] = scorer = FastVScorer(attention[k - 1])
+            k, scorer = self.fastv.layer, None
+            if self.fastv.scores_tokens:
+                attention[k - 1] = scorer = FastVScorer(attention[k - 1])
             self.pruning = FastVPruning(self.fastv, is_image, scorer, on_prune=self.states[1].place_image_tokens)
         return DecoderSetup(cache, attention, self.pruning, prefill_chunk=chunk)
 
     def segments(self, plan: LayerPlan, is_image: torch.Tensor, lengths: torch.Tensor, total: int,
                  q_cache: torch.Tensor) -> list[tuple[range, LazyState, int]]:
-        """`(layers, their lazy state, cache slots)` for the layers before FastV's layer and, with FastV, for
-        the layers from it on, which hold only the kept tokens."""
+        """`(layers, their lazy state, cache slots)` for the layers before FastV's layer and, with FastV (or
+        VTW), for the layers from it on, which hold only the kept tokens."""
         num_layers, width = plan.num_layers, int(lengths.max())
         fast = self.fast_decode and plan.scope == "visual"
 

@@ -5,6 +5,8 @@ image: their keys are the "image keys" of the visual scope, and calibration
 measures the attention that the tail's queries give to them. Perplexity is
 measured on the tail's tokens only (each predicted from every token before
 it), for full attention and for every plan, so the numbers compare directly.
+Plans come from the divergence walk (`method="js"`) or from their effect on the
+tail's next-token distributions (`"rank"`, `"greedy"`: minilazy/lazy/effect.py).
 The KV saving of a plan is read from the cache LazyRuntime allocates for it.
 """
 
@@ -18,7 +20,8 @@ import torch
 from tqdm import tqdm
 
 from minilazy.errors import InputError
-from minilazy.lazy.calibrate import divergence_matrix, plan_for_ratio, recording_setup
+from minilazy.lazy.calibrate import METHODS, divergence_matrix, plan_for_ratio, recording_setup
+from minilazy.lazy.effect import EffectPlanner, OutputDivergence, window_batches
 from minilazy.lazy.mass_correction import image_lse_means, with_mass_offsets
 from minilazy.lazy.plan import SCOPES, LayerPlan
 from minilazy.lazy.runtime import LazyRuntime
@@ -30,7 +33,7 @@ class PlanResult:
     ratio: float  # the lazy ratio asked for
     anchors: list[int]
     lazy_layers: list[int]
-    threshold: float
+    threshold: float | None  # the walk's divergence threshold (None: chosen by its effect)
     kv_bytes: int  # allocated for one window under this plan
     kv_saved: float  # 1 - kv_bytes / full attention's
     kv_saved_formula: float  # the formula of docs/lazy_attention.md: f * n_img / (2 n) (visual) or f / 2 (all)
@@ -103,29 +106,37 @@ def kv_saving_formula(plan: LayerPlan, span: int, window: int) -> float:
 
 def run_perplexity_study(model, evaluation: torch.Tensor, calibration: torch.Tensor, span: int, ratios, scopes=SCOPES,
               depth: int = 1, batch_size: int = 8, progress: bool = True, per_head: bool = False,
-              mass_correction: bool = False, exact_image_rows: bool = False) -> dict:
+              method: str = "js", mass_correction: bool = False, exact_image_rows: bool = False) -> dict:
     """Calibrate on `calibration`, then perplexity on `evaluation` for full attention and every (scope, ratio),
-    lazy visual layers with their mass offsets and exact image rows when asked."""
+    with plans chosen by `method` (the divergence matrix is measured with every method), lazy visual layers
+    with their mass offsets and exact image rows when asked."""
     for ratio in ratios:
         if not 0 <= ratio < 1:
             raise InputError(f"lazy ratios must be in [0, 1), got {ratio}")
     for scope in scopes:
         if scope not in SCOPES:
             raise InputError(f"scope {scope!r} is not one of {', '.join(SCOPES)}")
+    if method not in METHODS:
+        raise InputError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
     check_windows(evaluation, span)
     window = evaluation.shape[1]
     if calibration.shape[1] != window:
         raise InputError(f"calibration windows have {calibration.shape[1]} tokens, evaluation windows {window}")
     started = time.perf_counter()
     js, image_lse = calibrate(model, calibration, span, progress, per_head)
-    calibration_seconds = time.perf_counter() - started
     num_layers = model.config.text.num_hidden_layers
+    effect = None
+    if method != "js":
+        divergence = OutputDivergence(model, window_batches(calibration.to(model.device), span, batch_size))
+        effect = EffectPlanner(divergence, num_layers, method, progress)
+    calibration_seconds = time.perf_counter() - started
     full_bytes = kv_bytes(model, LayerPlan.full(num_layers), span, window)
     full = perplexity(model, evaluation, span, None, batch_size, progress, "full attention")
     results = []
     for scope in scopes:
         for ratio in ratios:
-            plan, threshold = plan_for_ratio(js, ratio, depth, scope)
+            plan, threshold = plan_for_ratio(js, ratio, depth, scope) if effect is None else \
+                (effect.plan(ratio, depth, scope), None)
             plan = with_mass_offsets(plan, image_lse) if mass_correction else plan
             ppl = perplexity(model, evaluation, span, plan, batch_size, progress, f"{scope} {ratio:g}",
                              exact_image_rows)
@@ -133,7 +144,7 @@ def run_perplexity_study(model, evaluation: torch.Tensor, calibration: torch.Ten
             results.append(PlanResult(scope, ratio, list(plan.anchors), plan.lazy_layers, threshold, used,
                                       1 - used / full_bytes, kv_saving_formula(plan, span, window), ppl, ppl / full - 1))
     return {
-        "span": span, "tail": window - span, "window": window, "depth": depth,
+        "span": span, "tail": window - span, "window": window, "depth": depth, "method": method,
         "divergence_per_head": per_head, "mass_correction": mass_correction, "exact_image_rows": exact_image_rows,
         "evaluation_windows": evaluation.shape[0], "calibration_windows": calibration.shape[0],
         "scored_tokens": evaluation.shape[0] * (window - span), "num_layers": num_layers,

@@ -9,6 +9,7 @@ import torch
 from minilazy.config import write_json
 from minilazy.lazy.calibrate import plan_for_ratio
 from minilazy.lazy.heatmap import plot_divergence
+from minilazy.lazy.plan import LayerPlan
 
 HEATMAP_RATIO = 0.5  # the heatmap shows the anchors of this lazy ratio
 KIND_STYLES = {  # kind -> (marker, colour, legend label)
@@ -17,6 +18,7 @@ KIND_STYLES = {  # kind -> (marker, colour, legend label)
     "lazy-all": ("s", "tab:orange", "Lazy Attention (scope all, ablation)"),
     "fastv": ("^", "tab:red", "FastV"),
     "lazy+fastv": ("D", "tab:green", "Lazy Attention + FastV"),
+    "vtw": ("v", "tab:purple", "VTW"),
 }
 
 
@@ -80,6 +82,10 @@ def write_report(study: dict, out_dir: str | Path) -> dict[str, Path]:
                            + markdown_table(study) + "\n")
     plot_study(study, paths["png"])
     js = torch.tensor(study["divergence"])
-    plan, _ = plan_for_ratio(js, HEATMAP_RATIO)
+    swept = [run["plan"] for run in study["runs"]
+             if run["settings"]["kind"] == "lazy" and run["settings"]["lazy_ratio"] == HEATMAP_RATIO]
+    # the plan the sweep ran at that ratio (the walk's own, or one chosen by its effect)
+    plan = LayerPlan(swept[0]["anchors"], swept[0]["depth"], swept[0]["scope"]) if swept else \
+        plan_for_ratio(js, HEATMAP_RATIO)[0]
     plot_divergence(js, plan, paths["heatmap"])
     return paths

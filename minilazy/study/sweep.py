@@ -2,8 +2,10 @@
 
 Calibration runs full attention on `calib` training scenes (seeds 0, 1, ...; evaluation seeds are
 disjoint) with the prompt "Describe the image." and measures the Jensen-Shannon divergence between
-the layers' attention over image keys. Every lazy plan is picked from that one divergence matrix
-(plans combined with FastV are walked with its layer, so they are valid for it). Every setting then
+the layers' attention over image keys. With the `js` method every lazy plan is picked from that one
+divergence matrix; with `rank` or `greedy` from the plans' effect on the full model's answers to the
+same samples (minilazy/lazy/effect.py). Plans combined with FastV are chosen with its layer, so they
+are valid for it. VTW runs withdraw the image tokens from a few layers K on. Every setting then
 answers the same `n` held-out questions greedily, in a fixed order, so the result is reproducible.
 The KV figures are the bytes of the caches the generation actually allocated.
 """
@@ -19,8 +21,9 @@ from tqdm import tqdm
 from minilazy.demo.evaluate import evaluate
 from minilazy.demo.questions import DESCRIBE_QUESTION
 from minilazy.demo.scenes import make_scene, render
-from minilazy.fastv import FastV
+from minilazy.fastv import VTW, FastV
 from minilazy.lazy.calibrate import measure_divergence, plan_for_ratio
+from minilazy.lazy.effect import effect_planner
 from minilazy.lazy.plan import LayerPlan
 from minilazy.lazy.runtime import LazyRuntime
 
@@ -33,18 +36,20 @@ FASTV_RATIOS = (0.5, 0.75)
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One runtime setting: a share of lazy layers (0: none) with a scope, and optionally FastV."""
+    """One runtime setting: a share of lazy layers (0: none) with a scope, and optionally FastV or VTW."""
 
     name: str
-    kind: str  # "full", "lazy", "lazy-all", "fastv" or "lazy+fastv": the plot draws each kind alike
+    kind: str  # "full", "lazy", "lazy-all", "fastv", "lazy+fastv" or "vtw": the plot draws each kind alike
     lazy_ratio: float = 0.0
     scope: str = "visual"
     fastv_layer: int | None = None
     fastv_ratio: float | None = None
+    vtw_layer: int | None = None
 
 
-def default_runs() -> list[RunSpec]:
-    """Full attention, the lazy sweep, the scope-`all` ablation, FastV, and Lazy Attention with FastV."""
+def default_runs(num_layers: int) -> list[RunSpec]:
+    """Full attention, the lazy sweep, the scope-`all` ablation, FastV, Lazy Attention with FastV, and VTW
+    from half, three quarters and all but one of the `num_layers` layers on."""
     runs = [RunSpec("full attention", "full")]
     runs += [RunSpec(f"lazy {r:g}", "lazy", r) for r in LAZY_RATIOS]
     runs += [RunSpec(f"lazy-all {r:g}", "lazy-all", r, scope="all") for r in ALL_SCOPE_RATIOS]
@@ -52,6 +57,8 @@ def default_runs() -> list[RunSpec]:
              for r in FASTV_RATIOS]
     runs.append(RunSpec(f"lazy 0.5 + FastV K={FASTV_LAYER} R=0.5", "lazy+fastv", 0.5, fastv_layer=FASTV_LAYER,
                         fastv_ratio=0.5))
+    runs += [RunSpec(f"VTW K={k}", "vtw", vtw_layer=k)
+             for k in sorted({num_layers // 2, 3 * num_layers // 4, num_layers - 1})]
     return runs
 
 
@@ -60,12 +67,15 @@ def calibration_samples(n: int, prompt: str = CALIBRATION_PROMPT) -> list:
     return [(render(make_scene(seed)), prompt) for seed in range(n)]
 
 
-def runtime_for(spec: RunSpec, js: torch.Tensor, depth: int = 1) -> tuple[LazyRuntime | None, LayerPlan | None, float | None]:
-    """The cache layout of a setting, its plan and the divergence threshold that picked it (None: plain model)."""
+def runtime_for(spec: RunSpec, planner, depth: int = 1) -> tuple[LazyRuntime | None, LayerPlan | None, float | None]:
+    """The cache layout of a setting, its plan and the divergence threshold that picked it (None: plain model,
+    or a plan chosen by its effect); `planner(ratio, depth, scope, fastv_layer)` gives the plan and its threshold."""
     fastv = FastV(spec.fastv_layer, spec.fastv_ratio) if spec.fastv_layer is not None else None
+    if spec.vtw_layer is not None:
+        fastv = VTW(spec.vtw_layer)
     plan = threshold = None
     if spec.lazy_ratio > 0:
-        plan, threshold = plan_for_ratio(js, spec.lazy_ratio, depth, spec.scope, spec.fastv_layer)
+        plan, threshold = planner(spec.lazy_ratio, depth, spec.scope, spec.fastv_layer)
     if plan is None and fastv is None:
         return None, None, None
     return LazyRuntime(plan, fastv=fastv), plan, threshold
@@ -88,15 +98,25 @@ def run_record(spec: RunSpec, plan: LayerPlan | None, threshold: float | None, r
 
 
 def run_study(pipeline, model_dir: str, n: int = 1000, calib: int = 64, seed_offset: int = 0, batch_size: int = 50,
-              max_new_tokens: int = 64, runs: list[RunSpec] | None = None, progress: bool = True) -> dict:
-    """Calibrate once, evaluate every run in order; returns the settings, the divergence matrix and the runs."""
-    runs = default_runs() if runs is None else runs
+              max_new_tokens: int = 64, runs: list[RunSpec] | None = None, progress: bool = True,
+              method: str = "js") -> dict:
+    """Calibrate once, evaluate every run in order; returns the settings, the divergence matrix and the runs.
+    `method` chooses the lazy plans: `js` (the divergence walk), `rank` or `greedy` (their effect)."""
+    runs = default_runs(pipeline.config.text.num_hidden_layers) if runs is None else runs
     start = time.time()
-    js = measure_divergence(pipeline, calibration_samples(calib), progress=progress)
+    samples = calibration_samples(calib)
+    js = measure_divergence(pipeline, samples, progress=progress)
+    effect = None if method == "js" else effect_planner(pipeline, samples, method, progress=progress)
+
+    def planner(ratio, depth, scope, fastv_layer):
+        if effect is None:
+            return plan_for_ratio(js, ratio, depth, scope, fastv_layer)
+        return effect.plan(ratio, depth, scope, fastv_layer), None
+
     calibration_seconds = time.time() - start
     records = []
     for spec in runs:
-        runtime, plan, threshold = runtime_for(spec, js)
+        runtime, plan, threshold = runtime_for(spec, planner)
         if progress:
             tqdm.write(f"[{len(records) + 1}/{len(runs)}] {spec.name}")
         result = evaluate(model_dir, n, seed_offset, batch_size, max_new_tokens, decoder_setup=runtime,
@@ -106,6 +126,7 @@ def run_study(pipeline, model_dir: str, n: int = 1000, calib: int = 64, seed_off
         "settings": {"model": str(model_dir), "n": n, "calib": calib, "calibration_prompt": CALIBRATION_PROMPT,
                      "calibration_seeds": [0, calib], "seed_offset": seed_offset, "batch_size": batch_size,
                      "max_new_tokens": max_new_tokens, "calibration_seconds": calibration_seconds,
+                     "lazy_method": method,
                      "backend": pipeline.model.ops.backend,
                      "dtype": str(pipeline.model.dtype).removeprefix("torch."), "q_cache_depth": 1},
         "divergence": js.tolist(),

@@ -15,7 +15,7 @@ from minilazy.lazy.mass_correction import image_lse_means
 from minilazy.lazy.plan import LayerPlan
 from minilazy.pipeline import Pipeline
 from minilazy.study import calibration_samples
-from tests.runtime.tiny_models import TOKENIZER_VOCAB, save_llava, save_tokenizer
+from tests.runtime.tiny_models import save_tiny_vlm
 
 LAYERS = 4
 
@@ -64,11 +64,7 @@ def test_plan_for_ratio_reaches_the_ratio_and_returns_its_threshold():
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("calibrate") / "model"
-    save_llava(path, image_size=28, patch=7, vision_hidden=32, vision_layers=1,
-               text=dict(vocab=TOKENIZER_VOCAB, hidden=32, layers=LAYERS))
-    save_tokenizer(path)
-    return path
+    return save_tiny_vlm(tmp_path_factory.mktemp("calibrate") / "model", LAYERS)
 
 
 def test_calibrate_command_writes_plan_and_heatmap(model, tmp_path, capsys):

@@ -100,3 +100,12 @@ def save_tokenizer(path, bos: bool = True):
     tokenizer = tiny_tokenizer(bos)
     tokenizer.save(str(Path(path) / "tokenizer.json"))
     return tokenizer
+
+
+def save_tiny_vlm(path, layers: int):
+    """A tiny LLaVA (one CLIP layer, 16 image tokens, a 32-wide decoder of `layers` layers) with the
+    character-level tokenizer, ready for `Pipeline.load` and the commands; returns `path`."""
+    save_llava(path, image_size=28, patch=7, vision_hidden=32, vision_layers=1,
+               text=dict(vocab=TOKENIZER_VOCAB, hidden=32, layers=layers))
+    save_tokenizer(path)
+    return path
