@@ -118,10 +118,13 @@ class Pipeline:
         return Request(ids, pixels.to(self.model.dtype))
 
     def ask(self, prompt: str, image=None, *, plan: LayerPlan | None = None, fastv: FastV | None = None,
-            max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> Answer:
-        """Answer `prompt` about `image` (a path, a PIL image or None), with the lazy layers of `plan`
-        and FastV's pruning when given; greedy unless `temperature` > 0."""
-        runtime = None if plan is None and fastv is None else LazyRuntime(plan, fastv=fastv)
+            exact_image_rows: bool = False, max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
+            seed: int = 0) -> Answer:
+        """Answer `prompt` about `image` (a path, a PIL image or None), with the lazy layers of `plan` (and
+        its mass offsets, if it has them; `exact_image_rows`: see docs/lazy_attention.md) and FastV's or
+        VTW's pruning when given; greedy unless `temperature` > 0."""
+        runtime = None if plan is None and fastv is None else LazyRuntime(plan, fastv=fastv,
+                                                                          exact_image_rows=exact_image_rows)
         if plan is not None:
             plan.check_layers(self.config.text.num_hidden_layers)
         params = SamplingParams(max_new_tokens, temperature, top_p=top_p, seed=seed)
