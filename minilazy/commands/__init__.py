@@ -24,4 +24,5 @@ COMMANDS = {
     "perplexity": _Lazy("minilazy.commands.perplexity"),
     "eval": _Lazy("minilazy.commands.evaluate"),
     "study": _Lazy("minilazy.commands.study"),
+    "serve": _Lazy("minilazy.commands.serve"),
 }
