@@ -25,4 +25,5 @@ COMMANDS = {
     "eval": _Lazy("minilazy.commands.evaluate"),
     "study": _Lazy("minilazy.commands.study"),
     "serve": _Lazy("minilazy.commands.serve"),
+    "loadtest": _Lazy("minilazy.commands.loadtest"),
 }

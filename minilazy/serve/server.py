@@ -128,9 +128,7 @@ class Server:
                     body = error_body("the engine failed while answering this request", "server_error")
                     yield f"data: {json.dumps(body)}\n\n"
                     break
-                if event.text:
-                    yield sse({"content": event.text})
-                yield sse({}, event.finish_reason)
+                yield sse({"content": event.text} if event.text else {}, event.finish_reason)  # and text held back
                 if include_usage:
                     body = chunk_body(cid, created, self.model_name, {}, usage=usage(seq), choices=False)
                     yield f"data: {json.dumps(body)}\n\n"
