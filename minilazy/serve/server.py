@@ -82,7 +82,10 @@ class Server:
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
 
         def on_event(event: SequenceEvent) -> None:  # on the engine's thread
-            loop.call_soon_threadsafe(events.put_nowait, event)
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:  # the event loop has closed (the server stopped): nobody is listening
+                pass
 
         try:
             request, params, text = await run_in_threadpool(self.prepare, body)

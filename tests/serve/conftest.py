@@ -1,4 +1,4 @@
-"""The demo model, loaded once per test module, and the requests the serving tests send it."""
+"""The demo model, loaded once per test run, and the requests the serving tests send it."""
 
 import base64
 import json
@@ -27,8 +27,9 @@ QUESTIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pipeline():
+    """One model for every serving test: its CPU path's caches warm up once."""
     return Pipeline.load(MODEL_DIR, backend="torch")
 
 
