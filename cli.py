@@ -6,6 +6,8 @@
     python cli.py study --model DIR ...                         KV saved vs accuracy, lazy and FastV sweeps
     python cli.py perplexity --model DIR ...                    perplexity of a text model with lazy plans
     python cli.py bench --model DIR ...                         speed and memory against transformers
+    python cli.py serve --model DIR --port P ...                an OpenAI-compatible server (docs/serving.md)
+    python cli.py loadtest --url URL -n N --concurrency C       throughput, TTFT and TPOT of a running server
 
 Bad input ends with a one-line message on stderr and exit status 2.
 """

@@ -92,9 +92,13 @@ def prefill(model: Model, x: torch.Tensor, lengths: torch.Tensor, setup: Decoder
     return model.decoder.logits(last_hidden)  # [B, V]
 
 
-def decode_step(model: Model, tokens: torch.Tensor, kv_len: torch.Tensor, setup: DecoderSetup) -> torch.Tensor:
-    """One new token per sequence, `tokens [B]`, written at slot `kv_len [B]`; returns the next logits `[B, V]`."""
-    step = Step.span(kv_len, torch.ones_like(kv_len), 1)
+def decode_step(model: Model, tokens: torch.Tensor, kv_len: torch.Tensor, setup: DecoderSetup,
+                live: torch.Tensor | None = None) -> torch.Tensor:
+    """One new token per sequence, `tokens [B]`, written at slot `kv_len [B]`; returns the next logits `[B, V]`.
+
+    `live [B]` (bool, default all) leaves out the rows that take no token this step (a serving engine's idle
+    rows): they write nothing and their logits are meaningless."""
+    step = Step.span(kv_len, torch.ones_like(kv_len) if live is None else live.to(kv_len.dtype), 1)
     hidden, _ = model.decoder.forward(model.decoder.embed(tokens[:, None]), setup.context(step))
     return model.decoder.logits(hidden[:, 0])
 

@@ -24,4 +24,6 @@ COMMANDS = {
     "perplexity": _Lazy("minilazy.commands.perplexity"),
     "eval": _Lazy("minilazy.commands.evaluate"),
     "study": _Lazy("minilazy.commands.study"),
+    "serve": _Lazy("minilazy.commands.serve"),
+    "loadtest": _Lazy("minilazy.commands.loadtest"),
 }

@@ -16,7 +16,8 @@ def parser() -> argparse.ArgumentParser:
                                 "(or a text-only prompt) with a multimodal LLM.",
                                 epilog="Other commands, each with its own --help: calibrate (choose lazy layers), "
                                        "eval (demo model accuracy), study (lazy and FastV sweeps), perplexity "
-                                       "(text models), bench (speed and memory against transformers).")
+                                       "(text models), bench (speed and memory against transformers), serve "
+                                       "(an OpenAI-compatible server), loadtest (load a running server).")
     p.add_argument("--image", help="image file (PNG, JPEG, ...); omit for a text-only prompt")
     p.add_argument("--prompt", required=True, help="the question or instruction")
     add_model_arguments(p)

@@ -1,0 +1,182 @@
+"""The serving engine: continuous batching over one model and one KV storage allocated at start.
+
+Each `step()` happens at a step boundary of the running batch:
+
+1. cancelled sequences leave (their row and bytes go back to the scheduler);
+2. the scheduler admits the waiting sequences that fit the KV budget, and each is prefilled into its
+   own cache row (a one-row step, in chunks of `prefill_chunk` tokens) and samples its first token;
+3. every running sequence takes one decode step, all in one batched forward pass over the rows in use
+   (rows that are free in between take no token), and samples its next token with its own sampler.
+
+A sequence ends at a stop token (not reported as a token), a stop string, `max_new_tokens`, or a
+cancel, and gives its row back at once. Alone, a request gets exactly the tokens `generate()` gives it:
+the same prefill, the same decode steps, the same sampler seeded the same way.
+
+`submit` and `cancel` may be called from any thread; `step` runs on one (minilazy/serve/worker.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+
+from minilazy.errors import InputError
+from minilazy.generate import Request, decode_step, image_features_for, padded_prompts, prefill
+from minilazy.model import Model
+from minilazy.sampler import SamplingParams
+from minilazy.serve.rows import CacheRows
+from minilazy.serve.scheduler import Scheduler
+from minilazy.serve.sequence import CANCELLED, LENGTH, STOP, Sequence, SequenceEvent
+from minilazy.serve.text import TextStream
+
+
+@dataclass
+class EngineStats:
+    running: int
+    waiting: int
+    kv_bytes_used: int  # reserved by running sequences
+    kv_budget_bytes: int
+    kv_storage_bytes: int  # allocated at start: rows x slots
+    tokens_generated: int
+    finished: dict[str, int]  # sequences ended, by finish reason
+
+
+class Engine:
+    def __init__(self, model: Model, budget_bytes: int, max_batch: int, stop_ids=(), max_queue: int = 64,
+                 prefill_chunk: int = 4096):
+        """`budget_bytes` of KV the running sequences may reserve; `max_batch` cache rows (sequences running
+        at once), each as long as the context window or the budget, whichever is shorter."""
+        self.model, self.prefill_chunk = model, prefill_chunk
+        self.stop_ids = frozenset(stop_ids)
+        self.context_window = model.config.text.max_position_embeddings
+        per_token = CacheRows.bytes_per_token_of(model)
+        slots = min(self.context_window, budget_bytes // per_token)
+        if slots < 2:
+            raise InputError(f"a KV budget of {budget_bytes:,} bytes holds {slots} token(s) of this model "
+                             f"({per_token:,} bytes each): too small for any request")
+        self.rows = CacheRows(model, max_batch, slots)
+        self.scheduler = Scheduler(budget_bytes, max_batch, max_queue)
+        self.lock = threading.Condition()  # guards the scheduler's queues; submit and cancel notify it
+        self.tokens_generated = 0
+        self.finished: Counter[str] = Counter()
+
+    def check(self, request: Request, params: SamplingParams) -> int:
+        """The KV bytes `request` needs; raises InputError for a request that can never run."""
+        prompt = len(request.input_ids)
+        if prompt == 0:
+            raise InputError("empty prompt: nothing to generate from")
+        if prompt + params.max_new_tokens > self.context_window:
+            raise InputError(f"prompt ({prompt} tokens) plus {params.max_new_tokens} new tokens exceeds the model's "
+                             f"context window of {self.context_window} tokens")
+        need = self.rows.need(request, params.max_new_tokens)
+        if need > self.scheduler.budget_bytes:
+            raise InputError(f"the request needs {need:,} bytes of KV cache ({prompt} prompt tokens plus "
+                             f"{params.max_new_tokens} new), more than the whole budget of "
+                             f"{self.scheduler.budget_bytes:,} bytes")
+        return need
+
+    def submit(self, request: Request, params: SamplingParams, text: TextStream | None = None,
+               on_event=None) -> Sequence:
+        """Queue a request (raises InputError if it can never run, QueueFull if the queue is full)."""
+        seq = Sequence(request, params, self.check(request, params), text, on_event)
+        with self.lock:
+            self.scheduler.add(seq)
+            self.lock.notify_all()
+        return seq
+
+    def cancel(self, seq: Sequence) -> None:
+        """End `seq` at the next step boundary (from any thread); its row and bytes go back then."""
+        seq.cancelled = True
+        with self.lock:
+            self.lock.notify_all()
+
+    def has_work(self) -> bool:
+        with self.lock:
+            return bool(self.scheduler.waiting or self.scheduler.running)
+
+    def wait_for_work(self, timeout: float) -> bool:
+        with self.lock:
+            return self.lock.wait_for(lambda: self.scheduler.waiting or self.scheduler.running, timeout)
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        with self.lock:
+            for seq in [*self.scheduler.waiting, *self.scheduler.running.values()]:
+                if seq.cancelled:
+                    self.finish(seq, CANCELLED)
+            admitted = self.scheduler.admit()
+        for seq in admitted:
+            self.prefill(seq)
+        running = [seq for seq in self.scheduler.running.values() if seq.pending is not None]
+        if running:
+            self.decode(running)
+
+    def run_until_idle(self) -> None:
+        while self.has_work():
+            self.step()
+
+    def prefill(self, seq: Sequence) -> None:
+        model = self.model
+        ids, lengths = padded_prompts(model, [seq.request])  # [1, T], [1]
+        x = model.embed(ids, image_features_for(model, [seq.request]))
+        logits = prefill(model, x, lengths, self.rows.prefill_setup(seq.row), min(self.prefill_chunk, ids.shape[1]))
+        seq.kv_len = seq.prompt_tokens
+        self.accept(seq, logits)
+
+    def decode(self, seqs: list[Sequence]) -> None:
+        """One token for every sequence of `seqs` in one forward pass over the rows in use."""
+        device, n_rows = self.model.device, self.scheduler.rows_in_use
+        rows = torch.tensor([seq.row for seq in seqs], device=device)
+        tokens = torch.zeros(n_rows, dtype=torch.long, device=device)
+        kv_len = torch.zeros(n_rows, dtype=torch.long, device=device)
+        live = torch.zeros(n_rows, dtype=torch.bool, device=device)
+        tokens[rows] = torch.tensor([seq.pending for seq in seqs], device=device)
+        kv_len[rows] = torch.tensor([seq.kv_len for seq in seqs], device=device)
+        live[rows] = True
+        logits = decode_step(self.model, tokens, kv_len, self.rows.decode_setup(n_rows), live)  # [n_rows, V]
+        for seq in seqs:
+            seq.kv_len += 1
+            self.accept(seq, logits[seq.row : seq.row + 1])
+
+    def accept(self, seq: Sequence, logits: torch.Tensor) -> None:
+        """Sample `seq`'s next token from `logits [1, V]`, report it, and end the sequence if it is done."""
+        token = int(seq.sampler(logits)[0])
+        if token in self.stop_ids:
+            return self.finish(seq, STOP)
+        seq.tokens.append(token)
+        self.tokens_generated += 1
+        delta, stopped = seq.text.push(token) if seq.text is not None else ("", False)
+        seq.emit(SequenceEvent(token, delta))
+        if stopped:
+            self.finish(seq, STOP)
+        elif len(seq.tokens) >= seq.params.max_new_tokens:
+            self.finish(seq, LENGTH)
+        else:
+            seq.pending = token
+
+    def finish(self, seq: Sequence, reason: str) -> None:
+        """End `seq`: its row and bytes go back now; the last event carries any text held back."""
+        row = seq.row
+        with self.lock:
+            self.scheduler.release(seq)
+        if row >= 0:
+            self.rows.release(row)
+        seq.finish_reason, seq.pending = reason, None
+        self.finished[reason] += 1
+        rest = seq.text.flush() if seq.text is not None and reason != CANCELLED else ""
+        seq.emit(SequenceEvent(None, rest, reason))
+
+    def abort(self, reason: str) -> None:
+        """End every waiting and running sequence with `reason` (after a failed step, or at shutdown)."""
+        with self.lock:
+            for seq in [*self.scheduler.waiting, *self.scheduler.running.values()]:
+                self.finish(seq, reason)
+
+    def stats(self) -> EngineStats:
+        with self.lock:
+            s = self.scheduler
+            return EngineStats(len(s.running), len(s.waiting), s.used_bytes, s.budget_bytes, self.rows.nbytes,
+                               self.tokens_generated, dict(self.finished))
