@@ -118,7 +118,7 @@ class Pipeline:
         return Request(ids, pixels.to(self.model.dtype))
 
     def ask(self, prompt: str, image=None, *, plan: LayerPlan | None = None, fastv: FastV | None = None,
-            exact_image_rows: bool = False, max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
+            exact_image_rows: bool = True, max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
             seed: int = 0) -> Answer:
         """Answer `prompt` about `image` (a path, a PIL image or None), with the lazy layers of `plan` (and
         its mass offsets, if it has them; `exact_image_rows`: see docs/lazy_attention.md) and FastV's or

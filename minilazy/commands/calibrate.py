@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from minilazy.commands.options import LAZY_METHOD_HELP, add_model_arguments
+from minilazy.commands.options import LAZY_METHOD_HELP, MASS_CORRECTION, add_model_arguments
 from minilazy.demo.questions import DESCRIBE_QUESTION
 from minilazy.errors import InputError
 from minilazy.lazy.calibrate import (
@@ -46,9 +46,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--per-head", action="store_true",
                    help="with --method js: compare same-index heads and average over heads (what a lazy layer "
                         "inherits) instead of comparing head-averaged attention (the paper's criterion)")
-    p.add_argument("--mass-correction", action="store_true",
-                   help="also store each lazy layer's per-head mass offsets in the plan (scope visual; "
-                        "used by --mass-correction when the plan runs)")
+    p.add_argument("--mass-correction", action=argparse.BooleanOptionalAction, default=MASS_CORRECTION,
+                   help="store each lazy layer's per-head mass offsets in the plan (scope visual; applied when "
+                        f"the plan runs with --mass-correction) (default: {MASS_CORRECTION})")
     p.add_argument("--out", required=True, metavar="PLAN.json", help="where to write the plan")
     p.add_argument("--plot", metavar="PNG",
                    help="with --method js: also draw the divergence heatmap with the chosen anchors")

@@ -13,8 +13,8 @@ from minilazy.lazy.effect import VTW_KL_THRESHOLD
 from minilazy.pipeline import DTYPES
 
 DEMO_MODEL = Path(__file__).resolve().parents[2] / "weights" / "demo"
-MASS_CORRECTION = False  # the lazy-layer refinements' defaults (docs/results.md measures both)
-EXACT_IMAGE_ROWS = False
+MASS_CORRECTION = True  # the lazy-layer refinements' defaults: on, as docs/results.md measures them
+EXACT_IMAGE_ROWS = True
 LAZY_METHOD_HELP = ("how lazy layers are chosen (default: js): 'js', the Jensen-Shannon walk over the layers' "
                     "attention to the image (one recorded generation per sample); 'rank', each layer alone made "
                     "lazy and the least harmful k taken by the KL of the output distributions (one generation "
@@ -115,7 +115,7 @@ def lazy_runtime(args, pipeline, samples):
     for flag, value, default in (("--no-fast-decode", args.no_fast_decode, False),
                                  ("--mass-correction", args.mass_correction, MASS_CORRECTION),
                                  ("--exact-image-rows", args.exact_image_rows, EXACT_IMAGE_ROWS)):
-        if value != default and value and args.lazy is None and args.lazy_ratio is None:
+        if value and value != default and args.lazy is None and args.lazy_ratio is None:
             raise InputError(f"{flag} only applies to lazy layers: give --lazy or --lazy-ratio")
     fastv = token_pruning(args, pipeline, samples)
     if args.lazy is None and args.lazy_ratio is None and fastv is None:

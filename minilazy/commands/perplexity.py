@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from minilazy.kernels import BACKENDS
-from minilazy.commands.options import LAZY_METHOD_HELP, command_line
+from minilazy.commands.options import EXACT_IMAGE_ROWS, LAZY_METHOD_HELP, MASS_CORRECTION, command_line
 from minilazy.config import write_json
 from minilazy.errors import InputError
 from minilazy.lazy.calibrate import METHODS
@@ -51,11 +51,12 @@ def parser() -> argparse.ArgumentParser:
                    help="with --lazy-method js: calibrate on the divergence between same-index heads, averaged over "
                         "heads (what a lazy layer inherits), instead of the divergence of head-averaged attention "
                         "(the paper's)")
-    p.add_argument("--mass-correction", action="store_true",
-                   help="give lazy visual layers their per-head mass offsets (calibrated on the same windows)")
-    p.add_argument("--exact-image-rows", action="store_true",
-                   help="lazy visual layers give the span's own queries their own attention (the KV cache is "
-                        "unchanged)")
+    p.add_argument("--mass-correction", action=argparse.BooleanOptionalAction, default=MASS_CORRECTION,
+                   help="give lazy visual layers their per-head mass offsets, calibrated on the same windows "
+                        f"(default: {MASS_CORRECTION})")
+    p.add_argument("--exact-image-rows", action=argparse.BooleanOptionalAction, default=EXACT_IMAGE_ROWS,
+                   help="lazy visual layers give the span's own queries their own attention; the KV cache is "
+                        f"unchanged (default: {EXACT_IMAGE_ROWS})")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="windows per forward pass (default: 8)")
     p.add_argument("--out", default="out/perplexity", metavar="DIR", help="output directory (default: out/perplexity)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")

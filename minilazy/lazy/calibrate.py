@@ -143,7 +143,7 @@ def plan_for_ratio(js: torch.Tensor, ratio: float, depth: int = 1, scope: str = 
 
 def calibrate(pipeline, samples, ratio: float, depth: int = 1, scope: str = "visual",
               fastv_layer: int | None = None, progress: bool = True, method: str = "js",
-              max_new_tokens: int | None = None, mass_correction: bool = False) -> LayerPlan:
+              max_new_tokens: int | None = None, mass_correction: bool = True) -> LayerPlan:
     """The plan with `ratio` of the layers lazy, chosen over `samples`, a list of `(image, prompt)` pairs:
     by the divergence walk (`method="js"`: the divergence of recorded attention, then `plan_for_ratio`) or by
     the plans' effect on the full model's answers (`"rank"`, `"greedy"`: minilazy/lazy/effect.py), with its
