@@ -55,6 +55,11 @@ def test_study_has_every_run_with_every_field(study):
         assert set(run["per_family"]) == set(FAMILIES)
         assert 0 <= run["accuracy"] <= 1 and 0 <= run["describe_f1"] <= 1 and run["seconds"] > 0
     assert data["settings"]["n"] == 2 and data["settings"]["calib"] == 1
+    assert data["settings"]["mass_correction"] and data["settings"]["exact_image_rows"]  # the defaults
+    for run in data["runs"]:  # lazy visual plans carry their offsets, one per head of every lazy layer
+        if run["settings"]["kind"] == "lazy":
+            offsets = run["plan"]["mass_offsets"]
+            assert all(bool(offsets[l]) == (l in run["plan"]["lazy_layers"]) for l in range(LAYERS))
     assert len(data["divergence"]) == LAYERS
     assert "python cli.py study" in data["command"] and "--n 2" in data["command"]
     for name in ("study.md", "study.png", "heatmap.png"):

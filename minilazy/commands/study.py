@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from minilazy.commands.evaluate import add_eval_arguments, check_eval_arguments
-from minilazy.commands.options import LAZY_METHOD_HELP, add_model_arguments, command_line
+from minilazy.commands.options import (
+    EXACT_IMAGE_ROWS, LAZY_METHOD_HELP, MASS_CORRECTION, add_model_arguments, command_line,
+)
 from minilazy.lazy.calibrate import METHODS
 
 
@@ -20,6 +22,11 @@ def parser() -> argparse.ArgumentParser:
     add_model_arguments(p)
     add_eval_arguments(p, n_default=1000)
     p.add_argument("--lazy-method", choices=METHODS, default="js", help=LAZY_METHOD_HELP)
+    p.add_argument("--mass-correction", action=argparse.BooleanOptionalAction, default=MASS_CORRECTION,
+                   help=f"lazy visual layers with their per-head mass offsets (default: {MASS_CORRECTION})")
+    p.add_argument("--exact-image-rows", action=argparse.BooleanOptionalAction, default=EXACT_IMAGE_ROWS,
+                   help=f"lazy visual layers give image tokens their own attention in prefill (default: "
+                        f"{EXACT_IMAGE_ROWS})")
     p.add_argument("--out", default="study", metavar="DIR", help="output directory (default: ./study)")
     return p
 
@@ -31,7 +38,8 @@ def run(args) -> int:
     check_eval_arguments(args)
     pipeline = Pipeline.load(args.model, args.dtype, args.backend)
     study = run_study(pipeline, args.model, args.n, args.calib, args.seed_offset, args.batch_size,
-                      args.max_new_tokens, method=args.lazy_method)
+                      args.max_new_tokens, method=args.lazy_method, mass_correction=args.mass_correction,
+                      exact_image_rows=args.exact_image_rows)
     study["command"] = command_line("study", args)
     paths = write_report(study, args.out)
     print(markdown_table(study))

@@ -22,8 +22,9 @@ from minilazy.demo.evaluate import evaluate
 from minilazy.demo.questions import DESCRIBE_QUESTION
 from minilazy.demo.scenes import make_scene, render
 from minilazy.fastv import VTW, FastV
-from minilazy.lazy.calibrate import measure_divergence, plan_for_ratio
+from minilazy.lazy.calibrate import divergence_matrix, plan_for_ratio, record_attention
 from minilazy.lazy.effect import effect_planner
+from minilazy.lazy.mass_correction import image_lse_means, with_mass_offsets
 from minilazy.lazy.plan import LayerPlan
 from minilazy.lazy.runtime import LazyRuntime
 
@@ -67,7 +68,8 @@ def calibration_samples(n: int, prompt: str = CALIBRATION_PROMPT) -> list:
     return [(render(make_scene(seed)), prompt) for seed in range(n)]
 
 
-def runtime_for(spec: RunSpec, planner, depth: int = 1) -> tuple[LazyRuntime | None, LayerPlan | None, float | None]:
+def runtime_for(spec: RunSpec, planner, depth: int = 1,
+                exact_image_rows: bool = False) -> tuple[LazyRuntime | None, LayerPlan | None, float | None]:
     """The cache layout of a setting, its plan and the divergence threshold that picked it (None: plain model,
     or a plan chosen by its effect); `planner(ratio, depth, scope, fastv_layer)` gives the plan and its threshold."""
     fastv = FastV(spec.fastv_layer, spec.fastv_ratio) if spec.fastv_layer is not None else None
@@ -78,7 +80,7 @@ def runtime_for(spec: RunSpec, planner, depth: int = 1) -> tuple[LazyRuntime | N
         plan, threshold = planner(spec.lazy_ratio, depth, spec.scope, spec.fastv_layer)
     if plan is None and fastv is None:
         return None, None, None
-    return LazyRuntime(plan, fastv=fastv), plan, threshold
+    return LazyRuntime(plan, fastv=fastv, exact_image_rows=exact_image_rows), plan, threshold
 
 
 def run_record(spec: RunSpec, plan: LayerPlan | None, threshold: float | None, result: dict) -> dict:
@@ -99,24 +101,29 @@ def run_record(spec: RunSpec, plan: LayerPlan | None, threshold: float | None, r
 
 def run_study(pipeline, model_dir: str, n: int = 1000, calib: int = 64, seed_offset: int = 0, batch_size: int = 50,
               max_new_tokens: int = 64, runs: list[RunSpec] | None = None, progress: bool = True,
-              method: str = "js") -> dict:
+              method: str = "js", mass_correction: bool = False, exact_image_rows: bool = False) -> dict:
     """Calibrate once, evaluate every run in order; returns the settings, the divergence matrix and the runs.
-    `method` chooses the lazy plans: `js` (the divergence walk), `rank` or `greedy` (their effect)."""
+    `method` chooses the lazy plans: `js` (the divergence walk), `rank` or `greedy` (their effect); lazy
+    visual layers get their mass offsets and exact image rows when asked (docs/lazy_attention.md)."""
     runs = default_runs(pipeline.config.text.num_hidden_layers) if runs is None else runs
     start = time.time()
     samples = calibration_samples(calib)
-    js = measure_divergence(pipeline, samples, progress=progress)
+    num_layers = pipeline.config.text.num_hidden_layers
+    attention = record_attention(pipeline, samples, progress=progress)
+    js, image_lse = divergence_matrix(attention, num_layers), image_lse_means(attention, num_layers)
     effect = None if method == "js" else effect_planner(pipeline, samples, method, progress=progress)
 
     def planner(ratio, depth, scope, fastv_layer):
         if effect is None:
-            return plan_for_ratio(js, ratio, depth, scope, fastv_layer)
-        return effect.plan(ratio, depth, scope, fastv_layer), None
+            plan, threshold = plan_for_ratio(js, ratio, depth, scope, fastv_layer)
+        else:
+            plan, threshold = effect.plan(ratio, depth, scope, fastv_layer), None
+        return (with_mass_offsets(plan, image_lse) if mass_correction else plan), threshold
 
     calibration_seconds = time.time() - start
     records = []
     for spec in runs:
-        runtime, plan, threshold = runtime_for(spec, planner)
+        runtime, plan, threshold = runtime_for(spec, planner, exact_image_rows=exact_image_rows)
         if progress:
             tqdm.write(f"[{len(records) + 1}/{len(runs)}] {spec.name}")
         result = evaluate(model_dir, n, seed_offset, batch_size, max_new_tokens, decoder_setup=runtime,
@@ -126,7 +133,8 @@ def run_study(pipeline, model_dir: str, n: int = 1000, calib: int = 64, seed_off
         "settings": {"model": str(model_dir), "n": n, "calib": calib, "calibration_prompt": CALIBRATION_PROMPT,
                      "calibration_seeds": [0, calib], "seed_offset": seed_offset, "batch_size": batch_size,
                      "max_new_tokens": max_new_tokens, "calibration_seconds": calibration_seconds,
-                     "lazy_method": method,
+                     "lazy_method": method, "mass_correction": mass_correction,
+                     "exact_image_rows": exact_image_rows,
                      "backend": pipeline.model.ops.backend,
                      "dtype": str(pipeline.model.dtype).removeprefix("torch."), "q_cache_depth": 1},
         "divergence": js.tolist(),
