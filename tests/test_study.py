@@ -139,3 +139,13 @@ def test_help_mentions_every_flag():
         text = cli.COMMANDS[command].parser().format_help()
         for flag in flags:
             assert flag in text, f"{command} --help does not mention {flag}"
+
+
+def test_per_layer_ablation_makes_each_layer_lazy_alone(model, tmp_path, capsys):
+    assert cli.main(["study", "--model", str(model), *SMALL, "--per-layer", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "per_layer.json").read_text())
+    assert [row["layer"] for row in data["layers"]] == list(range(1, LAYERS))
+    assert all(row["anchor"] == row["layer"] - 1 and row["kv_saved_percent"] > 0 for row in data["layers"])
+    assert 0 <= data["full"]["accuracy"] <= 1 and "--per-layer" in data["command"]
+    assert (tmp_path / "per_layer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "layer  1 lazy:" in capsys.readouterr().out

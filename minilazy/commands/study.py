@@ -27,6 +27,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--exact-image-rows", action=argparse.BooleanOptionalAction, default=EXACT_IMAGE_ROWS,
                    help=f"lazy visual layers give image tokens their own attention in prefill (default: "
                         f"{EXACT_IMAGE_ROWS})")
+    p.add_argument("--per-layer", action="store_true",
+                   help="instead of the sweep, make each layer lazy alone (inheriting from the layer below) and "
+                        "write per_layer.json and per_layer.png: which layers carry the cost (L evaluations)")
     p.add_argument("--out", default="study", metavar="DIR", help="output directory (default: ./study)")
     return p
 
@@ -37,6 +40,18 @@ def run(args) -> int:
 
     check_eval_arguments(args)
     pipeline = Pipeline.load(args.model, args.dtype, args.backend)
+    if args.per_layer:
+        from minilazy.study.per_layer import run_per_layer, write_per_layer
+
+        result = run_per_layer(pipeline, args.model, args.n, args.calib, args.seed_offset, args.batch_size,
+                               args.max_new_tokens, args.mass_correction, args.exact_image_rows)
+        result["command"] = command_line("study", args)
+        for row in result["layers"]:
+            print(f"layer {row['layer']:>2} lazy: {row['accuracy']:.1%} overall, description F1 "
+                  f"{row['describe_f1']:.1%} (full attention {result['full']['accuracy']:.1%})")
+        print("written: " + ", ".join(str(p) for p in write_per_layer(result, args.out)))
+        print(f"reproduce with: {result['command']}")
+        return 0
     study = run_study(pipeline, args.model, args.n, args.calib, args.seed_offset, args.batch_size,
                       args.max_new_tokens, method=args.lazy_method, mass_correction=args.mass_correction,
                       exact_image_rows=args.exact_image_rows)
