@@ -112,11 +112,8 @@ def lazy_runtime(args, pipeline, samples):
     if calibration_flags and args.lazy_ratio is None:
         raise InputError(f"{' and '.join(calibration_flags)} only apply with --lazy-ratio "
                          "(a plan from --lazy carries its own)")
-    for flag, value, default in (("--no-fast-decode", args.no_fast_decode, False),
-                                 ("--mass-correction", args.mass_correction, MASS_CORRECTION),
-                                 ("--exact-image-rows", args.exact_image_rows, EXACT_IMAGE_ROWS)):
-        if value and value != default and args.lazy is None and args.lazy_ratio is None:
-            raise InputError(f"{flag} only applies to lazy layers: give --lazy or --lazy-ratio")
+    if args.no_fast_decode and args.lazy is None and args.lazy_ratio is None:
+        raise InputError("--no-fast-decode only applies to lazy layers: give --lazy or --lazy-ratio")
     fastv = token_pruning(args, pipeline, samples)
     if args.lazy is None and args.lazy_ratio is None and fastv is None:
         return None
