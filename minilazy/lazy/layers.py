@@ -63,7 +63,6 @@ class LazyVisualAttention(FullAttention):
         exact = self.exact_image_rows and text.image_rows > 0
         if text.gather is None:  # every new token is text (a decode step): keys for all of them
             q, k_text, v = self.projections(x, step)
-            state.image_keys.pop(self.layer, None)  # prefill is over: the image keys of exact rows go
         elif exact:  # keys for every token: the text ones are kept, the image ones serve this prefill only
             q, k, v = self.projections(x, step)
             k_text = k.gather(1, text.gather[:, :, None, None].expand(-1, -1, *k.shape[2:]))  # [B, Tt, G, d]

@@ -111,6 +111,8 @@ class LazyState:
         """The text tokens of `step`, registered in `text_slots` once per step."""
         if self._step is step:
             return self._rows
+        if step.is_decode:  # prefill is over: the image keys of exact rows go (a text-only chunk keeps them)
+            self.image_keys.clear()
         valid = step.slots >= 0
         is_text = valid & ~self.is_image.gather(1, step.slots.clamp(min=0))  # [B, T]
         rank = is_text.int().cumsum(1) - 1  # [B, T] order among this step's text tokens

@@ -219,3 +219,17 @@ def test_refinements_keep_the_kv_cache_bytes(model):
                        decoder_setup=LazyRuntime(plan, image_mask=mask, exact_image_rows=exact)).stats.kv_cache_bytes
               for plan in plans for exact in (False, True)}
     assert len(nbytes) == 1
+
+
+def test_exact_rows_keep_the_image_keys_across_a_text_only_chunk(model):
+    """Two image spans (2..5 and 12..15) with a prefill chunk of text only (8..11) between them: the second
+    span's rows still attend with the first span's own keys."""
+    plan = PLANS[0]
+    prompt = torch.randint(3, 96, (18,))
+    mask = torch.zeros(1, 18, dtype=torch.bool)
+    mask[0, 2:6] = mask[0, 12:16] = True
+    out = generate(model, [Request(prompt.tolist())], SamplingParams(max_new_tokens=1), prefill_chunk=4,
+                   decoder_setup=LazyRuntime(plan, image_mask=mask, exact_image_rows=True))
+    expected = lazy_reference_logits(model.weights, model.config.text, plan.anchors, "visual",
+                                     model.decoder.embed(prompt[None])[0], mask[0], exact_image_rows=True)
+    assert_close(out.prefill_logits[0], expected[-1], 1e-4, 1e-4, "last prompt token's logits")
