@@ -23,6 +23,14 @@ def test_rope_matches_reference(shape, dtype, atol, rtol):
     assert torch.equal(out, rope_ref(x, positions, 10000.0))
 
 
+@pytest.mark.parametrize("sections,axial", [((2, 3, 3), False), ((4, 4), True)])
+def test_rope_on_several_axes_matches_reference(sections, axial):
+    x = torch.randn(2, 9, 3, 16)
+    positions = torch.randint(0, 4000, (2, 9, len(sections)))
+    got = CpuOps().rope(x, positions, 10000.0, sections=sections, axial=axial)
+    assert torch.equal(got, rope_ref(x, positions, 10000.0, sections=sections, axial=axial))
+
+
 def test_rope_reuses_angles_only_for_the_same_unchanged_positions():
     ops = CpuOps()
     x = torch.randn(2, 5, 3, 8)
@@ -32,6 +40,9 @@ def test_rope_reuses_angles_only_for_the_same_unchanged_positions():
     moved = ops.rope(x, positions, 10000.0)
     assert torch.equal(moved, rope_ref(x, positions, 10000.0)) and not torch.allclose(first, moved)
     assert torch.equal(ops.rope(x, positions, 500.0), rope_ref(x, positions, 500.0))  # theta is in the key
+    on_axes = positions[..., None].expand(2, 5, 2).contiguous()  # the layout is in the key too
+    assert torch.equal(ops.rope(x, on_axes, 500.0, sections=(2, 2), axial=True),
+                       rope_ref(x, on_axes, 500.0, sections=(2, 2), axial=True))
 
 
 def test_rope_computes_angles_once_per_positions_tensor_when_two_alternate(monkeypatch):

@@ -1,14 +1,21 @@
-"""rope: the Triton kernel against its reference, and the reference against transformers' Llama RoPE."""
+"""rope: the Triton kernel against its reference, and the reference against transformers' Llama RoPE and
+Qwen2-VL's multimodal (decoder) and axial (vision tower) RoPE."""
 
 import pytest
 import torch
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLTextConfig, Qwen2VLVisionConfig
+from transformers.models.qwen2_vl.modeling_qwen2_vl import (
+    Qwen2VLRotaryEmbedding, Qwen2VLVisionRotaryEmbedding, apply_rotary_pos_emb_vision,
+)
 
 from minilazy.kernels.rope import rope, rope_ref
 from tests.helpers import TOLERANCES, assert_close
 
 SHAPES = [(1, 1, 3, 16), (2, 5, 9, 64), (1, 37, 3, 64)]  # (B, T, heads, head_dim)
+# (head_dim, sections, axial): multimodal RoPE (t, h, w), an uneven split, and the vision tower's (h, w).
+AXES = [(16, (2, 3, 3), False), (64, (8, 12, 12), False), (80, (20, 20), True), (24, (5, 7), True)]
 
 
 def _positions(B, T, most=4000):
@@ -31,6 +38,47 @@ def test_rope_kernel_matches_reference(shape, dtype, atol, rtol):
     x = torch.randn(B, T, H, d).to(dtype)
     positions = _positions(B, T).to(torch.int32)
     assert_close(rope(x, positions, 10000.0), rope_ref(x, positions, 10000.0), atol, rtol, "rope")
+
+
+@pytest.mark.parametrize("dtype,atol,rtol", TOLERANCES)
+@pytest.mark.parametrize("d,sections,axial", AXES)
+def test_rope_kernel_on_several_axes_matches_reference(d, sections, axial, dtype, atol, rtol):
+    B, T, H = 2, 7, 3
+    x = torch.randn(B, T, H, d).to(dtype)
+    positions = torch.randint(0, 4000, (B, T, len(sections))).to(torch.int32)
+    expected = rope_ref(x, positions, 10000.0, sections=sections, axial=axial)
+    assert_close(rope(x, positions, 10000.0, sections=sections, axial=axial), expected, atol, rtol, "rope")
+
+
+def test_rope_on_one_axis_is_plain_rope():
+    x, positions = torch.randn(2, 5, 3, 16), _positions(2, 5)
+    on_axes = rope_ref(x, positions[..., None], 10000.0, sections=(8,))
+    assert torch.equal(on_axes, rope_ref(x, positions, 10000.0))
+    assert_close(rope(x, positions[..., None], 10000.0, sections=(8,)), on_axes, 1e-5, 1e-5, "rope")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_reference_equals_qwen2_vl_multimodal_rope(dtype):
+    B, T, H, d, sections = 2, 19, 3, 32, (4, 6, 6)
+    config = Qwen2VLTextConfig(hidden_size=H * d, num_attention_heads=H, head_dim=d,
+                               rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": list(sections)})
+    x = torch.randn(B, T, H, d).to(dtype)
+    positions = torch.randint(0, 3000, (B, T, 3))
+    cos, sin = Qwen2VLRotaryEmbedding(config)(x, positions.permute(2, 0, 1))  # HF takes [3, B, T]
+    expected, _ = apply_rotary_pos_emb(x, x, cos, sin, unsqueeze_dim=2)
+    actual = rope_ref(x, positions, 1e6, sections=sections)
+    assert torch.equal(actual, expected), f"max diff {(actual.float() - expected.float()).abs().max()}"
+
+
+def test_rope_reference_equals_qwen2_vl_vision_rope_fp32():
+    N, H, d = 23, 4, 40
+    config = Qwen2VLVisionConfig(embed_dim=H * d, num_heads=H)
+    x = torch.randn(N, H, d)
+    positions = torch.randint(0, 60, (N, 2))  # (h, w) of each patch
+    cos, sin = Qwen2VLVisionRotaryEmbedding(config)(x, positions)
+    expected, _ = apply_rotary_pos_emb_vision(x, x, cos, sin)
+    actual = rope_ref(x[None], positions[None], 10000.0, sections=(d // 4, d // 4), axial=True)[0]
+    assert_close(actual, expected, 1e-6, 0, "vision rope")
 
 
 def test_rope_kernel_cos_sin_match_transformers_fp32():
@@ -97,6 +145,18 @@ def test_rope_rejects_bad_input(x_shape, pos_shape, pos_dtype, message):
     for fn in (rope, rope_ref):
         with pytest.raises(ValueError, match=message):
             fn(x, positions, 10000.0)
+
+
+@pytest.mark.parametrize(
+    "pos_shape,sections,message",
+    [((2, 5), (2, 3, 3), "B, T, axes"), ((2, 5, 2), (2, 3, 3), "B, T, axes"), ((2, 5, 3), (2, 3, 4), "sum to"),
+     ((2, 5, 3), (0, 4, 4), "positive")],
+)
+def test_rope_rejects_bad_sections(pos_shape, sections, message):
+    x, positions = torch.randn(2, 5, 3, 16), torch.zeros(pos_shape, dtype=torch.int64)
+    for fn in (rope, rope_ref):
+        with pytest.raises(ValueError, match=message):
+            fn(x, positions, 10000.0, sections=sections)
 
 
 def test_rope_rejects_mismatched_out():

@@ -13,30 +13,38 @@ import torch.nn.functional as F
 from minilazy.kernels.cpu.memo import Recent
 from minilazy.kernels.kv_write import check_kv_write, check_slots
 from minilazy.kernels.rms_norm import rms_norm_ref
-from minilazy.kernels.rope import cached_inv_freq, check_rope
+from minilazy.kernels.rope import cached_rope_columns, check_rope
 
 
 def rope(angles: Recent, x: torch.Tensor, positions: torch.Tensor, theta: float,
-         out: torch.Tensor | None = None) -> torch.Tensor:
+         out: torch.Tensor | None = None, sections: tuple[int, ...] | None = None,
+         axial: bool = False) -> torch.Tensor:
     """`rope_ref`'s result, its angles remembered in `angles` per positions tensor."""
-    check_rope(x, positions, theta, out)
+    check_rope(x, positions, theta, out, sections)
     d = x.shape[-1]
-    cos, signed_sin = angles.get((positions,), (float(theta), d, x.dtype, positions.device),
-                                 lambda: cos_sin(positions, float(theta), d, x.dtype))  # [B, T, 1, d] each
+    sections = None if sections is None else tuple(sections)
+    cos, signed_sin = angles.get((positions,), (float(theta), d, sections, axial, x.dtype, positions.device),
+                                 lambda: cos_sin(positions, float(theta), d, x.dtype, sections, axial))
     rotated = x * cos + torch.roll(x, d // 2, dims=-1) * signed_sin  # rotate_half(x) * sin, sign in signed_sin
     if out is None:
         return rotated
     return out.copy_(rotated)
 
 
-def cos_sin(positions: torch.Tensor, theta: float, d: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and signed sin `[B, T, 1, d]` in `dtype` of Hugging Face's rotary angles for `positions [B, T]`.
+def cos_sin(positions: torch.Tensor, theta: float, d: int, dtype: torch.dtype,
+            sections: tuple[int, ...] | None = None, axial: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and signed sin `[B, T, 1, d]` in `dtype` of Hugging Face's rotary angles for `positions [B, T]`
+    (`[B, T, A]` with `sections`, see minilazy/kernels/rope.py).
 
     `rotate_half(x) = cat(-x2, x1)` equals `roll(x, d/2)` with the first half negated, so the sign
     goes into the sine's first half: -x2 * sin == x2 * (-sin) exactly.
     """
-    freqs = positions[..., None].float() * cached_inv_freq(theta, d, positions.device)  # [B, T, d/2]
-    emb = torch.cat((freqs, freqs), dim=-1)  # [B, T, d]
+    freqs, axis = cached_rope_columns(theta, d, sections, axial, positions.device)
+    if sections is None:
+        angles = positions[..., None].float() * freqs  # [B, T, d/2]
+    else:
+        angles = positions[..., axis.long()].float() * freqs  # [B, T, d/2]: each column's axis
+    emb = torch.cat((angles, angles), dim=-1)  # [B, T, d]
     sin = emb.sin()
     signed_sin = torch.cat((-sin[..., : d // 2], sin[..., d // 2 :]), dim=-1)  # [B, T, d]: rotate_half's signs
     return emb.cos().to(dtype)[:, :, None, :], signed_sin.to(dtype)[:, :, None, :]  # [B, T, 1, d] each
