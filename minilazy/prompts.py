@@ -1,12 +1,16 @@
 """Prompt building: a question (and an image layout) -> the token ids a model is prefilled with.
 
-Three layouts, each giving exactly the ids transformers gives with the same tokenizer.json:
+Four layouts, each giving exactly the ids transformers gives with the same tokenizer.json:
 - "llava": `USER: <image>\\n{question} ASSISTANT:` (LLaVA-1.5), `<image>` repeated once per image
   feature (576 for CLIP ViT-L/14-336), as `LlavaProcessor` expands it;
 - "idefics3": SmolVLM's chat template, `<|im_start|>User:<image>{question}<end_of_utterance>\\nAssistant:`,
   the `<image>` expanded per tile as `Idefics3Processor` does (see `idefics3_image_text`);
 - "chat": ChatML for text-only SmolLM2-style models, as SmolLM2's chat template renders it with
-  add_generation_prompt=True (including its default system message).
+  add_generation_prompt=True (including its default system message);
+- "qwen2_vl": the ChatML chat template of Qwen2-VL and Qwen2.5-VL (the same in both) with
+  add_generation_prompt=True, `<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n`
+  `<|vision_start|><|image_pad|>...<|vision_end|>{question}<|im_end|>\n<|im_start|>assistant\n`, the pad
+  repeated once per merged patch (`t*h*w / merge_size**2`), as `Qwen2VLProcessor` expands it.
 The expanded text is encoded in one piece with the tokenizer, so BOS handling (the tokenizer.json
 post-processor: `<s>` for LLaVA, none for SmolVLM) and merges across piece boundaries ("\\n\\n")
 are the tokenizer's own, as in transformers.
@@ -21,8 +25,11 @@ from minilazy.errors import InputError
 IMAGE_TOKEN = "<image>"
 FAKE_IMAGE_TOKEN = "<fake_token_around_image>"
 GLOBAL_IMAGE_TOKEN = "<global-img>"
+QWEN_IMAGE_TOKEN = "<|image_pad|>"
 SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-KINDS = ("llava", "idefics3", "chat")
+QWEN_SYSTEM = "You are a helpful assistant."
+KINDS = ("llava", "idefics3", "chat", "qwen2_vl")
+IMAGE_TOKENS = {"llava": IMAGE_TOKEN, "idefics3": IMAGE_TOKEN, "qwen2_vl": QWEN_IMAGE_TOKEN}  # per image kind
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,7 @@ class ImageLayout:
     """How one image appears in the prompt: `tokens_per_tile` image tokens per tile.
 
     LLaVA: one tile (rows = cols = 0), tokens_per_tile = image features (576).
+    Qwen2-VL: one tile (rows = cols = 0), tokens_per_tile = merged patches of the image.
     Idefics3: rows x cols tiles plus the global image (rows = cols = 0: the global image only),
     tokens_per_tile = image_seq_len (64 for SmolVLM).
     """
@@ -67,11 +75,14 @@ def prompt_text(kind: str, question: str, image_layout: ImageLayout | None = Non
     if kind == "chat":
         if image_layout is not None:
             raise ValueError("the text-only chat prompt cannot hold an image")
-        system = SMOLLM2_SYSTEM if system is None else system
-        return (
-            f"<|im_start|>system\n{system}<|im_end|>\n"
-            f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
-        )
+        return chatml(SMOLLM2_SYSTEM if system is None else system, question)
+    if kind == "qwen2_vl":
+        if image_layout is None:
+            return chatml(QWEN_SYSTEM if system is None else system, question)
+        if image_layout.rows:
+            raise ValueError("a Qwen2-VL image is one tile: its layout has no rows and columns")
+        image = f"<|vision_start|>{QWEN_IMAGE_TOKEN * image_layout.tokens_per_tile}<|vision_end|>"
+        return chatml(QWEN_SYSTEM if system is None else system, image + question)
     if system is not None:
         raise ValueError(f"the {kind} prompt has no system message")
     if kind == "llava":
@@ -82,10 +93,15 @@ def prompt_text(kind: str, question: str, image_layout: ImageLayout | None = Non
     return f"<|im_start|>{user}{question}<end_of_utterance>\nAssistant:"
 
 
+def chatml(system: str, user: str) -> str:
+    """A ChatML system and user turn, then the assistant's turn opened (add_generation_prompt=True)."""
+    return f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+
+
 def _expected_image_tokens(kind: str, layout: ImageLayout | None) -> int:
     if layout is None:
         return 0
-    tiles = 1 if kind == "llava" or layout.rows == 0 else layout.rows * layout.cols + 1
+    tiles = 1 if kind != "idefics3" or layout.rows == 0 else layout.rows * layout.cols + 1
     return tiles * layout.tokens_per_tile
 
 
@@ -101,13 +117,14 @@ def build_prompt(
     ids = tokenizer.encode(text, add_special_tokens=True).ids
     expected = _expected_image_tokens(kind, image_layout)
     if expected:
-        image_id = tokenizer.token_to_id(IMAGE_TOKEN)
+        image_token = IMAGE_TOKENS[kind]
+        image_id = tokenizer.token_to_id(image_token)
         found = 0 if image_id is None else ids.count(image_id)
         if found != expected:
-            # The question itself may contain "<image>", or the tokenizer lacks it as a special token.
+            # The question itself may contain the image token, or the tokenizer lacks it as a special token.
             raise InputError(
-                f"prompt has {found} {IMAGE_TOKEN} tokens, expected {expected}: the tokenizer must have "
-                f"{IMAGE_TOKEN} as a special token and the question must not contain it"
+                f"prompt has {found} {image_token} tokens, expected {expected}: the tokenizer must have "
+                f"{image_token} as a special token and the question must not contain it"
             )
     return ids
 
