@@ -1,10 +1,12 @@
 """Model configuration read from a Hugging Face `config.json`.
 
-Three model types are supported: `llava` (LLaVA-1.5: CLIP tower, MLP projector,
+Supported model types: `llava` (LLaVA-1.5: CLIP tower, MLP projector,
 Llama decoder), `idefics3` (SmolVLM: SigLIP tower, pixel-shuffle connector,
-Llama decoder) and `llama` (a text-only decoder). Missing fields take the
-defaults of transformers' config classes, which is what transformers does when
-it loads the same file.
+Llama decoder), `qwen2_vl` and `qwen2_5_vl` (Qwen2-VL's vision tower with its
+patch merger; a Qwen2 decoder: Llama with q/k/v biases and multimodal RoPE) and
+`llama` (a text-only decoder). Missing fields take the defaults of
+transformers' config classes, which is what transformers does when it loads the
+same file.
 """
 
 from __future__ import annotations
@@ -12,15 +14,30 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from minilazy.errors import InputError
 
-SUPPORTED_MODEL_TYPES = ("llava", "idefics3", "llama")
+if TYPE_CHECKING:
+    from minilazy.models.qwen2_vision import Qwen2VisionConfig
+
+SUPPORTED_MODEL_TYPES = ("llava", "idefics3", "qwen2_vl", "qwen2_5_vl", "llama")
+QWEN2_VL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+
+# transformers' defaults for the decoders: LlamaConfig, and Qwen2VLTextConfig (Qwen2_5_VLTextConfig's are the same).
+_TEXT_DEFAULTS = {
+    "llama": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                  num_attention_heads=32, rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=2048),
+    "qwen2": dict(vocab_size=152064, hidden_size=8192, intermediate_size=29568, num_hidden_layers=80,
+                  num_attention_heads=64, rms_norm_eps=1e-5, rope_theta=1000000.0, max_position_embeddings=32768),
+}
+QWEN2_MROPE_SECTION = (16, 24, 24)  # Qwen2VLRotaryEmbedding's default when the config names none
 
 
 @dataclass(frozen=True)
 class TextConfig:
-    """A Llama decoder."""
+    """A Llama decoder, or a Qwen2 one: q/k/v with biases (`attention_bias`) and multimodal RoPE, whose
+    `mrope_section` gives the head's rotary columns per position axis (t, h, w); None for plain RoPE."""
 
     vocab_size: int
     hidden_size: int
@@ -33,6 +50,8 @@ class TextConfig:
     rope_theta: float
     max_position_embeddings: int
     tie_word_embeddings: bool
+    mrope_section: tuple[int, ...] | None = None
+    attention_bias: bool = False
 
     def __post_init__(self):
         if self.num_attention_heads % self.num_key_value_heads:
@@ -40,29 +59,50 @@ class TextConfig:
                 f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
                 f"num_key_value_heads ({self.num_key_value_heads})"
             )
+        if self.mrope_section is not None and (sum(self.mrope_section) != self.head_dim // 2
+                                               or min(self.mrope_section) < 1):
+            raise InputError(f"mrope_section {list(self.mrope_section)} must be positive and sum to head_dim / 2 "
+                             f"= {self.head_dim // 2}")
 
     @classmethod
-    def from_dict(cls, d: dict, tie_word_embeddings: bool | None = None) -> TextConfig:
-        heads = d.get("num_attention_heads", 32)
-        hidden = d.get("hidden_size", 4096)
-        rope = d.get("rope_parameters") or {}
-        rope_type = rope.get("rope_type", "default")
-        if (d.get("rope_scaling") or {}).get("rope_type", "default") != "default" or rope_type != "default":
-            raise InputError(f"unsupported RoPE scaling {rope_type!r}: only the default RoPE is implemented")
+    def from_dict(cls, d: dict, tie_word_embeddings: bool | None = None, family: str = "llama") -> TextConfig:
+        """`family` "llama" or "qwen2" (multimodal RoPE, q/k/v biases, head_dim = hidden / heads as
+        transformers' Qwen2-VL attention computes it)."""
+        defaults = _TEXT_DEFAULTS[family]
+        heads = d.get("num_attention_heads", defaults["num_attention_heads"])
+        hidden = d.get("hidden_size", defaults["hidden_size"])
+        rope = rope_settings(d, multimodal=family == "qwen2")
         tie = d.get("tie_word_embeddings", False) if tie_word_embeddings is None else tie_word_embeddings
+        if family == "qwen2" and d.get("use_sliding_window"):
+            raise InputError("sliding-window attention in the decoder (use_sliding_window) is not implemented")
         return cls(
-            vocab_size=d.get("vocab_size", 32000),
+            vocab_size=d.get("vocab_size", defaults["vocab_size"]),
             hidden_size=hidden,
-            intermediate_size=d.get("intermediate_size", 11008),
-            num_hidden_layers=d.get("num_hidden_layers", 32),
+            intermediate_size=d.get("intermediate_size", defaults["intermediate_size"]),
+            num_hidden_layers=d.get("num_hidden_layers", defaults["num_hidden_layers"]),
             num_attention_heads=heads,
             num_key_value_heads=d.get("num_key_value_heads") or heads,
-            head_dim=d.get("head_dim") or hidden // heads,
-            rms_norm_eps=d.get("rms_norm_eps", 1e-6),
-            rope_theta=float(rope.get("rope_theta", d.get("rope_theta", 10000.0))),
-            max_position_embeddings=d.get("max_position_embeddings", 2048),
+            head_dim=(family == "llama" and d.get("head_dim")) or hidden // heads,
+            rms_norm_eps=d.get("rms_norm_eps", defaults["rms_norm_eps"]),
+            rope_theta=float(rope.get("rope_theta", d.get("rope_theta", defaults["rope_theta"]))),
+            max_position_embeddings=d.get("max_position_embeddings", defaults["max_position_embeddings"]),
             tie_word_embeddings=bool(tie),
+            mrope_section=tuple(rope.get("mrope_section", QWEN2_MROPE_SECTION)) if family == "qwen2" else None,
+            attention_bias=family == "qwen2",
         )
+
+
+def rope_settings(d: dict, multimodal: bool) -> dict:
+    """The RoPE entry of a text config: `rope_parameters` (transformers 5) or `rope_scaling` (before), with a
+    clear error for any type but the default (and, for Qwen2-VL, its "mrope", the default on three axes)."""
+    rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+    if not isinstance(rope, dict):
+        raise InputError(f"the RoPE settings must be a JSON object, got {rope!r}")
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in (("default", "mrope") if multimodal else ("default",)):
+        raise InputError(f"unsupported RoPE type {rope_type!r}: only the default RoPE"
+                         f"{' and mrope' if multimodal else ''} is implemented")
+    return rope
 
 
 # transformers' defaults for the two vision towers (CLIPVisionConfig as LlavaConfig
@@ -110,7 +150,7 @@ class ModelConfig:
 
     model_type: str
     text: TextConfig
-    vision: VisionConfig | None = None
+    vision: VisionConfig | Qwen2VisionConfig | None = None
     image_token_id: int | None = None
     # llava
     projector_hidden_act: str = "gelu"
@@ -118,6 +158,14 @@ class ModelConfig:
     vision_feature_select_strategy: str = "default"
     # idefics3
     scale_factor: int = 1
+    # qwen2_vl, qwen2_5_vl: image features are merged from spatial_merge_size^2 patches each
+    vision_start_token_id: int | None = None
+    spatial_merge_size: int = 1
+
+    @property
+    def multimodal_rope(self) -> bool:
+        """Whether RoPE positions have three axes (t, h, w), computed by minilazy/mrope.py."""
+        return self.text.mrope_section is not None
 
     @property
     def image_tokens_per_image(self) -> int:
@@ -139,6 +187,8 @@ def parse_config(d: dict) -> ModelConfig:
         )
     if model_type == "llama":
         return ModelConfig("llama", TextConfig.from_dict(d))
+    if model_type in QWEN2_VL_TYPES:
+        return qwen2_vl_config(d)
     text = d.get("text_config") or {}
     vision = d.get("vision_config") or {}
     tie = d.get("tie_word_embeddings", text.get("tie_word_embeddings", False))
@@ -165,6 +215,24 @@ def parse_config(d: dict) -> ModelConfig:
         VisionConfig.from_dict("siglip", vision),
         image_token_id=d.get("image_token_id", 128257),
         scale_factor=d.get("scale_factor", 2),
+    )
+
+
+def qwen2_vl_config(d: dict) -> ModelConfig:
+    """Qwen2-VL or Qwen2.5-VL: transformers 5 writes the decoder's fields in `text_config`, earlier versions
+    at the top level (with `rope_scaling: {"type": "mrope", ...}`)."""
+    from minilazy.models.qwen2_vision import Qwen2VisionConfig
+
+    text = d.get("text_config") or d
+    vision = d.get("vision_config") or {}
+    tie = d.get("tie_word_embeddings") or text.get("tie_word_embeddings", False)
+    return ModelConfig(
+        d["model_type"],
+        TextConfig.from_dict(text, tie, family="qwen2"),
+        Qwen2VisionConfig.from_dict(d["model_type"], vision),
+        image_token_id=d.get("image_token_id", 151655),
+        vision_start_token_id=d.get("vision_start_token_id", 151652),
+        spatial_merge_size=vision.get("spatial_merge_size", 2),
     )
 
 

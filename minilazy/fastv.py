@@ -4,7 +4,7 @@ is compared with.
 FastV: in prefill, layer K-1 scores every image token by the attention the last
 prompt token gives it (averaged over heads); before layer K, only the top
 `round(n_img * (1 - R))` image tokens and every text token are kept, in their
-original order and with their original RoPE positions. Layers K and later see
+original order and with their original RoPE positions (all three, with multimodal RoPE). Layers K and later see
 and cache only the kept tokens; decode steps attend to the kept set.
 
 VTW (Lin et al., "Boosting Multimodal Large Language Models with Visual Tokens
@@ -21,7 +21,7 @@ import torch
 
 from minilazy.hooks import ForwardContext
 from minilazy.errors import InputError
-from minilazy.step import Step
+from minilazy.step import Step, take_tokens, zero_padding
 
 
 @dataclass(frozen=True)
@@ -116,10 +116,6 @@ class FastVPruning:
         self.kept_slots = torch.where(inside, step.slots.gather(1, order), -1)
         if self.on_prune is not None:
             self.on_prune(image.gather(1, order) & inside)
-
-        def take(t):  # [B, T, D] -> [B, T', D]
-            return t.gather(1, order[:, :, None].expand(-1, -1, t.shape[-1]))
-
-        pruned = Step(torch.where(inside, step.positions.gather(1, order), 0), torch.where(inside, columns, -1),
+        pruned = Step(zero_padding(take_tokens(step.positions, order), inside), torch.where(inside, columns, -1),
                       torch.zeros_like(step.q_start), n_kept.int(), n_kept.int())
-        return take(h), take(residual), ctx.with_step(pruned)
+        return take_tokens(h, order), take_tokens(residual, order), ctx.with_step(pruned)

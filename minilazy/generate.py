@@ -16,6 +16,7 @@ from minilazy.errors import InputError
 from minilazy.hooks import DecoderSetup, DecoderSetupHook
 from minilazy.kv_cache import full_attention_bytes
 from minilazy.model import Model
+from minilazy.mrope import MRopePositions
 from minilazy.sampler import Sampler, SamplingParams
 from minilazy.step import Step
 
@@ -25,7 +26,8 @@ class Request:
     """One prompt: token ids (image tokens already expanded) and the pixel values of its images."""
 
     input_ids: list[int]
-    pixel_values: torch.Tensor | None = None  # [N, 3, S, S]
+    pixel_values: torch.Tensor | None = None  # [N, 3, S, S]; Qwen2-VL: [patches, C * t * p * p]
+    image_grid: torch.Tensor | None = None  # Qwen2-VL: [n_images, 3] (t, h, w) patches of each image
 
 
 @dataclass
@@ -61,8 +63,14 @@ def synchronize(device: torch.device) -> None:
 
 def image_features_for(model: Model, requests: list[Request]) -> torch.Tensor | None:
     """Features of every request's images, concatenated in request order."""
-    parts = [model.image_features(r.pixel_values) for r in requests if r.pixel_values is not None]
+    parts = [model.image_features(r.pixel_values, r.image_grid) for r in requests if r.pixel_values is not None]
     return torch.cat(parts) if parts else None
+
+
+def image_grids(requests: list[Request]) -> torch.Tensor | None:
+    """The patch grids `[n_images, 3]` of every request's images, in request order (None: no grids)."""
+    grids = [r.image_grid for r in requests if r.image_grid is not None]
+    return torch.cat(grids) if grids else None
 
 
 def padded_prompts(model: Model, requests: list[Request]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,13 +86,15 @@ def padded_prompts(model: Model, requests: list[Request]) -> tuple[torch.Tensor,
     return ids, lengths
 
 
-def prefill(model: Model, x: torch.Tensor, lengths: torch.Tensor, setup: DecoderSetup, chunk: int) -> torch.Tensor:
+def prefill(model: Model, x: torch.Tensor, lengths: torch.Tensor, setup: DecoderSetup, chunk: int,
+            mrope: MRopePositions | None = None) -> torch.Tensor:
     """Run the prompts' embeddings `x [B, T, D]` (real lengths `lengths [B]`) through the decoder in chunks
-    of `chunk` tokens, filling the caches of `setup`; returns the logits `[B, V]` of each last prompt token."""
+    of `chunk` tokens, filling the caches of `setup`; returns the logits `[B, V]` of each last prompt token.
+    `mrope`: the positions of a model with multimodal RoPE (`Model.rope_positions`)."""
     batch, width, _ = x.shape
     last_hidden = torch.zeros(batch, x.shape[-1], dtype=x.dtype, device=x.device)
     for c0 in range(0, width, chunk):
-        step = Step.span(torch.full_like(lengths, c0), (lengths - c0).clamp(0, chunk), min(chunk, width - c0))
+        step = Step.span(torch.full_like(lengths, c0), (lengths - c0).clamp(0, chunk), min(chunk, width - c0), mrope)
         hidden, final = model.decoder.forward(x[:, c0 : c0 + chunk], setup.context(step))
         ends_here = (lengths - 1 >= c0) & (lengths - 1 < c0 + chunk)
         rows = (final.step.q_len.long() - 1).clamp(min=0)  # last token of each sequence (after any pruning)
@@ -93,12 +103,12 @@ def prefill(model: Model, x: torch.Tensor, lengths: torch.Tensor, setup: Decoder
 
 
 def decode_step(model: Model, tokens: torch.Tensor, kv_len: torch.Tensor, setup: DecoderSetup,
-                live: torch.Tensor | None = None) -> torch.Tensor:
+                live: torch.Tensor | None = None, mrope: MRopePositions | None = None) -> torch.Tensor:
     """One new token per sequence, `tokens [B]`, written at slot `kv_len [B]`; returns the next logits `[B, V]`.
 
     `live [B]` (bool, default all) leaves out the rows that take no token this step (a serving engine's idle
-    rows): they write nothing and their logits are meaningless."""
-    step = Step.span(kv_len, torch.ones_like(kv_len) if live is None else live.to(kv_len.dtype), 1)
+    rows): they write nothing and their logits are meaningless. `mrope`: as in `prefill`."""
+    step = Step.span(kv_len, torch.ones_like(kv_len) if live is None else live.to(kv_len.dtype), 1, mrope)
     hidden, _ = model.decoder.forward(model.decoder.embed(tokens[:, None]), setup.context(step))
     return model.decoder.logits(hidden[:, 0])
 
@@ -127,6 +137,7 @@ def generate(model: Model, requests: list[Request], params: SamplingParams, stop
                                                                          model.dtype.itemsize))
     start = time.perf_counter()
     x = model.embed(ids, image_features_for(model, requests))
+    mrope = model.rope_positions(ids, lengths, image_grids(requests))
     chunk = min(prefill_chunk, width)
     if decoder_setup is None:
         setup = DecoderSetup.plain(model, batch, total)
@@ -134,7 +145,7 @@ def generate(model: Model, requests: list[Request], params: SamplingParams, stop
         setup = decoder_setup(model, ids, lengths, total, chunk)
         chunk = setup.prefill_chunk or chunk
     stats.kv_cache_bytes = setup.cache.nbytes
-    logits = prefill_logits = prefill(model, x, lengths, setup, chunk)
+    logits = prefill_logits = prefill(model, x, lengths, setup, chunk, mrope)
     synchronize(model.device)
     stats.prefill_seconds = time.perf_counter() - start
 
@@ -157,7 +168,7 @@ def generate(model: Model, requests: list[Request], params: SamplingParams, stop
         done = finished
         if bool(done.all()) or t == params.max_new_tokens - 1:
             break
-        logits = decode_step(model, token, kv_len, setup)
+        logits = decode_step(model, token, kv_len, setup, mrope=mrope)
         kv_len += 1
         stats.decode_steps += 1
     synchronize(model.device)

@@ -18,6 +18,9 @@ Layouts recognised (a checkpoint is mapped key by key, first matching prefix win
 - LLaVA, transformers 5.x: in memory as 4.52 without `vision_model.`; `save_pretrained`
   maps it back to the original names, still without `vision_model.` (`vision_tower.embeddings.*`).
 - Idefics3/SmolVLM: `model.text_model.*`, `model.vision_model.*`, `model.connector.*`, `lm_head.weight`.
+- Qwen2-VL and Qwen2.5-VL, transformers 5.x in memory: `model.language_model.*`, `model.visual.*`,
+  `lm_head.weight`; on the Hub and as 5.x's `save_pretrained` writes them: `model.*` (the decoder),
+  `visual.*`, `lm_head.weight`. The vision tower keeps its own names (patch merger included) under `vision.`.
 - Llama: `model.*`, `lm_head.weight`.
 
 Reference: `transformers/conversion_mapping.py` ("llava") and the models' `base_model_prefix`.
@@ -25,7 +28,7 @@ Reference: `transformers/conversion_mapping.py` ("llava") and the models' `base_
 
 from __future__ import annotations
 
-from minilazy.config import ModelConfig, TextConfig, VisionConfig
+from minilazy.config import QWEN2_VL_TYPES, ModelConfig, TextConfig, VisionConfig
 from minilazy.errors import InputError
 from minilazy.models.clip import layers_needed
 
@@ -57,6 +60,13 @@ PREFIXES = {
         ("lm_head.", "lm_head."),
     ),
 }
+PREFIXES["qwen2_vl"] = PREFIXES["qwen2_5_vl"] = (
+    ("model.language_model.", "text."),
+    ("model.visual.", "vision."),
+    ("visual.", "vision."),
+    ("model.", "text."),
+    ("lm_head.", "lm_head."),
+)
 
 # Buffers that old checkpoints stored next to the weights; they are recomputed, never loaded.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "embeddings.position_ids")
@@ -98,6 +108,8 @@ def _text_shapes(t: TextConfig) -> dict[str, tuple[int, ...]]:
             p + "self_attn.k_proj.weight": (kv, d),
             p + "self_attn.v_proj.weight": (kv, d),
             p + "self_attn.o_proj.weight": (d, q),
+            **({p + f"self_attn.{name}_proj.bias": (n,) for name, n in (("q", q), ("k", kv), ("v", kv))}
+               if t.attention_bias else {}),
             p + "post_attention_layernorm.weight": (d,),
             p + "mlp.gate_proj.weight": (t.intermediate_size, d),
             p + "mlp.up_proj.weight": (t.intermediate_size, d),
@@ -157,7 +169,11 @@ def _all_shapes(config: ModelConfig) -> tuple[dict, dict]:
     needed, unused = _text_shapes(config.text), {}
     head = {"lm_head.weight": (config.text.vocab_size, config.text.hidden_size)}
     (unused if config.text.tie_word_embeddings else needed).update(head)
-    if config.vision is not None:
+    if config.model_type in QWEN2_VL_TYPES:
+        from minilazy.models.qwen2_vision import qwen2_vision_shapes
+
+        needed.update({"vision." + name: shape for name, shape in qwen2_vision_shapes(config.vision).items()})
+    elif config.vision is not None:
         vision_needed, vision_unused = _vision_shapes(config)
         needed.update(vision_needed)
         needed.update(_projector_shapes(config))

@@ -69,10 +69,9 @@ class LazyVisualAttention(FullAttention):
             image = state.image_rows(step)
             self.ops.kv_write(state.prefill_image_keys(self.layer, k), k, image.write)
         else:  # keys for the text tokens only: gather them, project, rotate
-            q, v = self.queries(x, step), self.project(x, self.wv, cfg.num_key_value_heads)
+            q, v = self.queries(x, step), self.project(x, self.v_proj, cfg.num_key_value_heads)
             x_text = x.gather(1, text.gather[:, :, None].expand(-1, -1, dim))  # [B, Tt, D]
-            k_text = self.ops.rope(self.project(x_text, self.wk, cfg.num_key_value_heads), text.positions,
-                                   cfg.rope_theta)
+            k_text = self.rope(self.project(x_text, self.k_proj, cfg.num_key_value_heads), text.positions)
         self.ops.kv_write(cache.v, v, step.slots)
         self.ops.kv_write(cache.k, k_text, text.write)  # appended to the text-only key cache
         state.projection_rows["wk_skipped"] += 0 if exact else text.image_rows
@@ -105,7 +104,7 @@ class LazyAllAttention(FullAttention):
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         step, cache = ctx.step, ctx.cache[self.layer]
         b, t, _ = x.shape
-        self.ops.kv_write(cache.v, self.project(x, self.wv, self.cfg.num_key_value_heads), step.slots)
+        self.ops.kv_write(cache.v, self.project(x, self.v_proj, self.cfg.num_key_value_heads), step.slots)
         rows = int(step.q_len.sum())
         self.state.projection_rows["wq_skipped"] += rows
         self.state.projection_rows["wk_skipped"] += rows

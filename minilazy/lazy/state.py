@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minilazy.step import Step
+from minilazy.step import Step, take_tokens
 
 
 @dataclass
@@ -32,7 +32,7 @@ class TextRows:
     """The text tokens among one step's new tokens."""
 
     gather: torch.Tensor | None  # [B, Tt] index into the step's T new tokens (0 for padding); None: all of them
-    positions: torch.Tensor  # [B, Tt] their RoPE positions
+    positions: torch.Tensor  # [B, Tt] (or [B, Tt, 3]) their RoPE positions
     write: torch.Tensor  # [B, Tt] their row in a text-only key cache, -1 for padding
     count: torch.Tensor  # [B] int32 text keys cached once this step is written
     image_rows: int  # the step's image tokens, whose key projections lazy layers skip
@@ -125,7 +125,7 @@ class LazyState:
             width = max(int(is_text.sum(1).max()), 1)
             # move each text token to column `rank` of a [B, Tt] table
             order = torch.argsort((~is_text).int(), dim=1, stable=True)[:, :width]  # [B, Tt]
-            rows = TextRows(order, step.positions.gather(1, order), write.gather(1, order), count, image_rows)
+            rows = TextRows(order, take_tokens(step.positions, order), write.gather(1, order), count, image_rows)
         b_idx, t_idx = is_text.nonzero(as_tuple=True)
         self.text_slots[b_idx, write[b_idx, t_idx]] = step.slots[b_idx, t_idx].int()
         self.n_text = rows.count

@@ -1,4 +1,5 @@
-"""Fused projections for inference: a layer's q, k and v as one matrix, gate and up as another.
+"""Fused projections for inference: a layer's q, k and v as one matrix (their biases as one vector, where
+there are biases), gate and up as another.
 
 A decode step reads every weight once, and on the CPU one matrix-vector product over a tall matrix
 reads it faster than several over its parts. `fuse_projections`
@@ -15,9 +16,11 @@ from __future__ import annotations
 import torch
 
 QKV = "self_attn.qkv_proj.weight"  # [(H + 2G) d, D]: q_proj, k_proj, v_proj stacked
+QKV_BIAS = "self_attn.qkv_proj.bias"  # [(H + 2G) d]: their biases (Qwen2), stacked the same way
 GATE_UP = "mlp.gate_up_proj.weight"  # [2I, D]: gate_proj, up_proj stacked
 FUSED = {
     QKV: ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+    QKV_BIAS: ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"),
     GATE_UP: ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
 }
 
@@ -29,7 +32,7 @@ def fuse_projections(weights: dict[str, torch.Tensor], prefix: str) -> None:
         tensors = [weights.get(prefix + name) for name in parts]
         if any(t is None or t.requires_grad for t in tensors):
             continue
-        whole = torch.cat(tensors)  # [rows of all parts, D]
+        whole = torch.cat(tensors)  # [rows of all parts, D] (or [rows] for biases)
         for name, view in zip(parts, whole.split([t.shape[0] for t in tensors])):
             weights[prefix + name] = view
         weights[prefix + fused] = whole

@@ -5,17 +5,23 @@ token; a lazy `visual` layer builds its logits from `[q_a.K_a(image) | q_l.K_l(t
 with one causal softmax and its own values; a lazy `all` layer uses
 `q_a.K_a` for every key. Refinements: `mass_offsets[l]` (one per head) is added to
 the inherited logits, which shifts their log-sum-exp by as much; `exact_image_rows`
-keeps the layer's own logits in the rows of image-token queries.
+keeps the layer's own logits in the rows of image-token queries. Qwen2 decoders: q/k/v biases, and
+multimodal RoPE at positions `[T, 3]` with the config's `mrope_section`.
 """
 
 import torch
 
 
-def rope(x, theta, positions):
-    """HF rotate-half RoPE on `x [T, H, d]` at `positions [T]`."""
+def rope(x, theta, positions, sections=None):
+    """HF rotate-half RoPE on `x [T, H, d]` at `positions [T]` (or `[T, 3]`: column i of each half rotates by
+    the axis whose section holds it, Qwen2-VL's multimodal RoPE)."""
     d = x.shape[-1]
     inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
-    freqs = positions.float()[:, None] * inv_freq[None, :]
+    if sections is None:
+        freqs = positions.float()[:, None] * inv_freq[None, :]
+    else:
+        axis = torch.repeat_interleave(torch.arange(len(sections)), torch.tensor(sections))  # [d/2]
+        freqs = positions[:, axis].float() * inv_freq[None, :]
     emb = torch.cat([freqs, freqs], dim=-1)[:, None, :]  # [T, 1, d]
     x1, x2 = x[..., : d // 2], x[..., d // 2 :]
     return x * emb.cos() + torch.cat([-x2, x1], dim=-1) * emb.sin()
@@ -26,14 +32,16 @@ def rms(x, w, eps):
 
 
 def lazy_reference_logits(weights: dict, cfg, anchors, scope: str, embeds: torch.Tensor, is_image: torch.Tensor,
-                          prune=None, mass_offsets=(), exact_image_rows=False):
-    """`embeds [T, D]` (one sequence), `is_image [T]` -> logits `[T', V]`.
+                          prune=None, mass_offsets=(), exact_image_rows=False, positions=None):
+    """`embeds [T, D]` (one sequence), `is_image [T]` -> logits `[T', V]`; `positions` (default: 0..T-1) may
+    be `[T, 3]` for multimodal RoPE.
 
     `prune = (K, kept)`: from layer K on only the tokens `kept` (indices, in order) remain,
     with their original positions (FastV).
     """
     x = embeds
-    positions = torch.arange(x.shape[0])
+    positions = torch.arange(x.shape[0]) if positions is None else positions
+    sections = cfg.mrope_section
     h_, g_, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     qs, ks = {}, {}
     for layer in range(cfg.num_hidden_layers):
@@ -44,11 +52,15 @@ def lazy_reference_logits(weights: dict, cfg, anchors, scope: str, embeds: torch
         w = {k.removeprefix(f"text.layers.{layer}."): v for k, v in weights.items()
              if k.startswith(f"text.layers.{layer}.")}
         h = rms(x, w["input_layernorm.weight"], cfg.rms_norm_eps)
-        v = (h @ w["self_attn.v_proj.weight"].T).view(t, g_, d).repeat_interleave(h_ // g_, dim=1)  # [T, H, d]
+
+        def proj(name):
+            return h @ w[f"self_attn.{name}.weight"].T + w.get(f"self_attn.{name}.bias", 0)
+
+        v = proj("v_proj").view(t, g_, d).repeat_interleave(h_ // g_, dim=1)  # [T, H, d]
         anchor = anchors[layer]
         if anchor == layer or scope == "visual":
-            qs[layer] = rope((h @ w["self_attn.q_proj.weight"].T).view(t, h_, d), cfg.rope_theta, positions)
-            ks[layer] = rope((h @ w["self_attn.k_proj.weight"].T).view(t, g_, d), cfg.rope_theta, positions).repeat_interleave(
+            qs[layer] = rope(proj("q_proj").view(t, h_, d), cfg.rope_theta, positions, sections)
+            ks[layer] = rope(proj("k_proj").view(t, g_, d), cfg.rope_theta, positions, sections).repeat_interleave(
                 h_ // g_, dim=1)
         own = torch.einsum("qhd,khd->hqk", qs.get(layer, qs[anchor]), ks.get(layer, ks[anchor]))  # [H, T, T]
         inherited = torch.einsum("qhd,khd->hqk", qs[anchor], ks[anchor])

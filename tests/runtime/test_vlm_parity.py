@@ -76,7 +76,8 @@ def check_against_reference(model: Model, request: Request, reference_logits) ->
     ids = torch.tensor([request.input_ids])
     with torch.no_grad():
         expected = reference_logits(request.input_ids)  # [T, V]
-    got = model.forward_logits(ids, request.pixel_values, torch.tensor([ids.shape[1]]))[0]
+    lengths = torch.tensor([ids.shape[1]])
+    got = model.forward_logits(ids, request.pixel_values, lengths, image_grid=request.image_grid)[0]
     assert_close(got, expected, 1e-4, 1e-4, "prefill logits over image + prompt")
     out = generate(model, [request], SamplingParams(max_new_tokens=STEPS))
     assert out.tokens[0] == reference_greedy(lambda seq: reference_logits(seq)[-1], request.input_ids, STEPS)
