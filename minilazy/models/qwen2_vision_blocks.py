@@ -119,8 +119,9 @@ class VisionBlock:
         ops, w, cfg = self.ops, self.w, self.cfg
         n, heads, head_dim = h.shape[0], cfg.num_heads, cfg.head_dim
         qkv = ops.linear(h, w["attn.qkv.weight"], w["attn.qkv.bias"]).view(1, n, 3, heads, head_dim)  # [1, N, 3, H, d]
-        q, k = (ops.rope(qkv[:, :, i], positions, cfg.rope_theta, sections=self.sections, axial=True)[0]
-                for i in (0, 1))  # [N, H, d] each
+        # rotated in fp32 and rounded back, as transformers' apply_rotary_pos_emb_vision does
+        q, k = (ops.rope(qkv[:, :, i].float(), positions, cfg.rope_theta, sections=self.sections, axial=True)[0]
+                .to(h.dtype) for i in (0, 1))  # [N, H, d] each
         q, k, v = segments.pack(q), segments.pack(k), segments.pack(qkv[0, :, 2])  # [S, L, H, d] each
         zeros = torch.zeros_like(segments.lengths)
         o, _ = ops.attention(q, k, v, zeros, segments.lengths, segments.lengths, scale=head_dim**-0.5, causal=False)

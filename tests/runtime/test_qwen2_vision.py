@@ -44,14 +44,15 @@ def _inputs(cfg, grids, seed=0):
     return torch.randn(int(grid_thw.prod(dim=1).sum()), cfg.patch_dim, generator=gen), grid_thw
 
 
-def _check(model_type, grids, backend="torch", atol=1e-4, **overrides):
-    reference = _reference(model_type, **overrides)
+def _check(model_type, grids, backend="torch", atol=1e-4, dtype=torch.float32, **overrides):
+    reference = _reference(model_type, **overrides).to(dtype)
     tower = _tower(model_type, reference, backend, **overrides)
     pixels, grid_thw = _inputs(tower.cfg, grids)
     with torch.no_grad():
         expected = reference(pixels, grid_thw).pooler_output
         actual = tower.forward(pixels, grid_thw)
-    assert expected.std() > 0.05  # the weights change the output visibly
+    assert expected.float().std() > 0.05  # the weights change the output visibly
+    assert actual.dtype == dtype
     assert_close(actual, expected, atol, atol, f"{model_type} {grids} {backend}")
 
 
@@ -71,6 +72,11 @@ def test_qwen2_5_vl_tower_matches_transformers(grids):
 
 def test_qwen2_5_vl_with_every_block_windowed_and_a_wider_window():
     _check("qwen2_5_vl", [[1, 10, 14]], fullatt_block_indexes=[], window_size=24)
+
+
+@pytest.mark.parametrize("model_type", ["qwen2_vl", "qwen2_5_vl"])
+def test_bf16_matches_transformers(model_type):
+    _check(model_type, [[1, 10, 6], [1, 4, 4]], atol=2e-2, dtype=torch.bfloat16)
 
 
 @pytest.mark.parametrize("model_type", ["qwen2_vl", "qwen2_5_vl"])
