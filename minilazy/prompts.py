@@ -8,8 +8,8 @@ Four layouts, each giving exactly the ids transformers gives with the same token
 - "chat": ChatML for text-only SmolLM2-style models, as SmolLM2's chat template renders it with
   add_generation_prompt=True (including its default system message);
 - "qwen2_vl": the ChatML chat template of Qwen2-VL and Qwen2.5-VL (the same in both) with
-  add_generation_prompt=True, `<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n`
-  `<|vision_start|><|image_pad|>...<|vision_end|>{question}<|im_end|>\n<|im_start|>assistant\n`, the pad
+  add_generation_prompt=True, `<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n<|im_start|>user\\n`
+  `<|vision_start|><|image_pad|>...<|vision_end|>{question}<|im_end|>\\n<|im_start|>assistant\\n`, the pad
   repeated once per merged patch (`t*h*w / merge_size**2`), as `Qwen2VLProcessor` expands it.
 The expanded text is encoded in one piece with the tokenizer, so BOS handling (the tokenizer.json
 post-processor: `<s>` for LLaVA, none for SmolVLM) and merges across piece boundaries ("\\n\\n")
@@ -77,11 +77,11 @@ def prompt_text(kind: str, question: str, image_layout: ImageLayout | None = Non
             raise ValueError("the text-only chat prompt cannot hold an image")
         return chatml(SMOLLM2_SYSTEM if system is None else system, question)
     if kind == "qwen2_vl":
-        if image_layout is None:
-            return chatml(QWEN_SYSTEM if system is None else system, question)
-        if image_layout.rows:
-            raise ValueError("a Qwen2-VL image is one tile: its layout has no rows and columns")
-        image = f"<|vision_start|>{QWEN_IMAGE_TOKEN * image_layout.tokens_per_tile}<|vision_end|>"
+        image = ""
+        if image_layout is not None:
+            if image_layout.rows:
+                raise ValueError("a Qwen2-VL image is one tile: its layout has no rows and columns")
+            image = f"<|vision_start|>{QWEN_IMAGE_TOKEN * image_layout.tokens_per_tile}<|vision_end|>"
         return chatml(QWEN_SYSTEM if system is None else system, image + question)
     if system is not None:
         raise ValueError(f"the {kind} prompt has no system message")
