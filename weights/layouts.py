@@ -170,9 +170,9 @@ def _all_shapes(config: ModelConfig) -> tuple[dict, dict]:
     head = {"lm_head.weight": (config.text.vocab_size, config.text.hidden_size)}
     (unused if config.text.tie_word_embeddings else needed).update(head)
     if config.model_type in QWEN2_VL_TYPES:
-        from minilazy.models.qwen2_vision import qwen2_vision_shapes
+        from minilazy.models.qwen2_vision import weight_shapes
 
-        needed.update({"vision." + name: shape for name, shape in qwen2_vision_shapes(config.vision).items()})
+        needed.update({"vision." + name: shape for name, shape in weight_shapes(config.vision).items()})
     elif config.vision is not None:
         vision_needed, vision_unused = _vision_shapes(config)
         needed.update(vision_needed)

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from minilazy.errors import InputError
 from minilazy.fastv import VTW
-from minilazy.generate import Request, generate, padded_prompts
+from minilazy.generate import Request, generate, image_grids, padded_prompts
 from minilazy.lazy.plan import LayerPlan
 from minilazy.lazy.runtime import LazyRuntime
 from minilazy.sampler import SamplingParams
@@ -54,6 +54,7 @@ class ScoredBatch:
     scored: torch.Tensor  # [B, T] True where the logits are compared
     pixel_values: torch.Tensor | None = None  # [N, 3, S, S] the batch's images, in order
     image_mask: torch.Tensor | None = None  # [B, T] tokens that count as image tokens (None: the image token id)
+    image_grid: torch.Tensor | None = None  # [n_images, 3] Qwen2-VL's patch grids of the batch's images, in order
 
 
 def answer_batches(pipeline, samples, max_new_tokens: int = ANSWER_NEW_TOKENS, batch_size: int = 16,
@@ -71,7 +72,8 @@ def answer_batches(pipeline, samples, max_new_tokens: int = ANSWER_NEW_TOKENS, b
         prompt_lengths = torch.tensor([len(r.input_ids) for r in requests], device=ids.device)
         scored = (columns >= prompt_lengths[:, None] - 1) & (columns < lengths[:, None])  # [B, T]
         pixels = [r.pixel_values for r in requests if r.pixel_values is not None]
-        batches.append(ScoredBatch(ids, lengths, scored, torch.cat(pixels) if pixels else None))
+        batches.append(ScoredBatch(ids, lengths, scored, torch.cat(pixels) if pixels else None,
+                                   image_grid=image_grids(requests)))
     return batches
 
 
@@ -100,7 +102,8 @@ class OutputDivergence:
     def log_probs(self, batch: ScoredBatch, runtime: LazyRuntime | None) -> torch.Tensor:
         """fp32 log-probabilities `[N, V]` at the scored positions of `batch` under `runtime`; NaN rows for
         positions that FastV or VTW dropped."""
-        logits = self.model.forward_logits(batch.ids, batch.pixel_values, batch.lengths, decoder_setup=runtime)
+        logits = self.model.forward_logits(batch.ids, batch.pixel_values, batch.lengths, decoder_setup=runtime,
+                                           image_grid=batch.image_grid)
         kept = None if runtime is None or runtime.pruning is None else runtime.pruning.kept_slots
         if kept is not None:  # tokens were dropped: the logits `[B, T', V]` are those of the kept tokens, in order
             rows, columns = (kept >= 0).nonzero(as_tuple=True)
