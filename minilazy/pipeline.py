@@ -14,7 +14,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from minilazy.kernels.backend import DTYPES, resolve_backend
-from minilazy.config import read_json_object
+from minilazy.config import QWEN2_VL_TYPES, ModelConfig, read_json_object
 from minilazy.errors import InputError
 from minilazy.fastv import FastV
 from minilazy.generate import GenerationStats, Request, generate
@@ -26,7 +26,8 @@ from minilazy.model import Model
 from minilazy.prompts import ImageLayout, build_prompt
 from minilazy.sampler import SamplingParams
 
-PROMPT_KINDS = {"llava": "llava", "idefics3": "idefics3", "llama": "chat"}
+PROMPT_KINDS = {"llava": "llava", "idefics3": "idefics3", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_vl",
+                "llama": "chat"}
 STOP_TOKENS = ("</s>", "<|im_end|>", "<end_of_utterance>", "<|endoftext|>")
 
 
@@ -54,14 +55,18 @@ def eos_ids(model_dir: Path, tokenizer: Tokenizer) -> set[int]:
     return ids
 
 
-def image_processor(model_dir: Path, model_type: str, image_size: int):
+def image_processor(model_dir: Path, config: ModelConfig):
     """The model type's image processor, set up from preprocessor_config.json when there is one."""
     from minilazy.image_processing.clip import ClipImageProcessor
     from minilazy.image_processing.idefics3 import Idefics3ImageProcessor
+    from minilazy.image_processing.qwen2_vl import Qwen2VLImageProcessor
 
-    processor_class = ClipImageProcessor if model_type == "llava" else Idefics3ImageProcessor
     try:
-        return processor_class.from_config(read_preprocessor_config(model_dir), image_size)
+        settings = read_preprocessor_config(model_dir)
+        if config.model_type in QWEN2_VL_TYPES:
+            return Qwen2VLImageProcessor.from_config(settings)
+        processor_class = ClipImageProcessor if config.model_type == "llava" else Idefics3ImageProcessor
+        return processor_class.from_config(settings, config.vision.image_size)
     except InputError:
         raise
     except (ValueError, TypeError) as err:  # an entry the processor cannot use
@@ -83,7 +88,7 @@ class Pipeline:
         self.stop_ids = eos_ids(model_dir, tokenizer)
         self.processor = None
         if self.config.vision is not None:
-            self.processor = image_processor(model_dir, self.config.model_type, self.config.vision.image_size)
+            self.processor = image_processor(model_dir, self.config)
 
     @classmethod
     def load(cls, model_dir: str | Path, dtype: str = "fp32", backend: str = "auto") -> Pipeline:
@@ -107,15 +112,18 @@ class Pipeline:
             return Request(self.check_vocabulary(build_prompt(self.kind, self.tokenizer, prompt)))
         if self.processor is None:
             raise InputError(f"this {self.config.model_type} model is text-only: it cannot take an image")
-        picture = load_image(image)
-        tokens = self.config.image_tokens_per_image
-        if self.config.model_type == "llava":
-            pixels, layout = self.processor([picture]), ImageLayout(tokens)
+        picture, grid = load_image(image), None
+        if self.config.model_type in QWEN2_VL_TYPES:
+            patches = self.processor([picture])
+            pixels, grid, layout = patches.pixel_values, patches.grid_thw, ImageLayout(patches.tokens_per_image[0])
+        elif self.config.model_type == "llava":
+            pixels, layout = self.processor([picture]), ImageLayout(self.config.image_tokens_per_image)
         else:
             tiles = self.processor([picture])
-            pixels, layout = tiles.pixel_values, ImageLayout(tokens, tiles.rows[0], tiles.cols[0])
+            layout = ImageLayout(self.config.image_tokens_per_image, tiles.rows[0], tiles.cols[0])
+            pixels = tiles.pixel_values
         ids = self.check_vocabulary(build_prompt(self.kind, self.tokenizer, prompt, layout))
-        return Request(ids, pixels.to(self.model.dtype))
+        return Request(ids, pixels.to(self.model.dtype), grid)
 
     def ask(self, prompt: str, image=None, *, plan: LayerPlan | None = None, fastv: FastV | None = None,
             exact_image_rows: bool = True, max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,

@@ -10,6 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from minilazy.commands.options import add_model_arguments
+from minilazy.config import QWEN2_VL_TYPES
 from minilazy.errors import InputError
 
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -62,7 +63,7 @@ def typical_request(pipeline):
     """A short question, about an image when the model takes one: what a typical request's prompt costs."""
     if pipeline.processor is None:
         return pipeline.request("Describe the weather today."), "text only"
-    size_px = pipeline.config.vision.image_size
+    size_px = 448 if pipeline.config.model_type in QWEN2_VL_TYPES else pipeline.config.vision.image_size  # any size
     return pipeline.request("Describe the image.", Image.new("RGB", (size_px, size_px))), "with an image"
 
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 
 from minilazy.errors import InputError
-from minilazy.generate import Request, decode_step, image_features_for, padded_prompts, prefill
+from minilazy.generate import Request, decode_step, image_features_for, image_grids, padded_prompts, prefill
+from minilazy.mrope import MRopePositions
 from minilazy.model import Model
 from minilazy.sampler import SamplingParams
 from minilazy.serve.rows import CacheRows
@@ -122,8 +123,11 @@ class Engine:
         model = self.model
         ids, lengths = padded_prompts(model, [seq.request])  # [1, T], [1]
         x = model.embed(ids, image_features_for(model, [seq.request]))
-        logits = prefill(model, x, lengths, self.rows.prefill_setup(seq.row), min(self.prefill_chunk, ids.shape[1]))
+        mrope = model.rope_positions(ids, lengths, image_grids([seq.request]))
+        logits = prefill(model, x, lengths, self.rows.prefill_setup(seq.row), min(self.prefill_chunk, ids.shape[1]),
+                         mrope)
         seq.kv_len = seq.prompt_tokens
+        seq.rope_delta = 0 if mrope is None else int(mrope.delta[0])
         self.accept(seq, logits)
 
     def decode(self, seqs: list[Sequence]) -> None:
@@ -136,7 +140,12 @@ class Engine:
         tokens[rows] = torch.tensor([seq.pending for seq in seqs], device=device)
         kv_len[rows] = torch.tensor([seq.kv_len for seq in seqs], device=device)
         live[rows] = True
-        logits = decode_step(self.model, tokens, kv_len, self.rows.decode_setup(n_rows), live)  # [n_rows, V]
+        mrope = None
+        if self.model.config.multimodal_rope:
+            delta = torch.zeros(n_rows, dtype=torch.long, device=device)
+            delta[rows] = torch.tensor([seq.rope_delta for seq in seqs], device=device)
+            mrope = MRopePositions.after_prompts(delta)
+        logits = decode_step(self.model, tokens, kv_len, self.rows.decode_setup(n_rows), live, mrope)  # [n_rows, V]
         for seq in seqs:
             seq.kv_len += 1
             self.accept(seq, logits[seq.row : seq.row + 1])

@@ -39,6 +39,7 @@ class Sequence:
     id: int = field(default_factory=lambda: next(_ids))
     row: int = -1  # its cache row while it runs
     kv_len: int = 0  # tokens in its cache row
+    rope_delta: int = 0  # multimodal RoPE: a generated token at slot n has position n + rope_delta (minilazy/mrope.py)
     tokens: list[int] = field(default_factory=list)  # produced so far (a stop token is not one of them)
     pending: int | None = None  # the last token produced, which the next decode step feeds back
     finish_reason: str | None = None

@@ -1,7 +1,7 @@
 """The whole runtime on the triton backend (the interpreter on CPU) against transformers and the torch backend.
 
-The same checks as test_vlm_parity.py on one small LLaVA and one Idefics3 model with
-fewer decode steps, and a lazy plan run on both backends.
+The same checks as test_vlm_parity.py on one small LLaVA, one Idefics3 and one Qwen2.5-VL model
+with fewer decode steps, and a lazy plan run on both backends.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from tests.runtime.test_vlm_parity import (
     random_image,
     reference_greedy,
 )
+from tests.runtime.test_qwen2_vl_parity import qwen_reference, qwen_request
 from tests.runtime.tiny_models import TOKENIZER_VOCAB, save_idefics3, save_llava, tiny_tokenizer
+from tests.runtime.tiny_qwen_models import save_qwen
 
 STEPS = 4
 TEXT = dict(vocab=TOKENIZER_VOCAB, hidden=32, layers=3, heads=4, kv_heads=2)
@@ -36,7 +38,8 @@ def check_triton_against_reference(model: Model, request: Request, reference_log
     ids = torch.tensor([request.input_ids])
     with torch.no_grad():
         expected = reference_logits(request.input_ids)  # [T, V]
-    got = model.forward_logits(ids, request.pixel_values, torch.tensor([ids.shape[1]]))[0]
+    got = model.forward_logits(ids, request.pixel_values, torch.tensor([ids.shape[1]]),
+                               image_grid=request.image_grid)[0]
     assert_close(got, expected, 1e-4, 1e-4, "prefill logits (triton)")
     out = generate(model, [request], SamplingParams(max_new_tokens=STEPS))
     assert out.tokens[0] == reference_greedy(lambda seq: reference_logits(seq)[-1], request.input_ids, STEPS)
@@ -63,6 +66,15 @@ def test_idefics3_on_triton_matches_transformers(tmp_path):
     assert request.pixel_values.shape[0] == 5  # 2 x 2 tiles and the global image
     check_triton_against_reference(Model.from_pretrained(tmp_path, backend="triton"), request,
                                    idefics3_reference(ref, request.pixel_values))
+
+
+@pytest.mark.slow
+def test_qwen2_5_vl_on_triton_matches_transformers(tmp_path):
+    """Multimodal RoPE, q/k/v biases and the window-attention tower on the kernels."""
+    ref = save_qwen(tmp_path, "qwen2_5_vl", text=dict(layers=2, kv_heads=2))
+    request = qwen_request("Why?", [random_image(40, 24, seed=6)])
+    check_triton_against_reference(Model.from_pretrained(tmp_path, backend="triton"), request,
+                                   qwen_reference(ref, request))
 
 
 @pytest.mark.parametrize("refined", [False, True], ids=["plain", "offsets+exact-rows"])
