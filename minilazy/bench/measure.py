@@ -87,7 +87,7 @@ def decoder_weight_bytes(model) -> int:
 
 def with_cached_features(model, features: torch.Tensor):
     """Make `model.image_features` return `features` (computed once) instead of running the vision tower."""
-    model.image_features = lambda pixel_values: features
+    model.image_features = lambda pixel_values, image_grid=None: features
     return model
 
 

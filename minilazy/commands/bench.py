@@ -113,7 +113,7 @@ def run(args) -> int:
     features, vision_seconds = None, None
     if request.pixel_values is not None:
         start = time.perf_counter()
-        features = model.image_features(request.pixel_values)
+        features = model.image_features(request.pixel_values, request.image_grid)
         measure.synchronize(device)
         vision_seconds = time.perf_counter() - start
         progress(f"vision tower: {request.pixel_values.shape[0]} tiles in {vision_seconds:.1f} s")

@@ -88,15 +88,21 @@ def recording_setup(is_image: torch.Tensor, records: list):
 
 
 def divergence_matrix(records: list, num_layers: int, per_head: bool = False) -> torch.Tensor:
-    """Mean JS divergence `[L, L]` between layers over every recorded query (and head, with `per_head`)."""
-    per_layer = [torch.cat([r for layer, r, _ in records if layer == l]) for l in range(num_layers)]  # [Q, H, N] each
-    if not per_head:
-        per_layer = [r.mean(1, keepdim=True) for r in per_layer]  # [Q, 1, N]
-    per_layer = [r / r.sum(-1, keepdim=True) for r in per_layer]  # renormalised over the image keys
+    """Mean JS divergence `[L, L]` between layers over every recorded query (and head, with `per_head`).
+
+    Every layer records the same steps in the same order, so its k-th record pairs with every other layer's
+    k-th; records of different samples may differ in image tokens (Qwen2-VL's images of any size)."""
+
+    def distributions(r):  # [Q, H, N] -> [Q, H or 1, N], renormalised over the image keys
+        r = r if per_head else r.mean(1, keepdim=True)
+        return r / r.sum(-1, keepdim=True)
+
+    per_layer = [[distributions(r) for layer, r, _ in records if layer == l] for l in range(num_layers)]
     js = torch.zeros(num_layers, num_layers)
     for i in range(num_layers):
         for j in range(i):
-            js[i, j] = js[j, i] = js_divergence(per_layer[i], per_layer[j]).mean()
+            pairs = zip(per_layer[i], per_layer[j])
+            js[i, j] = js[j, i] = torch.cat([js_divergence(a, b).reshape(-1) for a, b in pairs]).mean()
     return js
 
 

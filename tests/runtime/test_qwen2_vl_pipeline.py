@@ -1,10 +1,12 @@
 """A Qwen2-VL model directory end to end: `Pipeline` (processor, prompt, image grid) against transformers,
-`python cli.py` with lazy layers and `--stats`, and the serving engine's multimodal RoPE positions."""
+`python cli.py` with lazy layers and `--stats`, calibration over images of different sizes, and the serving
+engine's multimodal RoPE positions."""
 
 import pytest
 
 import cli
 from minilazy.generate import generate
+from minilazy.lazy.calibrate import calibrate
 from minilazy.pipeline import Pipeline
 from minilazy.sampler import SamplingParams
 from minilazy.serve import Engine
@@ -55,3 +57,13 @@ def test_engine_gives_each_request_its_tokens_alone(tiny):
     engine.run_until_idle()
     assert [s.tokens for s in seqs] == alone
     assert len({s.rope_delta for s in seqs}) == 3
+
+
+def test_calibration_over_images_of_different_sizes(tiny):
+    """The divergence walk pairs each layer's records sample by sample: the samples' image tokens differ."""
+    _, path, image = tiny
+    pipe = Pipeline.load(path, backend="torch")
+    samples = [(image, "Describe it."), (random_image(64, 16, seed=9), "Describe it.")]
+    assert len({pipe.request(q, i).input_ids.count(IMAGE_TOKEN) for i, q in samples}) == 2
+    plan = calibrate(pipe, samples, ratio=0.5, max_new_tokens=3, progress=False)
+    assert len(plan.lazy_layers) == 2 and len(plan.mass_offsets) == 4
