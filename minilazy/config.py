@@ -72,6 +72,7 @@ class TextConfig:
         heads = d.get("num_attention_heads", defaults["num_attention_heads"])
         hidden = d.get("hidden_size", defaults["hidden_size"])
         rope = rope_settings(d, multimodal=family == "qwen2")
+        head_dim = d.get("head_dim") if family == "llama" else None  # Qwen2-VL's attention ignores head_dim
         tie = d.get("tie_word_embeddings", False) if tie_word_embeddings is None else tie_word_embeddings
         if family == "qwen2" and d.get("use_sliding_window"):
             raise InputError("sliding-window attention in the decoder (use_sliding_window) is not implemented")
@@ -82,7 +83,7 @@ class TextConfig:
             num_hidden_layers=d.get("num_hidden_layers", defaults["num_hidden_layers"]),
             num_attention_heads=heads,
             num_key_value_heads=d.get("num_key_value_heads") or heads,
-            head_dim=(family == "llama" and d.get("head_dim")) or hidden // heads,
+            head_dim=head_dim or hidden // heads,
             rms_norm_eps=d.get("rms_norm_eps", defaults["rms_norm_eps"]),
             rope_theta=float(rope.get("rope_theta", d.get("rope_theta", defaults["rope_theta"]))),
             max_position_embeddings=d.get("max_position_embeddings", defaults["max_position_embeddings"]),

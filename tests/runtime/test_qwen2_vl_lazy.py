@@ -26,10 +26,11 @@ LAYERS, STEPS = 4, 6
 
 @pytest.fixture(scope="module")
 def setting(tmp_path_factory):
-    """(model, request with one image of 5 x 3 merged tokens)."""
+    """(model, request with one image of 5 x 3 merged tokens, transformers' model)."""
     path = tmp_path_factory.mktemp("qwen2_vl")
-    save_qwen(path, "qwen2_vl", text=dict(layers=LAYERS, kv_heads=2))
-    return Model.from_pretrained(path, backend="torch"), qwen_request("What is it?", [random_image(40, 24, seed=5)])
+    ref = save_qwen(path, "qwen2_vl", text=dict(layers=LAYERS, kv_heads=2))
+    request = qwen_request("What is it?", [random_image(40, 24, seed=5)])
+    return Model.from_pretrained(path, backend="torch"), request, ref
 
 
 def reference_tokens(model, request, anchors, scope="visual", keep=None, **options) -> list[int]:
@@ -51,7 +52,7 @@ def reference_tokens(model, request, anchors, scope="visual", keep=None, **optio
                                          (LayerPlan((0, 0, 0, 3), scope="all"), False)],
                          ids=["visual", "visual-exact-rows", "all"])
 def test_lazy_plans_equal_direct_formulation(setting, plan, exact):
-    model, request = setting
+    model, request, _ = setting
     ids = torch.tensor([request.input_ids])
     is_image = ids[0] == IMAGE_TOKEN
     runtime = LazyRuntime(plan, exact_image_rows=exact)
@@ -88,21 +89,29 @@ class StepSpy:
 
 
 def test_fastv_keeps_the_requested_image_tokens_at_their_positions(setting):
-    model, request = setting
+    """The image tokens that transformers' layer K-1 attends to most from the last prompt token, each at its
+    (t, h, w) positions."""
+    model, request, ref = setting
     ids = torch.tensor([request.input_ids])
     n_img = int((ids == IMAGE_TOKEN).sum())
     spy = StepSpy(LazyRuntime(fastv=FastV(2, 0.6)))
     out = generate(model, [request], SamplingParams(STEPS), decoder_setup=spy)
     kept = spy.runtime.pruning.kept_slots[0].tolist()
-    assert sum(request.input_ids[s] == IMAGE_TOKEN for s in kept) == round(n_img * 0.4)
-    assert len(kept) == len(request.input_ids) - n_img + round(n_img * 0.4)
+    kept_image = [s for s in kept if request.input_ids[s] == IMAGE_TOKEN]
+    assert len(kept_image) == round(n_img * 0.4) and len(kept) == len(request.input_ids) - n_img + len(kept_image)
+    ref.config._attn_implementation = ref.model.language_model.config._attn_implementation = "eager"
+    with torch.no_grad():
+        attentions = ref(input_ids=ids, pixel_values=request.pixel_values, image_grid_thw=request.image_grid,
+                         mm_token_type_ids=(ids == IMAGE_TOKEN).int(), output_attentions=True).attentions
+    scores = attentions[1][0].mean(0)[-1].masked_fill(ids[0] != IMAGE_TOKEN, -1)  # layer K-1 = 1, last query
+    assert kept_image == sorted(scores.topk(len(kept_image)).indices.tolist())
     positions = MRopePositions.of_prompts(ids, torch.tensor([ids.shape[1]]), IMAGE_TOKEN, request.image_grid, 2)
     assert torch.equal(spy.steps[0].positions[0], positions.prompt[0, kept])  # (t, h, w) of each kept token
     assert out.tokens[0] == reference_tokens(model, request, tuple(range(LAYERS)), keep=kept)
 
 
 def test_fastv_ratio_zero_is_the_plain_model(setting):
-    model, request = setting
+    model, request, _ = setting
     plain, pruned = [], []
     out = generate(model, [request], SamplingParams(STEPS), on_logits=plain.append)
     fastv = generate(model, [request], SamplingParams(STEPS), on_logits=pruned.append,
@@ -112,7 +121,7 @@ def test_fastv_ratio_zero_is_the_plain_model(setting):
 
 
 def test_vtw_withdraws_the_image(setting):
-    model, request = setting
+    model, request, _ = setting
     out = generate(model, [request], SamplingParams(STEPS), decoder_setup=LazyRuntime(fastv=VTW(2)))
     text = [s for s, token in enumerate(request.input_ids) if token != IMAGE_TOKEN]
     assert out.tokens[0] == reference_tokens(model, request, tuple(range(LAYERS)), keep=text)
