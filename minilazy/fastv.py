@@ -4,8 +4,9 @@ is compared with.
 FastV: in prefill, layer K-1 scores every image token by the attention the last
 prompt token gives it (averaged over heads); before layer K, only the top
 `round(n_img * (1 - R))` image tokens and every text token are kept, in their
-original order and with their original RoPE positions (all three, with multimodal RoPE). Layers K and later see
-and cache only the kept tokens; decode steps attend to the kept set.
+original order and with their original RoPE positions (all three with
+multimodal RoPE). Layers K and later see and cache only the kept tokens; decode
+steps attend to the kept set.
 
 VTW (Lin et al., "Boosting Multimodal Large Language Models with Visual Tokens
 Withdrawal for Rapid Inference", AAAI 2025): from layer K on, no image tokens

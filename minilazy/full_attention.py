@@ -1,11 +1,11 @@
 """Self-attention of one decoder layer with a KV cache (the plain, non-lazy layer).
 
-`q = rope(Wq x)`, `k = rope(Wk x)`, `v = Wv x` (plus biases where the checkpoint has them, as
-Qwen2's); k and v are written into the
-layer's cache at the step's slots, then the new queries attend to every cached
-key up to their own slot. Prefill uses the flash-style kernel, a one-token
-decode step the split-K decode kernel. Lazy layers (minilazy/lazy/) have the
-same `forward(x, ctx)` interface and replace instances of this class.
+`q = rope(Wq x)`, `k = rope(Wk x)`, `v = Wv x` (plus biases where the checkpoint
+has them, as Qwen2's); k and v are written into the layer's cache at the step's
+slots, then the new queries attend to every cached key up to their own slot.
+Prefill uses the flash-style kernel, a one-token decode step the split-K decode
+kernel. Lazy layers (minilazy/lazy/) have the same `forward(x, ctx)` interface
+and replace instances of this class.
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ class Model:
         if self.connector is None:
             if image_grid is None:
                 raise InputError(f"a {self.config.model_type} model needs the patch grid of each image")
-            return self.vision.forward(pixel_values, image_grid)  # [patches / merge^2, D]
+            return self.vision.forward(pixel_values, image_grid.to(self.device))  # [patches / merge^2, D]
         features = self.connector.forward(self.vision.forward(pixel_values))  # [N, P, D]
         return features.reshape(-1, features.shape[-1])  # [N*P, D]
 
