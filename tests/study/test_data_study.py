@@ -1,9 +1,9 @@
 """`python cli.py study --data` end to end: the bundled demo model answers a small VQA file built here.
 
-The file holds generated scenes saved as PNG files and held-out demo questions, one of them long
-(a description, scored by token F1) and one whose accepted answers need the normalisation. The test
-checks the report's fields, that the answers are the model's own (full attention, asked one by one),
-and that every accuracy and F1 is what the answers give.
+The file holds held-out demo questions and their generated scenes saved as PNG files, one of them
+long (a description, scored by token F1) and one whose accepted answers need the normalisation. The
+tests check the report's fields, that the answers are the model's own (full attention, asked one by
+one), that every accuracy and F1 is what the answers give, and the per-layer ablation on the file.
 """
 
 import json
@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 import cli
-from minilazy.demo.evaluate import held_out_questions
-from minilazy.demo.scenes import make_scene, render
+from minilazy.demo.vqa_export import export_questions
 from minilazy.pipeline import Pipeline
 from minilazy.study import default_runs
 from minilazy.study.normalize import normalize_answer, token_f1
@@ -26,19 +25,14 @@ NEW_TOKENS = 16
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[Path, list[dict]]:
-    folder = tmp_path_factory.mktemp("vqa")
-    (folder / "scenes").mkdir()
-    entries = []
-    for seed, qa in [item for item in held_out_questions(6) if item[1].family in ("color", "shape", "count",
-                                                                                    "describe")]:
-        render(make_scene(seed)).save(folder / "scenes" / f"{seed}.png")
-        answers = [qa.answer]
-        if qa.family == "color":  # correct only once normalised: article, case, period
-            answers = ["not a colour", f"The {qa.answer.title()}."]
-        entries.append({"image": f"scenes/{seed}.png", "question": qa.question, "answers": answers,
-                        "long": qa.family == "describe", "category": qa.family, "seed": seed})
-    (folder / "data.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in entries))
-    return folder / "data.jsonl", entries
+    """The exported held-out questions of four families; the colour question's answers need normalising."""
+    path = export_questions(6, tmp_path_factory.mktemp("vqa"))
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    entries = [entry for entry in entries if entry["category"] in ("color", "shape", "count", "describe")]
+    color = entries[0]
+    color["answers"] = ["not a colour", f"The {color['answers'][0].title()}."]  # article, case, period
+    path.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+    return path, entries
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +80,14 @@ def test_scores_are_what_the_answers_give(study, data):
         assert run["accuracy"] == pytest.approx(sum(short) / len(short)), run["name"]
         assert run["long_f1"] == pytest.approx(scores[3]) == pytest.approx(run["per_category"]["describe"])
         assert run["per_category"]["color"] == scores[0]
+
+
+def test_per_layer_ablation_on_data(data, tmp_path):
+    assert cli.main(["study", "--data", str(data[0]), "--per-layer", "--calib", "2", "--max-new-tokens", "4",
+                     "--backend", "torch", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "per_layer.json").read_text())
+    assert [m["key"] for m in result["metrics"]] == ["accuracy", "long_f1"]
+    assert [row["layer"] for row in result["layers"]] == list(range(1, 12))
+    for row in [result["full"], *result["layers"]]:
+        assert 0 <= row["accuracy"] <= 1 and 0 <= row["long_f1"] <= 1
+    assert (tmp_path / "per_layer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
