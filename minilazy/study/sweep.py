@@ -6,9 +6,10 @@ demo, `calib` training scenes, seeds 0, 1, ..., disjoint from the evaluation see
 "Describe the image."; for a data set, the images and questions of its first `calib` lines) and
 measures the Jensen-Shannon divergence between the layers' attention over image keys. With the
 `js` method every lazy plan is picked from that one divergence matrix; with `rank` or `greedy` from
-the plans' effect on the full model's answers to the same samples (minilazy/lazy/effect.py). Plans combined with FastV are chosen with its layer, so they
-are valid for it. VTW runs withdraw the image tokens from a few layers K on. Every setting then
-answers the same questions greedily, in a fixed order, so the result is reproducible.
+the plans' effect on the full model's answers to the same samples (minilazy/lazy/effect.py). Plans
+combined with FastV are chosen with its layer, so they are valid for it. VTW runs withdraw the image
+tokens from a few layers K on. Every setting then answers the same questions greedily, in a fixed
+order, so the result is reproducible.
 The KV figures are the bytes of the caches the generation actually allocated.
 """
 

@@ -85,7 +85,7 @@ def load_vqa_data(path: str | Path, limit: int | None = None) -> list[VqaItem]:
     if not path.is_file():
         raise InputError(f"{path}: no such data file")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is no JSON
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: cannot read it as UTF-8 text ({err})") from None
     items, opened = [], set()
