@@ -135,7 +135,8 @@ def test_help_mentions_every_flag():
                                      "--lazy-ratio", "--lazy-scope", "--q-cache-depth", "--no-fast-decode",
                                      "--fastv-layer", "--fastv-ratio", "--calib", "--lazy-method", "--vtw-layer"]),
                            ("study", ["--model", "--n", "--calib", "--out", "--seed-offset", "--batch-size",
-                                      "--lazy-method"])):
+                                      "--lazy-method", "--data", "--prompt-suffix", "--only", "--per-layer",
+                                      "--mass-correction", "--exact-image-rows", "--max-new-tokens"])):
         text = cli.COMMANDS[command].parser().format_help()
         for flag in flags:
             assert flag in text, f"{command} --help does not mention {flag}"

@@ -9,10 +9,11 @@ from minilazy.config import write_json
 from minilazy.errors import InputError
 
 
-def add_eval_arguments(p: argparse.ArgumentParser, n_default: int | None) -> None:
-    """Flags shared by `eval` and `study`: which questions, how they are batched, how long the answers."""
-    p.add_argument("--n", type=int, default=n_default, required=n_default is None, metavar="N",
-                   help="number of held-out questions (families in rotation)"
+def add_eval_arguments(p: argparse.ArgumentParser, n_default: int | None, n_help: str | None = None) -> None:
+    """Flags shared by `eval` and `study`: which questions, how they are batched, how long the answers.
+    `--n` is required unless it has a default, or `n_help` (the command then gives it its meaning when absent)."""
+    p.add_argument("--n", type=int, default=n_default, required=n_default is None and n_help is None, metavar="N",
+                   help=n_help or "number of held-out questions (families in rotation)"
                    + (f"; default {n_default}" if n_default else ""))
     p.add_argument("--seed-offset", type=int, default=0, metavar="S",
                    help="start at this held-out scene (0: the first scene after the training seeds)")
@@ -25,7 +26,7 @@ def add_eval_arguments(p: argparse.ArgumentParser, n_default: int | None) -> Non
 def check_eval_arguments(args) -> None:
     for flag, value in (("--n", args.n), ("--batch-size", args.batch_size), ("--max-new-tokens", args.max_new_tokens),
                         ("--calib", args.calib)):
-        if value < 1:
+        if value is not None and value < 1:
             raise InputError(f"{flag} must be a positive number, got {value}")
     if args.seed_offset < 0:
         raise InputError(f"--seed-offset must be 0 or more, got {args.seed_offset}")

@@ -8,7 +8,8 @@ by object-level precision / recall / F1 of the (size, colour, shape, cell) tuple
 `teacher_forced_correct` scores a batch in one forward pass: greedy decoding reproduces the
 answer exactly when every answer token (and the closing `</s>`) is the argmax given the right
 prefix, so this equals greedy exact match; training uses it for its quick validation, and
-`greedy_answers` goes through `minilazy.generate` (prefill, KV cache, decode steps) like the CLI.
+`greedy_answers` goes through `minilazy.generate` (prefill, KV cache, decode steps) like the CLI;
+`generate_answers` and `kv_figures` serve any (question, image) pairs, e.g. the study's own data.
 
 Its command is `python cli.py eval --model weights/demo --n 1000` (minilazy/commands/evaluate.py).
 """
@@ -56,21 +57,42 @@ def teacher_forced_correct(model, tokenizer, processor, items: list[tuple[int, Q
 
 def greedy_answers(pipeline, items: list[tuple[int, QA]], max_new_tokens: int, decoder_setup=None,
                    stats: list | None = None, view=None) -> list[str]:
-    """Greedy answers through minilazy's generation loop (`decoder_setup`: e.g. a Lazy Attention plan).
+    """Greedy answers to held-out (seed, question) pairs (`decoder_setup`: e.g. a Lazy Attention plan).
 
-    `stats`, when given, receives the call's `GenerationStats` (timings, KV-cache bytes allocated);
-    `view(question, image) -> (question, image)`, when given, changes what is asked (a probe).
+    `stats`: as in `generate_answers`; `view(question, image) -> (question, image)`, when given, changes
+    what is asked (a probe).
+    """
+    asked = [(qa.question, render(make_scene(seed))) for seed, qa in items]
+    return generate_answers(pipeline, [view(*pair) if view else pair for pair in asked], max_new_tokens,
+                            decoder_setup, stats)
+
+
+def generate_answers(pipeline, asked: list[tuple[str, object]], max_new_tokens: int, decoder_setup=None,
+                     stats: list | None = None) -> list[str]:
+    """Greedy answers to (question, image) pairs, generated together through minilazy's generation loop.
+
+    `stats`, when given, receives the call's `GenerationStats` (timings, KV-cache bytes allocated).
     """
     from minilazy.generate import generate
     from minilazy.sampler import SamplingParams
 
-    asked = [(qa.question, render(make_scene(seed))) for seed, qa in items]
-    requests = [pipeline.request(*(view(*pair) if view else pair)) for pair in asked]
+    requests = [pipeline.request(question, image) for question, image in asked]
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     result = generate(pipeline.model, requests, params, stop_ids=pipeline.stop_ids, decoder_setup=decoder_setup)
     if stats is not None:
         stats.append(result.stats)
     return [pipeline.decode(tokens) for tokens in result.tokens]
+
+
+def kv_figures(pipeline, stats: list) -> dict:
+    """The KV-cache bytes the generations of `stats` allocated, what full attention would allocate for the
+    same batches, and the share saved."""
+    from minilazy.kv_cache import full_attention_bytes
+
+    kv_bytes = sum(s.kv_cache_bytes for s in stats)
+    kv_full = sum(full_attention_bytes(pipeline.config, s.batch, s.cache_slots, pipeline.model.dtype.itemsize)
+                  for s in stats)
+    return {"kv_cache_bytes": kv_bytes, "kv_cache_bytes_full": kv_full, "kv_saved": 1 - kv_bytes / kv_full}
 
 
 def description_scores(predicted: str, expected: str) -> tuple[int, int, int]:
@@ -92,7 +114,6 @@ def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_s
     """
     from tqdm import tqdm
 
-    from minilazy.kv_cache import full_attention_bytes
     from minilazy.pipeline import Pipeline
 
     if n < 1 or batch_size < 1:
@@ -103,9 +124,6 @@ def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_s
     answers, stats = [], []
     for i in tqdm(range(0, n, batch_size), desc="evaluating", unit="batch", disable=not progress):
         answers += greedy_answers(pipeline, items[i: i + batch_size], max_new_tokens, decoder_setup, stats)
-    kv_bytes = sum(s.kv_cache_bytes for s in stats)
-    kv_full = sum(full_attention_bytes(pipeline.config, s.batch, s.cache_slots, pipeline.model.dtype.itemsize)
-                  for s in stats)
     tp = n_pred = n_true = 0
     for (_, qa), answer in zip(items, answers):
         if qa.family == "describe":
@@ -126,8 +144,7 @@ def evaluate(model_dir: str | Path, n: int = 1000, seed_offset: int = 0, batch_s
         "relation_by_case": score_cases(rows["relation"], RELATION_CASES),
         "describe_objects": {"precision": precision, "recall": recall,
                              "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0},
-        "seconds": time.time() - start,
-        "kv_cache_bytes": kv_bytes, "kv_cache_bytes_full": kv_full, "kv_saved": 1 - kv_bytes / kv_full,
+        "seconds": time.time() - start, **kv_figures(pipeline, stats),
         "examples": [{"seed": seed, "family": qa.family, "question": qa.question, "expected": qa.answer,
                       "answer": answer} for (seed, qa), answer in zip(items[:20], answers)],
     }

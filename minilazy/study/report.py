@@ -23,35 +23,38 @@ KIND_STYLES = {  # kind -> (marker, colour, legend label)
 
 
 def markdown_table(study: dict) -> str:
+    """One row per run: its lazy layers and KV figures, the first metric, the per-group scores, the other metrics."""
     runs = study["runs"]
-    families = list(runs[0]["per_family"]) if runs else []
-    header = ["run", "lazy layers", "KV bytes", "KV saved", "overall", *families, "describe F1", "seconds"]
+    first, *others = study["metrics"]
+    groups = list(runs[0][study["groups"]]) if runs else []
+    header = ["run", "lazy layers", "KV bytes", "KV saved", first["column"], *groups, *(m["column"] for m in others),
+              "seconds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in runs:
         layers = len(run["plan"]["anchors"]) if run["plan"] else len(study["divergence"])
         cells = [run["name"], f"{run['lazy_layers']}/{layers}", f"{run['kv_cache_bytes']:,}",
-                 f"{run['kv_saved_percent']:.1f}%", f"{run['accuracy']:.1%}",
-                 *(f"{run['per_family'][f]:.1%}" for f in families), f"{run['describe_f1']:.1%}",
+                 f"{run['kv_saved_percent']:.1f}%", f"{run[first['key']]:.1%}",
+                 *(f"{run[study['groups']][g]:.1%}" for g in groups), *(f"{run[m['key']]:.1%}" for m in others),
                  f"{run['seconds']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def plot_study(study: dict, path: str | Path) -> None:
-    """Overall accuracy and description F1 versus KV cache saved, one labelled marker per run."""
+    """Each metric of the study (accuracy, F1) versus KV cache saved, one labelled marker per run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
-    for ax, key, label in ((axes[0], "accuracy", "accuracy, all questions"),
-                           (axes[1], "describe_f1", "description object F1")):
+    metrics = study["metrics"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 5.5), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
         for kind, (marker, colour, legend) in KIND_STYLES.items():
             runs = sorted((r for r in study["runs"] if r["settings"]["kind"] == kind), key=lambda r: r["kv_saved_percent"])
             if not runs:
                 continue
-            xs, ys = [r["kv_saved_percent"] for r in runs], [100 * r[key] for r in runs]
+            xs, ys = [r["kv_saved_percent"] for r in runs], [100 * r[metric["key"]] for r in runs]
             ax.plot(xs, ys, marker=marker, color=colour, label=legend, markersize=8,
                     linestyle="-" if len(runs) > 1 else "none", alpha=0.85)
             for run, x, y in zip(runs, xs, ys):
@@ -59,12 +62,10 @@ def plot_study(study: dict, path: str | Path) -> None:
                 lift = 4 + 9 * (study["runs"].index(run) % 4)
                 ax.annotate(run["name"], (x, y), textcoords="offset points", xytext=(4, lift), fontsize=7)
         ax.set_xlabel("KV cache saved vs full attention (%, allocated bytes)")
-        ax.set_ylabel(f"{label} (%)")
+        ax.set_ylabel(f"{metric['axis']} (%)")
         ax.grid(alpha=0.3)
-    settings = study["settings"]
-    fig.suptitle(f"KV cache saved vs accuracy on {settings['n']} held-out questions "
-                 f"(calibration: {settings['calib']} training scenes)")
-    axes[0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(f"KV cache saved vs accuracy on {study['subject']}")
+    axes[0][0].legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -78,7 +79,7 @@ def write_report(study: dict, out_dir: str | Path) -> dict[str, Path]:
              (("json", "study.json"), ("md", "study.md"), ("png", "study.png"), ("heatmap", "heatmap.png"))}
     write_json(paths["json"], study)
     command = study.get("command", "")
-    paths["md"].write_text(f"# KV cache saved vs accuracy\n\nReproduce with `{command}`.\n\n"
+    paths["md"].write_text(f"# KV cache saved vs accuracy\n\nOn {study['subject']}. Reproduce with `{command}`.\n\n"
                            + markdown_table(study) + "\n")
     plot_study(study, paths["png"])
     js = torch.tensor(study["divergence"])

@@ -1,12 +1,15 @@
-"""The study's sweep: calibrate once, then score every runtime setting on the same held-out questions.
+"""The study's sweep: calibrate once, then score every runtime setting on the same questions.
 
-Calibration runs full attention on `calib` training scenes (seeds 0, 1, ...; evaluation seeds are
-disjoint) with the prompt "Describe the image." and measures the Jensen-Shannon divergence between
-the layers' attention over image keys. With the `js` method every lazy plan is picked from that one
-divergence matrix; with `rank` or `greedy` from the plans' effect on the full model's answers to the
-same samples (minilazy/lazy/effect.py). Plans combined with FastV are chosen with its layer, so they
-are valid for it. VTW runs withdraw the image tokens from a few layers K on. Every setting then
-answers the same `n` held-out questions greedily, in a fixed order, so the result is reproducible.
+The questions are a question set (minilazy/study/question_sets.py): the demo's held-out questions,
+or a VQA data set of the user's. Calibration runs full attention on its calibration samples (for the
+demo, `calib` training scenes, seeds 0, 1, ..., disjoint from the evaluation seeds, with the prompt
+"Describe the image."; for a data set, the images and questions of its first `calib` lines) and
+measures the Jensen-Shannon divergence between the layers' attention over image keys. With the
+`js` method every lazy plan is picked from that one divergence matrix; with `rank` or `greedy` from
+the plans' effect on the full model's answers to the same samples (minilazy/lazy/effect.py). Plans
+combined with FastV are chosen with its layer, so they are valid for it. VTW runs withdraw the image
+tokens from a few layers K on. Every setting then answers the same questions greedily, in a fixed
+order, so the result is reproducible.
 The KV figures are the bytes of the caches the generation actually allocated.
 """
 
@@ -15,12 +18,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-import torch
 from tqdm import tqdm
 
-from minilazy.demo.evaluate import evaluate
-from minilazy.demo.questions import DESCRIBE_QUESTION
-from minilazy.demo.scenes import make_scene, render
 from minilazy.fastv import VTW, FastV
 from minilazy.lazy.calibrate import divergence_matrix, plan_for_ratio, record_attention
 from minilazy.lazy.effect import effect_planner
@@ -28,11 +27,11 @@ from minilazy.lazy.mass_correction import image_lse_means, with_mass_offsets
 from minilazy.lazy.plan import LayerPlan
 from minilazy.lazy.runtime import LazyRuntime
 
-CALIBRATION_PROMPT = DESCRIBE_QUESTION
 LAZY_RATIOS = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9)
 ALL_SCOPE_RATIOS = (0.25, 0.5)
 FASTV_LAYER = 2
 FASTV_RATIOS = (0.5, 0.75)
+KINDS = ("full", "lazy", "lazy-all", "fastv", "lazy+fastv", "vtw")  # the plot draws the runs of each kind alike
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class RunSpec:
     """One runtime setting: a share of lazy layers (0: none) with a scope, and optionally FastV or VTW."""
 
     name: str
-    kind: str  # "full", "lazy", "lazy-all", "fastv", "lazy+fastv" or "vtw": the plot draws each kind alike
+    kind: str  # one of KINDS
     lazy_ratio: float = 0.0
     scope: str = "visual"
     fastv_layer: int | None = None
@@ -63,11 +62,6 @@ def default_runs(num_layers: int) -> list[RunSpec]:
     return runs
 
 
-def calibration_samples(n: int, prompt: str = CALIBRATION_PROMPT) -> list:
-    """(image, prompt) pairs of the first `n` training scenes."""
-    return [(render(make_scene(seed)), prompt) for seed in range(n)]
-
-
 def runtime_for(spec: RunSpec, planner, depth: int = 1,
                 exact_image_rows: bool = False) -> tuple[LazyRuntime | None, LayerPlan | None, float | None]:
     """The cache layout of a setting, its plan and the divergence threshold that picked it (None: plain model,
@@ -83,31 +77,28 @@ def runtime_for(spec: RunSpec, planner, depth: int = 1,
     return LazyRuntime(plan, fastv=fastv, exact_image_rows=exact_image_rows), plan, threshold
 
 
-def run_record(spec: RunSpec, plan: LayerPlan | None, threshold: float | None, result: dict) -> dict:
-    """What the study keeps of one setting's evaluation."""
+def run_record(spec: RunSpec, plan: LayerPlan | None, threshold: float | None, scores: dict) -> dict:
+    """What the study keeps of one setting: its plan, then the figures of the question set's `score`."""
+    figures = dict(scores)
+    kv_saved = figures.pop("kv_saved")
     return {
         "name": spec.name, "settings": asdict(spec),
         "plan": None if plan is None else {**plan.to_dict(), "threshold": threshold},
         "lazy_layers": 0 if plan is None else len(plan.lazy_layers),
-        "kv_cache_bytes": result["kv_cache_bytes"], "kv_cache_bytes_full": result["kv_cache_bytes_full"],
-        "kv_saved_percent": 100 * result["kv_saved"],
-        "accuracy": result["accuracy"],
-        "per_family": {family: row["accuracy"] for family, row in result["per_family"].items()},
-        "describe_f1": result["describe_objects"]["f1"],
-        "describe_objects": result["describe_objects"],
-        "seconds": result["seconds"],
+        "kv_saved_percent": 100 * kv_saved, **figures,
     }
 
 
-def run_study(pipeline, model_dir: str, n: int = 1000, calib: int = 64, seed_offset: int = 0, batch_size: int = 50,
-              max_new_tokens: int = 64, runs: list[RunSpec] | None = None, progress: bool = True,
-              method: str = "js", mass_correction: bool = False, exact_image_rows: bool = False) -> dict:
-    """Calibrate once, evaluate every run in order; returns the settings, the divergence matrix and the runs.
+def run_study(pipeline, questions, calib: int = 64, batch_size: int = 50, max_new_tokens: int = 64,
+              runs: list[RunSpec] | None = None, progress: bool = True, method: str = "js",
+              mass_correction: bool = False, exact_image_rows: bool = False) -> dict:
+    """Calibrate once, score every run in order on `questions` (a question set: `DemoQuestions` or
+    `DataQuestions`); returns the settings, the divergence matrix, what the report shows, and the runs.
     `method` chooses the lazy plans: `js` (the divergence walk), `rank` or `greedy` (their effect); lazy
     visual layers get their mass offsets and exact image rows when asked (docs/lazy_attention.md)."""
     runs = default_runs(pipeline.config.text.num_hidden_layers) if runs is None else runs
     start = time.time()
-    samples = calibration_samples(calib)
+    samples = questions.calibration_samples(calib)
     num_layers = pipeline.config.text.num_hidden_layers
     attention = record_attention(pipeline, samples, progress=progress)
     js, image_lse = divergence_matrix(attention, num_layers), image_lse_means(attention, num_layers)
@@ -126,17 +117,18 @@ def run_study(pipeline, model_dir: str, n: int = 1000, calib: int = 64, seed_off
         runtime, plan, threshold = runtime_for(spec, planner, exact_image_rows=exact_image_rows)
         if progress:
             tqdm.write(f"[{len(records) + 1}/{len(runs)}] {spec.name}")
-        result = evaluate(model_dir, n, seed_offset, batch_size, max_new_tokens, decoder_setup=runtime,
-                          pipeline=pipeline, progress=progress)
-        records.append(run_record(spec, plan, threshold, result))
+        scores = questions.score(pipeline, runtime, batch_size, max_new_tokens, progress)
+        records.append(run_record(spec, plan, threshold, scores))
     return {
-        "settings": {"model": str(model_dir), "n": n, "calib": calib, "calibration_prompt": CALIBRATION_PROMPT,
-                     "calibration_seeds": [0, calib], "seed_offset": seed_offset, "batch_size": batch_size,
-                     "max_new_tokens": max_new_tokens, "calibration_seconds": calibration_seconds,
-                     "lazy_method": method, "mass_correction": mass_correction,
-                     "exact_image_rows": exact_image_rows,
+        "settings": {"model": str(pipeline.model_dir), **questions.settings(calib), "calib": calib,
+                     "batch_size": batch_size, "max_new_tokens": max_new_tokens,
+                     "calibration_seconds": calibration_seconds, "lazy_method": method,
+                     "mass_correction": mass_correction, "exact_image_rows": exact_image_rows,
                      "backend": pipeline.model.ops.backend,
                      "dtype": str(pipeline.model.dtype).removeprefix("torch."), "q_cache_depth": 1},
+        "subject": questions.subject(calib),
+        "metrics": [asdict(metric) for metric in questions.metrics],
+        "groups": questions.groups,
         "divergence": js.tolist(),
         "runs": records,
     }
