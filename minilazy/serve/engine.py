@@ -12,6 +12,10 @@ A sequence ends at a stop token (not reported as a token), a stop string, `max_n
 cancel, and gives its row back at once. Alone, a request gets exactly the tokens `generate()` gives it:
 the same prefill, the same decode steps, the same sampler seeded the same way.
 
+With a `LazyRuntime` (a lazy plan, FastV or VTW) the storage is `LazyRows`: a request is priced at the
+bytes of the cache `generate()` would allocate for it with that runtime, so the same budget admits more
+sequences, and a prefill and a decode step run the runtime's own layers over the rows.
+
 `submit` and `cancel` may be called from any thread; `step` runs on one (minilazy/serve/worker.py).
 """
 
@@ -25,8 +29,10 @@ import torch
 
 from minilazy.errors import InputError
 from minilazy.generate import Request, decode_step, image_features_for, padded_prompts, prefill
+from minilazy.lazy.runtime import LazyRuntime
 from minilazy.model import Model
 from minilazy.sampler import SamplingParams
+from minilazy.serve.lazy_rows import LazyRows
 from minilazy.serve.rows import CacheRows
 from minilazy.serve.scheduler import Scheduler
 from minilazy.serve.sequence import CANCELLED, LENGTH, STOP, Sequence, SequenceEvent
@@ -36,6 +42,7 @@ from minilazy.serve.text import TextStream
 @dataclass
 class EngineStats:
     running: int
+    running_peak: int  # the most sequences that have run at once since start
     waiting: int
     kv_bytes_used: int  # reserved by running sequences
     kv_budget_bytes: int
@@ -46,9 +53,10 @@ class EngineStats:
 
 class Engine:
     def __init__(self, model: Model, budget_bytes: int, max_batch: int, stop_ids=(), max_queue: int = 64,
-                 prefill_chunk: int = 4096):
+                 prefill_chunk: int = 4096, runtime: LazyRuntime | None = None):
         """`budget_bytes` of KV the running sequences may reserve; `max_batch` cache rows (sequences running
-        at once), each as long as the context window or the budget, whichever is shorter."""
+        at once), each as long as the context window or the budget at the plain model's price per token,
+        whichever is shorter; `runtime`: a lazy plan, FastV or VTW (default: the plain model)."""
         self.model, self.prefill_chunk = model, prefill_chunk
         self.stop_ids = frozenset(stop_ids)
         self.context_window = model.config.text.max_position_embeddings
@@ -57,7 +65,10 @@ class Engine:
         if slots < 2:
             raise InputError(f"a KV budget of {budget_bytes:,} bytes holds {slots} token(s) of this model "
                              f"({per_token:,} bytes each): too small for any request")
-        self.rows = CacheRows(model, max_batch, slots)
+        if runtime is None:
+            self.rows = CacheRows(model, max_batch, slots)
+        else:
+            self.rows = LazyRows(model, runtime, max_batch, slots, prefill_chunk)
         self.scheduler = Scheduler(budget_bytes, max_batch, max_queue)
         self.lock = threading.Condition()  # guards the scheduler's queues; submit and cancel notify it
         self.tokens_generated = 0
@@ -76,6 +87,10 @@ class Engine:
             raise InputError(f"the request needs {need:,} bytes of KV cache ({prompt} prompt tokens plus "
                              f"{params.max_new_tokens} new), more than the whole budget of "
                              f"{self.scheduler.budget_bytes:,} bytes")
+        if prompt + params.max_new_tokens > self.rows.slots:
+            raise InputError(f"prompt ({prompt} tokens) plus {params.max_new_tokens} new tokens exceeds the "
+                             f"{self.rows.slots} slots of a cache row (what the KV budget holds at the plain "
+                             f"model's price)")
         return need
 
     def submit(self, request: Request, params: SamplingParams, text: TextStream | None = None,
@@ -122,7 +137,10 @@ class Engine:
         model = self.model
         ids, lengths = padded_prompts(model, [seq.request])  # [1, T], [1]
         x = model.embed(ids, image_features_for(model, [seq.request]))
-        logits = prefill(model, x, lengths, self.rows.prefill_setup(seq.row), min(self.prefill_chunk, ids.shape[1]))
+        chunk = min(self.prefill_chunk, ids.shape[1])
+        setup = self.rows.prefill_setup(seq.row, ids, lengths, seq.prompt_tokens + seq.params.max_new_tokens, chunk)
+        logits = prefill(model, x, lengths, setup, setup.prefill_chunk or chunk)
+        self.rows.prefilled(seq.row)
         seq.kv_len = seq.prompt_tokens
         self.accept(seq, logits)
 
@@ -178,5 +196,5 @@ class Engine:
     def stats(self) -> EngineStats:
         with self.lock:
             s = self.scheduler
-            return EngineStats(len(s.running), len(s.waiting), s.used_bytes, s.budget_bytes, self.rows.nbytes,
-                               self.tokens_generated, dict(self.finished))
+            return EngineStats(len(s.running), s.running_peak, len(s.waiting), s.used_bytes, s.budget_bytes,
+                               self.rows.nbytes, self.tokens_generated, dict(self.finished))
