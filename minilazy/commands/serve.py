@@ -41,16 +41,21 @@ def positive(text: str) -> int:
     return value
 
 
+def add_capacity_arguments(p) -> None:
+    """The KV budget and the cache rows (also the flags `loadtest --compare` gives every server it starts)."""
+    p.add_argument("--kv-budget", type=parse_size, default=parse_size("1GiB"), metavar="SIZE",
+                   help="KV-cache bytes that running requests may reserve, e.g. 2GiB (default: 1GiB)")
+    p.add_argument("--max-batch", type=positive, default=16, metavar="N",
+                   help="most requests running at once: the cache rows allocated (default: 16)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python cli.py serve", description="Serve a model over the OpenAI chat "
                                 "completions API, with continuous batching under a KV-cache budget.")
     add_model_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
-    p.add_argument("--kv-budget", type=parse_size, default=parse_size("1GiB"), metavar="SIZE",
-                   help="KV-cache bytes that running requests may reserve, e.g. 2GiB (default: 1GiB)")
-    p.add_argument("--max-batch", type=positive, default=16, metavar="N",
-                   help="most requests running at once: the cache rows allocated (default: 16)")
+    add_capacity_arguments(p)
     p.add_argument("--max-queue", type=positive, default=64, metavar="N",
                    help="most requests waiting for admission; more get 429 (default: 64)")
     p.add_argument("--max-new-tokens-limit", type=positive, default=256, metavar="N",
