@@ -12,6 +12,7 @@ from PIL import Image
 from minilazy.commands.options import add_lazy_arguments, add_model_arguments, lazy_runtime
 from minilazy.demo.questions import DESCRIBE_QUESTION
 from minilazy.errors import InputError
+from minilazy.generate import PREFILL_CHUNK
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -60,6 +61,10 @@ def parser() -> argparse.ArgumentParser:
                    help="most requests waiting for admission; more get 429 (default: 64)")
     p.add_argument("--max-new-tokens-limit", type=positive, default=256, metavar="N",
                    help="largest max_tokens a request may ask for, and the default (default: 256)")
+    p.add_argument("--prefill-chunk", type=positive, default=PREFILL_CHUNK, metavar="N",
+                   help="prompt tokens prefilled per engine step: a longer prompt is prefilled in chunks between "
+                        "decode steps, so running requests wait for at most one chunk; answers equal cli.py's "
+                        f"with its chunk, the default (default: {PREFILL_CHUNK})")
     p.add_argument("--served-model-name", metavar="NAME",
                    help="the model name clients send (default: the model directory's name)")
     add_lazy_arguments(p)
@@ -114,7 +119,7 @@ def run(args) -> int:
     samples = [(image, DESCRIBE_QUESTION) for image in images]
     runtime = lazy_runtime(args, pipeline, samples)
     engine = Engine(pipeline.model, args.kv_budget, args.max_batch, pipeline.stop_ids, args.max_queue,
-                    runtime=runtime)
+                    args.prefill_chunk, runtime)
     request, kind = typical_request(pipeline)
     new = min(args.max_new_tokens_limit, engine.context_window - len(request.input_ids))
     need = engine.rows.need(request, new)

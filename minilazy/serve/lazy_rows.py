@@ -8,8 +8,9 @@ tokens each sequence dropped. `LazyRows` keeps all of these as per-row tables, a
 the KV storage and the Q Cache ring:
 
 - a prefill builds the runtime's own one-row setup (`LazyRuntime.__call__`, exactly what `generate()`
-  builds) over views of its row's KV storage and the shared Q Cache, then copies the small tables of
-  that setup's lazy states into its row (`prefilled`);
+  builds) over views of its row's KV storage and the shared Q Cache, and once its last chunk is done
+  copies the small tables of that setup's lazy states into its row (`prefilled`); until then the row
+  takes no part in decode steps;
 - a decode step builds lazy states over views of rows `0 .. n-1` of the tables
   (`LazyState.over`) and the layers' attention bound to them: one batched forward pass, whose text
   keys and counts land in the tables in place;
@@ -90,6 +91,7 @@ class LazyRows(CacheRows):
                                           runtime.fast_decode_anchors(plan, layers), model.device)
                        for layers in segments]
         self.dropped = torch.zeros(rows, dtype=torch.long, device=model.device)  # FastV: tokens each row dropped
+        self.prefills: dict[int, tuple] = {}  # row -> (lazy states, FastV pruning) of its prefill in progress
 
     def need(self, request: Request, max_new_tokens: int) -> int:
         """The KV bytes of the cache `generate()` allocates for `request` alone with `max_new_tokens` new tokens."""
@@ -104,13 +106,15 @@ class LazyRows(CacheRows):
 
     def prefill_setup(self, row: int, ids: torch.Tensor, lengths: torch.Tensor, total: int,
                       chunk: int) -> DecoderSetup:
-        return self.runtime(self.model, ids, lengths, total, chunk, cache=self.view(row, row + 1),
-                            q_cache=self.q_cache)
+        setup = self.runtime(self.model, ids, lengths, total, chunk, cache=self.view(row, row + 1),
+                             q_cache=self.q_cache)
+        self.prefills[row] = (self.runtime.states, self.runtime.pruning)  # the runtime's next call replaces them
+        return setup
 
     def prefilled(self, row: int) -> None:
-        for tables, state in zip(self.tables, self.runtime.states):
+        states, pruning = self.prefills.pop(row)
+        for tables, state in zip(self.tables, states):
             tables.store(row, state)
-        pruning = self.runtime.pruning
         if pruning is not None and pruning.dropped is not None:  # None: VTW at the last layer prunes nothing
             self.dropped[row] = pruning.dropped[0]
 
@@ -124,6 +128,7 @@ class LazyRows(CacheRows):
         return DecoderSetup(self.view(0, n_rows), attention, pruning)
 
     def release(self, row: int) -> None:
+        self.prefills.pop(row, None)
         for tables in self.tables:
             tables.clear(row)
         self.dropped[row] = 0
