@@ -9,6 +9,10 @@ kept tokens; lazy layers there must inherit from layers that are also at or
 after K (the token set changes at K), and layer K-1, which scores the image
 tokens, must be active. VTW (`fastv=VTW(K)`) is FastV with every image token
 dropped: no layer scores them, and K may be the number of layers.
+
+`cache_shapes` gives the per-layer shapes of the cache a call allocates (a serving engine prices each
+request by them, minilazy/serve/lazy_rows.py), and a call may be given a cache and a Q Cache to use
+instead of allocating its own (the engine's storage).
 """
 
 from __future__ import annotations

@@ -7,8 +7,7 @@ from minilazy.generate import generate
 from minilazy.lazy.runtime import LazyRuntime
 from minilazy.sampler import SamplingParams
 from minilazy.serve import Engine
-from tests.serve.conftest import QUESTIONS
-from tests.serve.test_lazy_engine import PLAN
+from tests.serve.conftest import PLAN, QUESTIONS
 
 CHUNK = 16
 MAX_NEW = 12

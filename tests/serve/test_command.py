@@ -11,8 +11,7 @@ import pytest
 from openai import OpenAI
 
 from minilazy.fastv import FastV
-from tests.serve.conftest import QUESTIONS, ROOT, http, user_message
-from tests.serve.test_lazy_engine import FASTV_PLAN
+from tests.serve.conftest import FASTV_PLAN, QUESTIONS, ROOT, http, user_message
 
 pytestmark = pytest.mark.slow
 

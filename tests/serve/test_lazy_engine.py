@@ -10,13 +10,11 @@ from minilazy.lazy.plan import LayerPlan
 from minilazy.lazy.runtime import LazyRuntime
 from minilazy.sampler import SamplingParams
 from minilazy.serve import Engine
-from tests.serve.conftest import QUESTIONS
+from tests.serve.conftest import FASTV_PLAN, PLAN, QUESTIONS
 
 MAX_NEW = 12
 BUDGET = 1 << 30
-PLAN = LayerPlan((0, 1, 1, 1, 4, 4, 4, 7, 7, 7, 7, 11))  # 7 of the demo model's 12 layers lazy
 OFFSETS = [[0.25, -0.5, 0.0, 0.5] if PLAN.is_lazy(layer) else [] for layer in range(12)]
-FASTV_PLAN = LayerPlan((0, 1, 2, 2, 2, 5, 5, 5, 8, 8, 8, 11))  # layer 1 scores for FastV at 2; lazy ones after it
 VARIANTS = {
     "lazy": lambda: LazyRuntime(PLAN),
     "lazy, exact image rows, mass offsets": lambda: LazyRuntime(LayerPlan(PLAN.anchors, mass_offsets=OFFSETS),

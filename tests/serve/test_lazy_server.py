@@ -11,8 +11,7 @@ from minilazy.lazy.runtime import LazyRuntime
 from minilazy.serve import Engine
 from minilazy.serve.server import Server, create_app
 from minilazy.serve.worker import EngineThread
-from tests.serve.conftest import QUESTIONS, metrics, serving, user_message
-from tests.serve.test_lazy_engine import FASTV_PLAN
+from tests.serve.conftest import FASTV_PLAN, QUESTIONS, metrics, serving, user_message
 
 MAX_TOKENS = 12
 
