@@ -4,6 +4,7 @@ that admits more lazy sequences than full ones, and rows whose tables are cleare
 
 import pytest
 
+from minilazy.errors import InputError
 from minilazy.fastv import VTW, FastV
 from minilazy.generate import generate
 from minilazy.lazy.plan import LayerPlan
@@ -132,3 +133,15 @@ def test_a_cancel_returns_the_bytes_and_clears_the_row(pipeline, requests):
     engine.run_until_idle()
     assert other.tokens == alone(pipeline, requests[4], params, make()).tokens[0]  # beside an idle row 0
     assert_idle(engine)
+
+
+def test_a_cheap_request_longer_than_a_row_is_refused(pipeline, requests):
+    """Rows are as long as the budget holds at full attention's price; a request VTW makes cheap enough for
+    the budget may still not fit a row, and is refused with a reason rather than admitted."""
+    request = requests[0]
+    slots = len(request.input_ids) + MAX_NEW - 1
+    budget = slots * Engine(pipeline.model, BUDGET, max_batch=1).rows.bytes_per_token
+    engine = Engine(pipeline.model, budget, max_batch=1, runtime=LazyRuntime(fastv=VTW(1)))
+    assert engine.rows.slots == slots and engine.rows.need(request, MAX_NEW) < budget
+    with pytest.raises(InputError, match=f"exceeds the {slots} slots of a cache row"):
+        engine.submit(request, SamplingParams(MAX_NEW))
