@@ -20,6 +20,8 @@ from minilazy.mrope import MRopePositions
 from minilazy.sampler import Sampler, SamplingParams
 from minilazy.step import Step
 
+PREFILL_CHUNK = 4096  # prompt tokens per prefill forward pass, by default
+
 
 @dataclass
 class Request:
@@ -91,15 +93,22 @@ def prefill(model: Model, x: torch.Tensor, lengths: torch.Tensor, setup: Decoder
     """Run the prompts' embeddings `x [B, T, D]` (real lengths `lengths [B]`) through the decoder in chunks
     of `chunk` tokens, filling the caches of `setup`; returns the logits `[B, V]` of each last prompt token.
     `mrope`: the positions of a model with multimodal RoPE (`Model.rope_positions`)."""
-    batch, width, _ = x.shape
-    last_hidden = torch.zeros(batch, x.shape[-1], dtype=x.dtype, device=x.device)
-    for c0 in range(0, width, chunk):
-        step = Step.span(torch.full_like(lengths, c0), (lengths - c0).clamp(0, chunk), min(chunk, width - c0), mrope)
-        hidden, final = model.decoder.forward(x[:, c0 : c0 + chunk], setup.context(step))
-        ends_here = (lengths - 1 >= c0) & (lengths - 1 < c0 + chunk)
-        rows = (final.step.q_len.long() - 1).clamp(min=0)  # last token of each sequence (after any pruning)
-        last_hidden = torch.where(ends_here[:, None], hidden[torch.arange(batch), rows], last_hidden)
+    last_hidden = torch.zeros(x.shape[0], x.shape[-1], dtype=x.dtype, device=x.device)
+    for c0 in range(0, x.shape[1], chunk):
+        last_hidden = prefill_chunk(model, x, lengths, setup, c0, chunk, last_hidden, mrope)
     return model.decoder.logits(last_hidden)  # [B, V]
+
+
+def prefill_chunk(model: Model, x: torch.Tensor, lengths: torch.Tensor, setup: DecoderSetup, c0: int, chunk: int,
+                  last_hidden: torch.Tensor, mrope: MRopePositions | None = None) -> torch.Tensor:
+    """Tokens `c0 .. c0 + chunk - 1` of `prefill`'s prompts through the decoder; returns `last_hidden [B, D]`
+    with the last prompt token's hidden state of each sequence whose prompt ends in this chunk."""
+    batch, width, _ = x.shape
+    step = Step.span(torch.full_like(lengths, c0), (lengths - c0).clamp(0, chunk), min(chunk, width - c0), mrope)
+    hidden, final = model.decoder.forward(x[:, c0 : c0 + chunk], setup.context(step))
+    ends_here = (lengths - 1 >= c0) & (lengths - 1 < c0 + chunk)
+    rows = (final.step.q_len.long() - 1).clamp(min=0)  # last token of each sequence (after any pruning)
+    return torch.where(ends_here[:, None], hidden[torch.arange(batch), rows], last_hidden)
 
 
 def decode_step(model: Model, tokens: torch.Tensor, kv_len: torch.Tensor, setup: DecoderSetup,
@@ -115,7 +124,7 @@ def decode_step(model: Model, tokens: torch.Tensor, kv_len: torch.Tensor, setup:
 
 @torch.inference_mode()
 def generate(model: Model, requests: list[Request], params: SamplingParams, stop_ids=(), on_tokens=None,
-             on_logits=None, prefill_chunk: int = 4096,
+             on_logits=None, prefill_chunk: int = PREFILL_CHUNK,
              decoder_setup: DecoderSetupHook | None = None) -> Generation:
     """Generate for every request; `on_tokens(step_tokens [B])` streams each step's tokens
     (-1 for a sequence that has stopped) and `on_logits(logits [B, V])` sees the logits each

@@ -58,7 +58,15 @@ class KVCache:
         return self.layers[i]
 
 
+def cache_bytes(shapes: list[tuple[int | None, int | None]], sequences: int, heads: int, head_dim: int,
+                element_size: int) -> int:
+    """Bytes of `KVCache.allocate(shapes, sequences, ...)`: every key or value slot holds `heads * head_dim` values."""
+    slots = sum((ks or 0) + (vs or 0) for ks, vs in shapes)
+    return sequences * slots * heads * head_dim * element_size
+
+
 def full_attention_bytes(config, sequences: int, slots: int, element_size: int) -> int:
     """KV bytes of the plain model for `slots` slots per sequence: every layer keeps keys and values."""
     t = config.text
-    return 2 * t.num_hidden_layers * sequences * slots * t.num_key_value_heads * t.head_dim * element_size
+    return cache_bytes([(slots, slots)] * t.num_hidden_layers, sequences, t.num_key_value_heads, t.head_dim,
+                       element_size)

@@ -55,7 +55,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def calibration_images(spec: str) -> list:
+def calibration_images(spec: str, flag: str = "--images") -> list:
+    """The images of a directory, or `spec` generated demo scenes; `flag` names the option in errors."""
     path = Path(spec)
     if path.is_dir():
         images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -66,7 +67,7 @@ def calibration_images(spec: str) -> list:
         from minilazy.demo.scenes import make_scene, render
 
         return [render(make_scene(seed)) for seed in range(int(spec))]
-    raise InputError(f"--images {spec!r} is neither a directory nor a positive number of demo scenes")
+    raise InputError(f"{flag} {spec!r} is neither a directory nor a positive number of demo scenes")
 
 
 def run(args) -> int:

@@ -1,19 +1,32 @@
-"""`python cli.py loadtest --url URL -n N --concurrency C`: load a running server, report throughput, TTFT and TPOT."""
+"""`python cli.py loadtest --url URL -n N --concurrency C`: load a running server, report throughput, TTFT and TPOT;
+`--compare VARIANT ...`: start a server per attention variant on one KV budget, load each alike, print one table."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
-from minilazy.commands.serve import positive
+from minilazy.commands.options import DEMO_MODEL
+from minilazy.commands.serve import add_capacity_arguments, positive
 from minilazy.errors import InputError
 
 
 def parser() -> argparse.ArgumentParser:
+    from minilazy.serve.compare import DEFAULT_VARIANTS
+
     p = argparse.ArgumentParser(prog="python cli.py loadtest", description="Send N streamed chat completions, C at "
                                 "a time, to a running server (python cli.py serve) and report request throughput, "
-                                "output tokens/s, time to first token and time per output token.")
-    p.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8000 (a trailing /v1 is fine)")
+                                "output tokens/s, time to first token and time per output token; or, with "
+                                "--compare, start one server per attention variant on the same KV budget, send "
+                                "each the same load, and print one table.")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--url", help="the server, e.g. http://127.0.0.1:8000 (a trailing /v1 is fine)")
+    target.add_argument("--compare", nargs="*", metavar="VARIANT",
+                        help="start `serve` once per variant and load each: full, lazy<F> (a share F of the layers "
+                             "lazy, calibrated at start, e.g. lazy0.8), fastv (--fastv-layer, --fastv-ratio), "
+                             "vtw<K> (e.g. vtw6), or several joined by + (e.g. lazy0.8+fastv); none given: "
+                             f"{' '.join(DEFAULT_VARIANTS)}")
     p.add_argument("-n", type=positive, default=32, metavar="N", help="requests to send (default: 32)")
     p.add_argument("--concurrency", type=positive, default=4, metavar="C", help="requests in flight (default: 4)")
     p.add_argument("--prompt", default="Describe the image.", help="the question every request asks")
@@ -22,6 +35,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="the model name to send (default: the one the server lists)")
     p.add_argument("--timeout", type=float, default=600, metavar="S", help="seconds a request may take (default: 600)")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
+    compare = p.add_argument_group("with --compare: the servers it starts (the same for every variant)")
+    compare.add_argument("--model-dir", default=str(DEMO_MODEL), metavar="DIR",
+                         help="the model every server loads (serve --model; default: the bundled demo model)")
+    add_capacity_arguments(compare)
+    compare.add_argument("--fastv-layer", type=positive, default=2, metavar="K",
+                         help="the fastv variant's layer (default: 2, the paper's)")
+    compare.add_argument("--fastv-ratio", type=float, default=0.5, metavar="R",
+                         help="the fastv variant's share of image tokens dropped (default: 0.5, the paper's)")
+    compare.add_argument("--serve-args", default="", metavar="'ARGS'",
+                         help="more flags for every server, e.g. '--backend torch --calib-images 8'")
+    compare.add_argument("--start-timeout", type=float, default=900, metavar="S",
+                         help="seconds a server may take to load and calibrate (default: 900)")
     return p
 
 
@@ -30,6 +55,8 @@ def run(args) -> int:
 
     if args.image and not Path(args.image).is_file():
         raise InputError(f"{args.image}: image file not found")
+    if args.compare is not None:
+        return run_compare(args)
     try:
         model = args.model or served_model(args.url.rstrip("/").removesuffix("/v1"))
     except (OSError, ValueError, KeyError) as err:
@@ -37,7 +64,34 @@ def run(args) -> int:
     report = run_load(args.url, args.n, args.concurrency, args.prompt, args.image, args.max_tokens, model,
                       args.timeout)
     print("\n".join(report_lines(report)))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(as_json(report) + "\n")
+    write(args.json, as_json(report))
     return 1 if report.failed else 0
+
+
+def run_compare(args) -> int:
+    from minilazy.serve import compare
+    from minilazy.serve.loadtest import run_load, served_model
+
+    common = ["--model", args.model_dir, "--kv-budget", str(args.kv_budget), "--max-batch", str(args.max_batch),
+              "--max-new-tokens-limit", str(args.max_tokens), *shlex.split(args.serve_args)]
+    variants = args.compare or list(compare.DEFAULT_VARIANTS)
+    flags = {v: compare.variant_flags(v, args.fastv_layer, args.fastv_ratio) for v in variants}
+
+    def load(url):
+        model = args.model or served_model(url)
+        return run_load(url, args.n, args.concurrency, args.prompt, args.image, args.max_tokens, model, args.timeout)
+
+    results = [compare.run_variant(v, [*common, *flags[v]], load, args.start_timeout) for v in variants]
+    print(f"{args.n} requests per variant, {args.concurrency} at a time, max_tokens {args.max_tokens}; "
+          f"every server: {' '.join(common)}")
+    print("\n".join(compare.table_lines(results)))
+    for result in results:
+        print(f"{result.variant}: {result.attention}")
+    write(args.json, compare.as_json(results, common))
+    return 1 if any(r.report.failed for r in results) else 0
+
+
+def write(path: str | None, text: str) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")

@@ -38,7 +38,7 @@ def add_lazy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lazy", metavar="PLAN.json", help="run with the lazy layers of this plan (from `calibrate`)")
     p.add_argument("--lazy-ratio", type=float, metavar="F",
                    help="make this share of layers lazy, calibrating first (on the image and prompt; in eval, "
-                        "on --calib scenes)")
+                        "on --calib scenes; in serve, on --calib-images)")
     p.add_argument("--lazy-method", choices=METHODS, help="with --lazy-ratio: " + LAZY_METHOD_HELP)
     p.add_argument("--lazy-scope", choices=["visual", "all"],
                    help="with --lazy-ratio: inherit attention over image keys only (default: visual) or over all keys")

@@ -9,10 +9,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from minilazy.commands.options import add_model_arguments
+from minilazy.commands.options import add_lazy_arguments, add_model_arguments, lazy_runtime
 from minilazy.config import QWEN2_VL_TYPES
+from minilazy.demo.questions import DESCRIBE_QUESTION
 from minilazy.errors import InputError
+from minilazy.generate import PREFILL_CHUNK
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
@@ -40,23 +43,51 @@ def positive(text: str) -> int:
     return value
 
 
+def add_capacity_arguments(p) -> None:
+    """The KV budget and the cache rows (also the flags `loadtest --compare` gives every server it starts)."""
+    p.add_argument("--kv-budget", type=parse_size, default=parse_size("1GiB"), metavar="SIZE",
+                   help="KV-cache bytes that running requests may reserve, e.g. 2GiB (default: 1GiB)")
+    p.add_argument("--max-batch", type=positive, default=16, metavar="N",
+                   help="most requests running at once: the cache rows allocated (default: 16)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python cli.py serve", description="Serve a model over the OpenAI chat "
                                 "completions API, with continuous batching under a KV-cache budget.")
     add_model_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
-    p.add_argument("--kv-budget", type=parse_size, default=parse_size("1GiB"), metavar="SIZE",
-                   help="KV-cache bytes that running requests may reserve, e.g. 2GiB (default: 1GiB)")
-    p.add_argument("--max-batch", type=positive, default=16, metavar="N",
-                   help="most requests running at once: the cache rows allocated (default: 16)")
+    add_capacity_arguments(p)
     p.add_argument("--max-queue", type=positive, default=64, metavar="N",
                    help="most requests waiting for admission; more get 429 (default: 64)")
     p.add_argument("--max-new-tokens-limit", type=positive, default=256, metavar="N",
                    help="largest max_tokens a request may ask for, and the default (default: 256)")
+    p.add_argument("--prefill-chunk", type=positive, default=PREFILL_CHUNK, metavar="N",
+                   help="prompt tokens prefilled per engine step: a longer prompt is prefilled in chunks between "
+                        "decode steps, so running requests wait for at most one chunk; answers equal cli.py's "
+                        f"with its chunk, the default (default: {PREFILL_CHUNK})")
     p.add_argument("--served-model-name", metavar="NAME",
                    help="the model name clients send (default: the model directory's name)")
+    add_lazy_arguments(p)
+    p.add_argument("--calib-images", metavar="DIR_OR_N",
+                   help=f"with --lazy-ratio or --vtw-layer auto: the images calibration asks {DESCRIBE_QUESTION!r} "
+                        "about, a directory or a number N of generated demo scenes (default: the bundled examples/)")
     return p
+
+
+def variant(runtime) -> str:
+    """What the engine runs, in words: full attention, or the lazy layers and the token pruning."""
+    if runtime is None:
+        return "full attention"
+    parts = []
+    if runtime.plan is not None:
+        plan = runtime.plan
+        parts.append(f"{len(plan.lazy_layers)} of {plan.num_layers} layers lazy ({plan.inheritance()})")
+    if runtime.fastv is not None:
+        fastv = runtime.fastv
+        parts.append(f"FastV from layer {fastv.layer}, ratio {fastv.ratio}" if fastv.scores_tokens
+                     else f"VTW from layer {fastv.layer}")
+    return ", ".join(parts)
 
 
 def typical_request(pipeline):
@@ -77,16 +108,25 @@ def run(args) -> int:
     except ImportError as err:
         raise InputError(f"serving needs the 'serve' extra ({err.name} is missing): "
                          "pip install -e '.[serve]'") from None
+    from minilazy.commands.calibrate import calibration_images
     from minilazy.pipeline import Pipeline
 
     pipeline = Pipeline.load(args.model, args.dtype, args.backend)
     name = args.served_model_name or Path(args.model).resolve().name
-    engine = Engine(pipeline.model, args.kv_budget, args.max_batch, pipeline.stop_ids, args.max_queue)
+    calibrates = args.lazy_ratio is not None or args.vtw_layer == "auto"
+    if args.calib_images is not None and not calibrates:
+        raise InputError("--calib-images only applies with --lazy-ratio or --vtw-layer auto")
+    images = calibration_images(args.calib_images or str(EXAMPLES), "--calib-images") if calibrates else []
+    samples = [(image, DESCRIBE_QUESTION) for image in images]
+    runtime = lazy_runtime(args, pipeline, samples)
+    engine = Engine(pipeline.model, args.kv_budget, args.max_batch, pipeline.stop_ids, args.max_queue,
+                    args.prefill_chunk, runtime)
     request, kind = typical_request(pipeline)
     new = min(args.max_new_tokens_limit, engine.context_window - len(request.input_ids))
     need = engine.rows.need(request, new)
     print(f"minilazy serving {name!r} ({args.model}) at http://{args.host}:{args.port}/v1", flush=True)
-    print(f"KV budget {size(args.kv_budget)} ({engine.rows.bytes_per_token:,} bytes a token): "
+    print(f"attention: {variant(runtime)}", flush=True)
+    print(f"KV budget {size(args.kv_budget)} ({engine.rows.bytes_per_token:,} bytes a token at full attention): "
           f"{args.kv_budget // need:,} typical requests fit ({len(request.input_ids)} prompt tokens {kind}, "
           f"{new} new: {size(need)} each), at most {args.max_batch} at once; "
           f"{engine.rows.rows} cache rows of {engine.rows.slots:,} slots allocated ({size(engine.rows.nbytes)})",

@@ -9,9 +9,15 @@ kept tokens; lazy layers there must inherit from layers that are also at or
 after K (the token set changes at K), and layer K-1, which scores the image
 tokens, must be active. VTW (`fastv=VTW(K)`) is FastV with every image token
 dropped: no layer scores them, and K may be the number of layers.
+
+`cache_shapes` gives the per-layer shapes of the cache a call allocates (a serving engine prices each
+request by them, minilazy/serve/lazy_rows.py), and a call may be given a cache and a Q Cache to use
+instead of allocating its own (the engine's storage).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -23,6 +29,29 @@ from minilazy.kv_cache import KVCache
 from minilazy.lazy.layers import AnchorAttention, LazyAllAttention, LazyVisualAttention
 from minilazy.lazy.plan import LayerPlan
 from minilazy.lazy.state import LazyState
+
+
+@dataclass
+class Segment:
+    """Layers that share one token set (all of them, or those before and from FastV's layer) and their caches."""
+
+    layers: range
+    slots: int  # cache slots per sequence (values; keys in active layers)
+    text_slots: int  # text slots per sequence (keys in lazy `visual` layers)
+    images: torch.Tensor  # [B] image tokens per sequence
+
+
+def cache_shapes(plan: LayerPlan, sizes: list[Segment]) -> list[tuple[int | None, int]]:
+    """`(key slots, value slots)` per layer: active layers keep both for every slot, lazy `visual` layers keys
+    of text slots only, lazy `all` layers no keys."""
+    shapes = []
+    for size in sizes:
+        for layer in size.layers:
+            if not plan.is_lazy(layer):
+                shapes.append((size.slots, size.slots))
+            else:
+                shapes.append((size.text_slots if plan.scope == "visual" else None, size.slots))
+    return shapes
 
 
 def check_fastv_plan(plan: LayerPlan, fastv: FastV) -> None:
@@ -59,22 +88,36 @@ class LazyRuntime:
         is_image[:, :width] &= torch.arange(width, device=ids.device)[None, :] < lengths[:, None]
         return is_image
 
-    def __call__(self, model, ids: torch.Tensor, lengths: torch.Tensor, total: int, chunk: int) -> DecoderSetup:
+    def resolved_plan(self, model) -> LayerPlan:
+        """The plan, or every layer active when there is none (FastV or VTW alone), checked against the model."""
+        num_layers = model.config.text.num_hidden_layers
+        plan = self.plan or LayerPlan.full(num_layers)
+        plan.check_layers(num_layers)
+        if self.fastv is not None:
+            check_fastv_plan(plan, self.fastv)
+        return plan
+
+    def __call__(self, model, ids: torch.Tensor, lengths: torch.Tensor, total: int, chunk: int,
+                 cache: KVCache | None = None, q_cache: torch.Tensor | None = None) -> DecoderSetup:
+        """The setup of one call; `cache` and `q_cache` (a serving engine's storage, at least as large as this
+        call needs) are used instead of allocating them."""
         cfg = model.config.text
-        plan = self.plan or LayerPlan.full(cfg.num_hidden_layers)
-        plan.check_layers(cfg.num_hidden_layers)
+        plan = self.resolved_plan(model)
         batch, width = ids.shape
         is_image = self.image_slots_mask(model, ids, lengths, total)
         if self.fastv is not None:
-            check_fastv_plan(plan, self.fastv)
             chunk = width  # FastV scores the whole prompt at once
-        q_cache = torch.empty(plan.depth, batch * chunk, cfg.num_attention_heads, cfg.head_dim, dtype=model.dtype,
-                              device=ids.device)
-        segments = self.segments(plan, is_image, lengths, total, q_cache)
-        self.states = [state for _, state, _ in segments]
+        if q_cache is None:
+            q_cache = torch.empty(plan.depth, batch * chunk, cfg.num_attention_heads, cfg.head_dim,
+                                  dtype=model.dtype, device=ids.device)
+        sizes = self.segment_sizes(plan, is_image, lengths, total)
+        segments = self.segments(plan, sizes, is_image, q_cache)
+        self.states = [state for _, state in segments]
         self.state = self.states[0]
-        shapes, attention = self.layers(model, plan, segments)
-        cache = KVCache.allocate(shapes, batch, cfg.num_key_value_heads, cfg.head_dim, model.dtype, ids.device)
+        attention = self.attention(model, plan, segments)
+        if cache is None:
+            cache = KVCache.allocate(cache_shapes(plan, sizes), batch, cfg.num_key_value_heads, cfg.head_dim,
+                                     model.dtype, ids.device)
         self.pruning = None
         if self.fastv is not None:
             k, scorer = self.fastv.layer, None
@@ -83,48 +126,54 @@ class LazyRuntime:
             self.pruning = FastVPruning(self.fastv, is_image, scorer, on_prune=self.states[1].place_image_tokens)
         return DecoderSetup(cache, attention, self.pruning, prefill_chunk=chunk)
 
-    def segments(self, plan: LayerPlan, is_image: torch.Tensor, lengths: torch.Tensor, total: int,
-                 q_cache: torch.Tensor) -> list[tuple[range, LazyState, int]]:
-        """`(layers, their lazy state, cache slots)` for the layers before FastV's layer and, with FastV (or
-        VTW), for the layers from it on, which hold only the kept tokens."""
+    def segment_sizes(self, plan: LayerPlan, is_image: torch.Tensor, lengths: torch.Tensor,
+                      total: int) -> list[Segment]:
+        """The layers before FastV's layer and, with FastV (or VTW), the layers from it on, which hold only
+        the kept tokens; `is_image [B, total]` marks the image slots of each sequence."""
         num_layers, width = plan.num_layers, int(lengths.max())
-        fast = self.fast_decode and plan.scope == "visual"
-
-        def anchors_in(layers):
-            return [a for a in plan.anchor_layers if a in layers] if fast else []
-
-        if self.fastv is None:
-            return [(range(num_layers), LazyState(is_image, q_cache, None, anchors_in(range(num_layers))), total)]
-        before, after = range(0, self.fastv.layer), range(self.fastv.layer, num_layers)
         n_img = is_image.sum(1)
+        if self.fastv is None:
+            return [Segment(range(num_layers), total, int((total - n_img).max()), n_img)]
         kept = self.fastv.kept(n_img)
         pruned_total = int((lengths - n_img + kept).max()) + total - width
-        later = LazyState.sized_for(kept, pruned_total, q_cache, anchors_in(after))  # its images placed at pruning
-        return [(before, LazyState(is_image, q_cache, None, anchors_in(before)), total), (after, later, pruned_total)]
+        return [Segment(range(0, self.fastv.layer), total, int((total - n_img).max()), n_img),
+                Segment(range(self.fastv.layer, num_layers), pruned_total, int((pruned_total - kept).max()), kept)]
 
-    def layers(self, model, plan: LayerPlan, segments) -> tuple[list[tuple[int | None, int]], list]:
-        """The KV-cache shape `(key slots, value slots)` and the attention object of every layer."""
+    def fast_decode_anchors(self, plan: LayerPlan, layers: range) -> list[int]:
+        """The anchors among `layers` that keep their decode logits over the image keys for their lazy layers."""
+        fast = self.fast_decode and plan.scope == "visual"
+        return [a for a in plan.anchor_layers if a in layers] if fast else []
+
+    def segments(self, plan: LayerPlan, sizes: list[Segment], is_image: torch.Tensor,
+                 q_cache: torch.Tensor) -> list[tuple[range, LazyState]]:
+        """`(layers, their lazy state)` per segment; after FastV's layer the image slots are placed at pruning."""
+        first = sizes[0]
+        states = [LazyState(is_image, q_cache, first.text_slots, self.fast_decode_anchors(plan, first.layers))]
+        for later in sizes[1:]:
+            states.append(LazyState.sized_for(later.images, later.slots, q_cache,
+                                              self.fast_decode_anchors(plan, later.layers)))
+        return [(size.layers, state) for size, state in zip(sizes, states)]
+
+    def attention(self, model, plan: LayerPlan, segments: list[tuple[range, LazyState]]) -> list:
+        """The attention object of every layer, bound to its segment's lazy state."""
         cfg, anchors = model.config.text, set(plan.anchor_layers)
         fast = self.fast_decode and plan.scope == "visual"
-        shapes, attention = [], []
-        for layers, state, slots in segments:
+        attention = []
+        for layers, state in segments:
             for layer in layers:
                 weights, anchor = model.decoder.layers[layer], plan.anchors[layer]
                 ring = plan.ring_slot(anchor)
                 if not plan.is_lazy(layer):
-                    shapes.append((slots, slots))
                     attention.append(AnchorAttention(cfg, weights, model.ops, layer, state, ring) if layer in anchors
                                      else FullAttention(cfg, weights, model.ops, layer))
                 elif plan.scope == "visual":
-                    shapes.append((state.text_capacity, slots))
                     offset = plan.mass_offset(layer)
                     offset = torch.tensor(offset, dtype=torch.float32, device=model.device) if offset else None
                     attention.append(LazyVisualAttention(cfg, weights, model.ops, layer, anchor, state, ring, fast,
                                                          offset, self.exact_image_rows))
                 else:
-                    shapes.append((None, slots))
                     attention.append(LazyAllAttention(cfg, weights, model.ops, layer, anchor, state, ring))
-        return shapes, attention
+        return attention
 
     def projection_rows(self) -> dict[str, int]:
         """Token rows whose Wq / Wk projections the lazy layers skipped, summed over segments."""

@@ -47,18 +47,31 @@ class LazyState:
         """
         batch, _ = is_image.shape
         device = is_image.device
-        self.image_width = max(int(is_image.sum(1).max()), 1)  # columns of image_slots
-        self.set_image_mask(is_image)
-        self.text_capacity = text_capacity or int((~is_image).sum(1).max())
-        self.text_slots = torch.zeros(batch, self.text_capacity, dtype=torch.int32, device=device)
-        self.n_text = torch.zeros(batch, dtype=torch.int32, device=device)
-        self.q_cache = q_cache
-        heads = q_cache.shape[2]
+        image_width = max(int(is_image.sum(1).max()), 1)  # columns of image_slots
+        text_capacity = text_capacity or int((~is_image).sum(1).max())
         with torch.inference_mode(False):  # normal tensors: their version counters tell the CPU path a new step's logits
-            self.image_logits = {
-                a: torch.zeros(batch, heads, self.image_width, dtype=torch.float32, device=device)
-                for a in fast_decode_anchors
-            }
+            image_logits = {a: torch.zeros(batch, q_cache.shape[2], image_width, dtype=torch.float32, device=device)
+                            for a in fast_decode_anchors}
+        self.attach(is_image, q_cache, torch.zeros(batch, text_capacity, dtype=torch.int32, device=device),
+                    torch.zeros(batch, dtype=torch.int32, device=device), image_logits, image_width)
+
+    @classmethod
+    def over(cls, is_image: torch.Tensor, q_cache: torch.Tensor, text_slots: torch.Tensor, n_text: torch.Tensor,
+             image_logits: dict[int, torch.Tensor], image_width: int) -> LazyState:
+        """A state over tables kept elsewhere (a serving engine's rows, as views), which it updates in place:
+        `text_slots [B, C]` and `n_text [B]` as they stand, `image_logits[a] [B, H, W]` (normal tensors) for
+        up to `image_width` = W image tokens per sequence."""
+        state = cls.__new__(cls)
+        state.attach(is_image, q_cache, text_slots, n_text, image_logits, image_width)
+        return state
+
+    def attach(self, is_image, q_cache, text_slots, n_text, image_logits, image_width) -> None:
+        self.image_width = image_width
+        self.set_image_mask(is_image)
+        self.text_capacity = text_slots.shape[1]
+        self.text_slots, self.n_text = text_slots, n_text  # [B, C] slot of each text key, [B] text keys so far
+        self.q_cache = q_cache
+        self.image_logits = image_logits
         self.image_keys: dict[int, torch.Tensor] = {}  # lazy layer -> its own image keys, during prefill only
         self._step, self._rows = None, None
         self.projection_rows = {"wq_skipped": 0, "wk_skipped": 0}  # token rows, summed over layers
@@ -128,6 +141,6 @@ class LazyState:
             rows = TextRows(order, take_tokens(step.positions, order), write.gather(1, order), count, image_rows)
         b_idx, t_idx = is_text.nonzero(as_tuple=True)
         self.text_slots[b_idx, write[b_idx, t_idx]] = step.slots[b_idx, t_idx].int()
-        self.n_text = rows.count
+        self.n_text.copy_(rows.count)  # in place: the table may be a serving engine's row
         self._step, self._rows = step, rows
         return rows

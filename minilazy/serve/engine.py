@@ -3,8 +3,10 @@
 Each `step()` happens at a step boundary of the running batch:
 
 1. cancelled sequences leave (their row and bytes go back to the scheduler);
-2. the scheduler admits the waiting sequences that fit the KV budget, and each is prefilled into its
-   own cache row (a one-row step, in chunks of `prefill_chunk` tokens) and samples its first token;
+2. the scheduler admits the waiting sequences that fit the KV budget; admitted sequences are prefilled,
+   each into its own cache row in one-row chunks of `prefill_chunk` tokens, oldest first, at most
+   `prefill_chunk` tokens a step (so a long prompt takes several steps, and running sequences decode
+   between them); a sequence whose prompt is done samples its first token;
 3. every running sequence takes one decode step, all in one batched forward pass over the rows in use
    (rows that are free in between take no token), and samples its next token with its own sampler.
 
@@ -12,22 +14,29 @@ A sequence ends at a stop token (not reported as a token), a stop string, `max_n
 cancel, and gives its row back at once. Alone, a request gets exactly the tokens `generate()` gives it:
 the same prefill, the same decode steps, the same sampler seeded the same way.
 
+With a `LazyRuntime` (a lazy plan, FastV or VTW) the storage is `LazyRows`: a request is priced at the
+bytes of the cache `generate()` would allocate for it with that runtime, so the same budget admits more
+sequences, and a prefill and a decode step run the runtime's own layers over the rows.
+
 `submit` and `cancel` may be called from any thread; `step` runs on one (minilazy/serve/worker.py).
 """
 
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 
 import torch
 
 from minilazy.errors import InputError
-from minilazy.generate import Request, decode_step, image_features_for, image_grids, padded_prompts, prefill
+from minilazy.generate import PREFILL_CHUNK, Request, decode_step
+from minilazy.lazy.runtime import LazyRuntime
 from minilazy.mrope import MRopePositions
 from minilazy.model import Model
 from minilazy.sampler import SamplingParams
+from minilazy.serve.lazy_rows import LazyRows
+from minilazy.serve.prefill import Prefill
 from minilazy.serve.rows import CacheRows
 from minilazy.serve.scheduler import Scheduler
 from minilazy.serve.sequence import CANCELLED, LENGTH, STOP, Sequence, SequenceEvent
@@ -37,6 +46,7 @@ from minilazy.serve.text import TextStream
 @dataclass
 class EngineStats:
     running: int
+    running_peak: int  # the most sequences that have run at once since start
     waiting: int
     kv_bytes_used: int  # reserved by running sequences
     kv_budget_bytes: int
@@ -47,9 +57,10 @@ class EngineStats:
 
 class Engine:
     def __init__(self, model: Model, budget_bytes: int, max_batch: int, stop_ids=(), max_queue: int = 64,
-                 prefill_chunk: int = 4096):
+                 prefill_chunk: int = PREFILL_CHUNK, runtime: LazyRuntime | None = None):
         """`budget_bytes` of KV the running sequences may reserve; `max_batch` cache rows (sequences running
-        at once), each as long as the context window or the budget, whichever is shorter."""
+        at once), each as long as the context window or the budget at the plain model's price per token,
+        whichever is shorter; `runtime`: a lazy plan, FastV or VTW (default: the plain model)."""
         self.model, self.prefill_chunk = model, prefill_chunk
         self.stop_ids = frozenset(stop_ids)
         self.context_window = model.config.text.max_position_embeddings
@@ -58,9 +69,13 @@ class Engine:
         if slots < 2:
             raise InputError(f"a KV budget of {budget_bytes:,} bytes holds {slots} token(s) of this model "
                              f"({per_token:,} bytes each): too small for any request")
-        self.rows = CacheRows(model, max_batch, slots)
+        if runtime is None:
+            self.rows = CacheRows(model, max_batch, slots)
+        else:
+            self.rows = LazyRows(model, runtime, max_batch, slots, prefill_chunk)
         self.scheduler = Scheduler(budget_bytes, max_batch, max_queue)
         self.lock = threading.Condition()  # guards the scheduler's queues; submit and cancel notify it
+        self.prefilling: deque[Sequence] = deque()  # admitted, prompt not all prefilled yet (oldest first)
         self.tokens_generated = 0
         self.finished: Counter[str] = Counter()
 
@@ -77,6 +92,10 @@ class Engine:
             raise InputError(f"the request needs {need:,} bytes of KV cache ({prompt} prompt tokens plus "
                              f"{params.max_new_tokens} new), more than the whole budget of "
                              f"{self.scheduler.budget_bytes:,} bytes")
+        if prompt + params.max_new_tokens > self.rows.slots:
+            raise InputError(f"prompt ({prompt} tokens) plus {params.max_new_tokens} new tokens exceeds the "
+                             f"{self.rows.slots} slots of a cache row (what the KV budget holds at the plain "
+                             f"model's price)")
         return need
 
     def submit(self, request: Request, params: SamplingParams, text: TextStream | None = None,
@@ -108,9 +127,8 @@ class Engine:
             for seq in [*self.scheduler.waiting, *self.scheduler.running.values()]:
                 if seq.cancelled:
                     self.finish(seq, CANCELLED)
-            admitted = self.scheduler.admit()
-        for seq in admitted:
-            self.prefill(seq)
+            self.prefilling.extend(self.scheduler.admit())
+        self.prefill_step()
         running = [seq for seq in self.scheduler.running.values() if seq.pending is not None]
         if running:
             self.decode(running)
@@ -119,16 +137,24 @@ class Engine:
         while self.has_work():
             self.step()
 
-    def prefill(self, seq: Sequence) -> None:
-        model = self.model
-        ids, lengths = padded_prompts(model, [seq.request])  # [1, T], [1]
-        x = model.embed(ids, image_features_for(model, [seq.request]))
-        mrope = model.rope_positions(ids, lengths, image_grids([seq.request]))
-        logits = prefill(model, x, lengths, self.rows.prefill_setup(seq.row), min(self.prefill_chunk, ids.shape[1]),
-                         mrope)
-        seq.kv_len = seq.prompt_tokens
-        seq.rope_delta = 0 if mrope is None else int(mrope.delta[0])
-        self.accept(seq, logits)
+    def prefill_step(self) -> None:
+        """Prefill chunks, oldest admitted request first, up to `prefill_chunk` tokens in all (one chunk at
+        least); a request whose prompt is done samples its first token and joins the decode steps."""
+        tokens = 0
+        while self.prefilling:
+            seq = self.prefilling[0]
+            if seq.prefill is None:
+                seq.prefill = Prefill(self.model, self.rows, seq, self.prefill_chunk)
+            job = seq.prefill
+            if tokens and tokens + job.next_tokens > self.prefill_chunk:
+                return
+            tokens += job.next_tokens
+            job.run_chunk()
+            if job.done:
+                self.prefilling.popleft()
+                self.rows.prefilled(seq.row)
+                seq.prefill, seq.kv_len, seq.rope_delta = None, seq.prompt_tokens, job.rope_delta
+                self.accept(seq, job.logits())
 
     def decode(self, seqs: list[Sequence]) -> None:
         """One token for every sequence of `seqs` in one forward pass over the rows in use."""
@@ -169,6 +195,9 @@ class Engine:
     def finish(self, seq: Sequence, reason: str) -> None:
         """End `seq`: its row and bytes go back now; the last event carries any text held back."""
         row = seq.row
+        if seq in self.prefilling:
+            self.prefilling.remove(seq)
+        seq.prefill = None
         with self.lock:
             self.scheduler.release(seq)
         if row >= 0:
@@ -187,5 +216,5 @@ class Engine:
     def stats(self) -> EngineStats:
         with self.lock:
             s = self.scheduler
-            return EngineStats(len(s.running), len(s.waiting), s.used_bytes, s.budget_bytes, self.rows.nbytes,
-                               self.tokens_generated, dict(self.finished))
+            return EngineStats(len(s.running), s.running_peak, len(s.waiting), s.used_bytes, s.budget_bytes,
+                               self.rows.nbytes, self.tokens_generated, dict(self.finished))

@@ -26,6 +26,7 @@ class Scheduler:
                              f"{rows}, {max_queue}")
         self.budget_bytes, self.max_queue = budget_bytes, max_queue
         self.used_bytes = 0
+        self.running_peak = 0  # the most sequences running at once so far
         self.free_rows = list(range(rows))  # a heap: the lowest free row first keeps the batch's rows packed
         self.waiting: deque[Sequence] = deque()
         self.running: dict[int, Sequence] = {}  # row -> sequence
@@ -45,6 +46,7 @@ class Scheduler:
             self.used_bytes += seq.kv_bytes
             self.running[seq.row] = seq
             admitted.append(seq)
+        self.running_peak = max(self.running_peak, len(self.running))
         return admitted
 
     def release(self, seq: Sequence) -> None:

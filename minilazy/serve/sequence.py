@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from minilazy.generate import Request
 from minilazy.sampler import Sampler, SamplingParams
 from minilazy.serve.text import TextStream
+
+if TYPE_CHECKING:
+    from minilazy.serve.prefill import Prefill
 
 STOP, LENGTH, CANCELLED, ERROR = "stop", "length", "cancelled", "error"  # why a sequence finished
 
@@ -38,8 +41,9 @@ class Sequence:
     on_event: Callable[[SequenceEvent], None] | None = None
     id: int = field(default_factory=lambda: next(_ids))
     row: int = -1  # its cache row while it runs
-    kv_len: int = 0  # tokens in its cache row
+    kv_len: int = 0  # tokens in its cache row, once prefilled
     rope_delta: int = 0  # multimodal RoPE: a generated token at slot n has position n + rope_delta (minilazy/mrope.py)
+    prefill: Prefill | None = None  # its prefill while the prompt is taken in chunks
     tokens: list[int] = field(default_factory=list)  # produced so far (a stop token is not one of them)
     pending: int | None = None  # the last token produced, which the next decode step feeds back
     finish_reason: str | None = None

@@ -146,6 +146,7 @@ class Server:
         lines = []
         for name, kind, value, what in (
                 ("requests_running", "gauge", s.running, "Requests in the running batch."),
+                ("requests_running_peak", "gauge", s.running_peak, "The most requests that have run at once."),
                 ("requests_waiting", "gauge", s.waiting, "Requests queued for admission."),
                 ("kv_bytes_used", "gauge", s.kv_bytes_used, "KV bytes reserved by running requests."),
                 ("kv_budget_bytes", "gauge", s.kv_budget_bytes, "KV bytes running requests may reserve."),

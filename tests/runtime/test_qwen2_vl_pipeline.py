@@ -5,8 +5,11 @@ engine's multimodal RoPE positions."""
 import pytest
 
 import cli
+from minilazy.fastv import FastV
 from minilazy.generate import generate
 from minilazy.lazy.calibrate import calibrate
+from minilazy.lazy.plan import LayerPlan
+from minilazy.lazy.runtime import LazyRuntime
 from minilazy.pipeline import Pipeline
 from minilazy.sampler import SamplingParams
 from minilazy.serve import Engine
@@ -44,15 +47,24 @@ def test_cli_generate_with_lazy_layers_reports_kv_saved(tiny, capsys):
     assert saved > 0
 
 
-def test_engine_gives_each_request_its_tokens_alone(tiny):
-    """Rows of different requests decode together, each at its own position delta."""
+RUNTIMES = {
+    "full": lambda: None,
+    "lazy": lambda: LazyRuntime(LayerPlan((0, 0, 2, 2))),
+    "lazy + fastv": lambda: LazyRuntime(LayerPlan((0, 1, 2, 2)), fastv=FastV(1, 0.5), exact_image_rows=True),
+}
+
+
+@pytest.mark.parametrize("variant", RUNTIMES)
+def test_engine_gives_each_request_its_tokens_alone(tiny, variant):
+    """Rows of different requests decode together, each at its own position delta, in chunks of prefill
+    between decode steps, with lazy layers and FastV too."""
     _, path, image = tiny
     pipe = Pipeline.load(path, backend="torch")
     requests = [pipe.request("Why?", image), pipe.request("Count the shapes in it.", random_image(20, 60, seed=8)),
                 pipe.request("Hello there.")]
     params = SamplingParams(10)
-    alone = [generate(pipe.model, [r], params).tokens[0] for r in requests]
-    engine = Engine(pipe.model, 1 << 30, max_batch=3, stop_ids=())
+    alone = [generate(pipe.model, [r], params, decoder_setup=RUNTIMES[variant]()).tokens[0] for r in requests]
+    engine = Engine(pipe.model, 1 << 30, max_batch=3, stop_ids=(), runtime=RUNTIMES[variant](), prefill_chunk=16)
     seqs = [engine.submit(r, params) for r in requests]
     engine.run_until_idle()
     assert [s.tokens for s in seqs] == alone

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from minilazy.lazy.plan import LayerPlan
 from minilazy.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +26,9 @@ QUESTIONS = [
     (EXAMPLES / "scene_3.png", "Is there a circle?"),
     (EXAMPLES / "scene_4.png", "Describe the image."),
 ]
+
+PLAN = LayerPlan((0, 1, 1, 1, 4, 4, 4, 7, 7, 7, 7, 11))  # 7 of the demo model's 12 layers lazy
+FASTV_PLAN = LayerPlan((0, 1, 2, 2, 2, 5, 5, 5, 8, 8, 8, 11))  # layer 1 scores for FastV at 2; lazy ones after it
 
 
 @pytest.fixture(scope="session")

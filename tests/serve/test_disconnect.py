@@ -5,16 +5,23 @@ import json
 import time
 from urllib.parse import urlparse
 
+import pytest
+
+from minilazy.fastv import FastV
+from minilazy.lazy.runtime import LazyRuntime
 from minilazy.serve import Engine
 from minilazy.serve.server import Server, create_app
 from minilazy.serve.worker import EngineThread
-from tests.serve.conftest import QUESTIONS, metrics, serving, user_message
+from tests.serve.conftest import FASTV_PLAN, QUESTIONS, metrics, serving, user_message
 
 MAX_TOKENS = 400
 
 
-def test_a_disconnect_mid_stream_cancels_the_request(pipeline):
-    engine = Engine(pipeline.model, 1 << 30, max_batch=2)  # no stop tokens: it would run all MAX_TOKENS
+@pytest.mark.parametrize("lazy", [False, True], ids=["full", "lazy+fastv"])
+def test_a_disconnect_mid_stream_cancels_the_request(pipeline, lazy):
+    runtime = LazyRuntime(FASTV_PLAN, fastv=FastV(2, 0.5)) if lazy else None
+    # no stop tokens: it would run all MAX_TOKENS
+    engine = Engine(pipeline.model, 1 << 30, max_batch=2, runtime=runtime)
     worker = EngineThread(engine).start()
     image, question = QUESTIONS[0]
     body = {"model": "demo", "stream": True, "max_tokens": MAX_TOKENS, "temperature": 0,
@@ -37,5 +44,7 @@ def test_a_disconnect_mid_stream_cancels_the_request(pipeline):
             assert m["minilazy_requests_running"] == m["minilazy_kv_bytes_used"] == 0
             assert m["minilazy_generated_tokens_total"] < MAX_TOKENS
             assert engine.scheduler.free_rows == [0, 1]
+            if lazy:  # the row's lazy tables are cleared too
+                assert not engine.rows.tables[0].is_image.any() and not engine.rows.dropped.any()
     finally:
         worker.stop()
