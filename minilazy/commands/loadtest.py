@@ -73,6 +73,7 @@ def run_compare(args) -> int:
     from minilazy.serve.loadtest import run_load, served_model
 
     common = ["--model", args.model_dir, "--kv-budget", str(args.kv_budget), "--max-batch", str(args.max_batch),
+              *(["--max-model-len", str(args.max_model_len)] if args.max_model_len else []),
               "--max-new-tokens-limit", str(args.max_tokens), *shlex.split(args.serve_args)]
     variants = args.compare or list(compare.DEFAULT_VARIANTS)
     flags = {v: compare.variant_flags(v, args.fastv_layer, args.fastv_ratio) for v in variants}

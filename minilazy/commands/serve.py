@@ -49,6 +49,10 @@ def add_capacity_arguments(p) -> None:
                    help="KV-cache bytes that running requests may reserve, e.g. 2GiB (default: 1GiB)")
     p.add_argument("--max-batch", type=positive, default=16, metavar="N",
                    help="most requests running at once: the cache rows allocated (default: 16)")
+    p.add_argument("--max-model-len", type=positive, metavar="N",
+                   help="the most tokens (prompt plus answer) one request may hold: the slots of a cache row, so the "
+                        "storage allocated at start is --max-batch rows of N slots (default: the context window, "
+                        "or what the budget holds at full attention's price if that is shorter)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -120,7 +124,7 @@ def run(args) -> int:
     samples = [(image, DESCRIBE_QUESTION) for image in images]
     runtime = lazy_runtime(args, pipeline, samples)
     engine = Engine(pipeline.model, args.kv_budget, args.max_batch, pipeline.stop_ids, args.max_queue,
-                    args.prefill_chunk, runtime)
+                    args.prefill_chunk, runtime, args.max_model_len)
     request, kind = typical_request(pipeline)
     new = min(args.max_new_tokens_limit, engine.context_window - len(request.input_ids))
     need = engine.rows.need(request, new)

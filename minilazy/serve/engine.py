@@ -57,15 +57,15 @@ class EngineStats:
 
 class Engine:
     def __init__(self, model: Model, budget_bytes: int, max_batch: int, stop_ids=(), max_queue: int = 64,
-                 prefill_chunk: int = PREFILL_CHUNK, runtime: LazyRuntime | None = None):
+                 prefill_chunk: int = PREFILL_CHUNK, runtime: LazyRuntime | None = None, max_len: int | None = None):
         """`budget_bytes` of KV the running sequences may reserve; `max_batch` cache rows (sequences running
-        at once), each as long as the context window or the budget at the plain model's price per token,
-        whichever is shorter; `runtime`: a lazy plan, FastV or VTW (default: the plain model)."""
+        at once), each of `max_len` slots (default: the context window or the budget at the plain model's price
+        per token, whichever is shorter); `runtime`: a lazy plan, FastV or VTW (default: the plain model)."""
         self.model, self.prefill_chunk = model, prefill_chunk
         self.stop_ids = frozenset(stop_ids)
         self.context_window = model.config.text.max_position_embeddings
         per_token = CacheRows.bytes_per_token_of(model)
-        slots = min(self.context_window, budget_bytes // per_token)
+        slots = min(self.context_window, budget_bytes // per_token, max_len or self.context_window)
         if slots < 2:
             raise InputError(f"a KV budget of {budget_bytes:,} bytes holds {slots} token(s) of this model "
                              f"({per_token:,} bytes each): too small for any request")
@@ -94,8 +94,8 @@ class Engine:
                              f"{self.scheduler.budget_bytes:,} bytes")
         if prompt + params.max_new_tokens > self.rows.slots:
             raise InputError(f"prompt ({prompt} tokens) plus {params.max_new_tokens} new tokens exceeds the "
-                             f"{self.rows.slots} slots of a cache row (what the KV budget holds at the plain "
-                             f"model's price)")
+                             f"{self.rows.slots} slots of a cache row (--max-model-len, or what the KV budget "
+                             f"holds at the plain model's price)")
         return need
 
     def submit(self, request: Request, params: SamplingParams, text: TextStream | None = None,

@@ -145,3 +145,22 @@ def test_a_cheap_request_longer_than_a_row_is_refused(pipeline, requests):
     assert engine.rows.slots == slots and engine.rows.need(request, MAX_NEW) < budget
     with pytest.raises(InputError, match=f"exceeds the {slots} slots of a cache row"):
         engine.submit(request, SamplingParams(MAX_NEW))
+
+
+@pytest.mark.parametrize("variant", [None, "lazy + fastv"])
+def test_max_len_sets_the_rows_and_so_the_storage(pipeline, requests, variant):
+    """`max_len` (serve --max-model-len) bounds the storage allocated at start to rows x max_len slots,
+    whatever the budget; a request longer than a row is refused, one that fits runs as generate() runs it."""
+    request, params = requests[0], SamplingParams(MAX_NEW)
+    fits = len(request.input_ids) + MAX_NEW
+    runtime = None if variant is None else VARIANTS[variant]
+    engine = Engine(pipeline.model, BUDGET, max_batch=3, stop_ids=pipeline.stop_ids,
+                    runtime=runtime and runtime(), max_len=fits)
+    plain = Engine(pipeline.model, BUDGET, max_batch=3, runtime=runtime and runtime())
+    assert engine.rows.slots == fits < plain.rows.slots
+    assert engine.rows.cache.nbytes * plain.rows.slots == plain.rows.cache.nbytes * fits
+    seq = engine.submit(request, params)
+    engine.run_until_idle()
+    assert seq.tokens == alone(pipeline, request, params, runtime and runtime()).tokens[0]
+    with pytest.raises(InputError, match=f"exceeds the {fits} slots of a cache row"):
+        engine.submit(request, SamplingParams(MAX_NEW + 1))
