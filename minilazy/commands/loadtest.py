@@ -32,6 +32,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="Describe the image.", help="the question every request asks")
     p.add_argument("--image", help="a PNG file every request sends with its question (default: text only)")
     p.add_argument("--max-tokens", type=positive, default=64, metavar="M", help="max_tokens of each request")
+    p.add_argument("--ignore-eos", action="store_true",
+                   help="ask for exactly max_tokens tokens per answer (vLLM's ignore_eos), so that variants whose "
+                        "answers end sooner are compared on the same work")
     p.add_argument("--model", help="the model name to send (default: the one the server lists)")
     p.add_argument("--timeout", type=float, default=600, metavar="S", help="seconds a request may take (default: 600)")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
@@ -62,7 +65,7 @@ def run(args) -> int:
     except (OSError, ValueError, KeyError) as err:
         raise InputError(f"{args.url}: no server answers there ({err})") from None
     report = run_load(args.url, args.n, args.concurrency, args.prompt, args.image, args.max_tokens, model,
-                      args.timeout)
+                      args.timeout, args.ignore_eos)
     print("\n".join(report_lines(report)))
     write(args.json, as_json(report))
     return 1 if report.failed else 0
@@ -80,10 +83,12 @@ def run_compare(args) -> int:
 
     def load(url):
         model = args.model or served_model(url)
-        return run_load(url, args.n, args.concurrency, args.prompt, args.image, args.max_tokens, model, args.timeout)
+        return run_load(url, args.n, args.concurrency, args.prompt, args.image, args.max_tokens, model, args.timeout,
+                        args.ignore_eos)
 
     results = [compare.run_variant(v, [*common, *flags[v]], load, args.start_timeout) for v in variants]
-    print(f"{args.n} requests per variant, {args.concurrency} at a time, max_tokens {args.max_tokens}; "
+    print(f"{args.n} requests per variant, {args.concurrency} at a time, max_tokens {args.max_tokens}"
+          f"{' (ignore_eos)' if args.ignore_eos else ''}; "
           f"every server: {' '.join(common)}")
     print("\n".join(compare.table_lines(results)))
     for result in results:

@@ -99,9 +99,10 @@ class Engine:
         return need
 
     def submit(self, request: Request, params: SamplingParams, text: TextStream | None = None,
-               on_event=None) -> Sequence:
-        """Queue a request (raises InputError if it can never run, QueueFull if the queue is full)."""
-        seq = Sequence(request, params, self.check(request, params), text, on_event)
+               on_event=None, ignore_eos: bool = False) -> Sequence:
+        """Queue a request (raises InputError if it can never run, QueueFull if the queue is full);
+        `ignore_eos`: stop tokens do not end it, only `max_new_tokens` (and stop strings) do."""
+        seq = Sequence(request, params, self.check(request, params), text, on_event, ignore_eos=ignore_eos)
         with self.lock:
             self.scheduler.add(seq)
             self.lock.notify_all()
@@ -179,7 +180,7 @@ class Engine:
     def accept(self, seq: Sequence, logits: torch.Tensor) -> None:
         """Sample `seq`'s next token from `logits [1, V]`, report it, and end the sequence if it is done."""
         token = int(seq.sampler(logits)[0])
-        if token in self.stop_ids:
+        if token in self.stop_ids and not seq.ignore_eos:
             return self.finish(seq, STOP)
         seq.tokens.append(token)
         self.tokens_generated += 1

@@ -54,14 +54,14 @@ def summary(seconds: list[float]) -> dict:
     return {"mean": float(ms.mean()), **{f"p{q}": float(np.percentile(ms, q)) for q in (50, 90, 99)}}
 
 
-def chat_body(model: str, prompt: str, image: str | Path | None, max_tokens: int) -> dict:
+def chat_body(model: str, prompt: str, image: str | Path | None, max_tokens: int, ignore_eos: bool = False) -> dict:
     content = prompt
     if image is not None:
         data = base64.b64encode(Path(image).read_bytes()).decode()
         content = [{"type": "text", "text": prompt},
                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}]
     return {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
-            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": ignore_eos}
 
 
 def connect(url: str, timeout: float) -> http.client.HTTPConnection:
@@ -108,11 +108,11 @@ def one_request(url: str, body: bytes, timeout: float) -> Outcome:
 
 
 def run_load(url: str, n: int, concurrency: int, prompt: str, image=None, max_tokens: int = 64,
-             model: str | None = None, timeout: float = 600) -> LoadReport:
+             model: str | None = None, timeout: float = 600, ignore_eos: bool = False) -> LoadReport:
     """Send `n` streamed requests, `concurrency` at a time, and summarise them."""
     url = url.rstrip("/").removesuffix("/v1")
     model = model or served_model(url)
-    body = json.dumps(chat_body(model, prompt, image, max_tokens)).encode()
+    body = json.dumps(chat_body(model, prompt, image, max_tokens, ignore_eos)).encode()
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         outcomes = list(pool.map(lambda _: one_request(url, body, timeout), range(n)))

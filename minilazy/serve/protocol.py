@@ -52,6 +52,7 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     n: int = 1
     logprobs: bool | None = None
+    ignore_eos: bool = False  # vLLM's extension: no stop token ends the answer, only max_tokens (load tests)
 
 
 class Usage(BaseModel):

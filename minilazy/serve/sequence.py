@@ -39,6 +39,7 @@ class Sequence:
     kv_bytes: int  # what the scheduler reserves for it while it runs: prompt plus max_new_tokens slots
     text: TextStream | None = None  # detokenizes and watches for stop strings; None: tokens only
     on_event: Callable[[SequenceEvent], None] | None = None
+    ignore_eos: bool = False  # stop tokens are produced like any other; only max_new_tokens ends it
     id: int = field(default_factory=lambda: next(_ids))
     row: int = -1  # its cache row while it runs
     kv_len: int = 0  # tokens in its cache row, once prefilled

@@ -89,7 +89,7 @@ class Server:
 
         try:
             request, params, text = await run_in_threadpool(self.prepare, body)
-            seq = self.engine.submit(request, params, text, on_event)
+            seq = self.engine.submit(request, params, text, on_event, ignore_eos=body.ignore_eos)
         except RequestError as err:
             return error(400, str(err), "invalid_request_error", err.param)
         except InputError as err:

@@ -10,17 +10,20 @@ from tests.serve.conftest import QUESTIONS, serving
 
 
 def test_loadtest_reports_and_writes_json(pipeline, tmp_path, capsys):
-    engine = Engine(pipeline.model, 1 << 30, max_batch=2)  # no stop tokens: every answer has max_tokens tokens
+    """With --ignore-eos every answer has max_tokens tokens; without it, the demo model's short answers stop."""
+    engine = Engine(pipeline.model, 1 << 30, max_batch=2, stop_ids=pipeline.stop_ids)
     worker = EngineThread(engine).start()
-    image, question = QUESTIONS[1]
-    out = tmp_path / "load" / "report.json"
+    image, question = QUESTIONS[0]
+    out, natural = tmp_path / "load" / "report.json", tmp_path / "natural.json"
+    load = ["loadtest", "-n", "4", "--concurrency", "2", "--max-tokens", "5", "--image", str(image), "--prompt", question]
     try:
         with serving(create_app(Server(pipeline, engine, worker, "demo", 16))) as url:
-            status = main(["loadtest", "--url", f"{url}/v1", "-n", "4", "--concurrency", "2", "--max-tokens", "5",
-                           "--image", str(image), "--prompt", question, "--json", str(out)])
+            status = main([*load, "--url", f"{url}/v1", "--ignore-eos", "--json", str(out)])
+            assert main([*load, "--url", f"{url}/v1", "--json", str(natural)]) == 0
     finally:
         worker.stop()
     assert status == 0
+    assert json.loads(natural.read_text())["output_tokens"] < 20
     report = json.loads(out.read_text())
     assert (report["requests"], report["failed"], report["output_tokens"], report["model"]) == (4, 0, 20, "demo")
     assert report["request_throughput"] > 0 and report["output_tokens_per_second"] > 0
