@@ -21,19 +21,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from minilazy.bench import variants
-from minilazy.generate import generate
+from minilazy.generate import Request, generate
 from minilazy.gpu_check import bench
 from minilazy.gpu_check.setting import Setting, machine, write_json
+from minilazy.model import Model
 from minilazy.pipeline import Pipeline
 from minilazy.sampler import SamplingParams
 from minilazy.serve import Engine
 
 MAX_NEW, DRY_MAX_NEW = 12, 4  # greedy tokens per request of the exactness runs
 CHUNK = 32  # prefill chunk of the exactness runs: the demo prompts (about 90 tokens) take three
-EXACT_ROWS, EXACT_BUDGET = 3, 1 << 30
+EXACT_ROWS = 3
+LARGE_BUDGET = 1 << 30  # KV bytes: more than all the exactness runs' requests need, or one bench request
 REQUESTS, DRY_REQUESTS = 32, 8  # throughput: requests submitted at once
 FULL_FIT, DRY_FULL_FIT = 8, 4  # requests the throughput budget holds at full attention
 NEW_TOKENS, DRY_NEW_TOKENS = 16, 3
@@ -54,7 +54,7 @@ def exactness(setting: Setting, data: dict) -> bool:
     for name, make in runtimes.items():
         expected = [generate(pipeline.model, [r], params, stop_ids=pipeline.stop_ids, prefill_chunk=CHUNK,
                              decoder_setup=make()) for r in requests]
-        engine = Engine(pipeline.model, EXACT_BUDGET, EXACT_ROWS, stop_ids=pipeline.stop_ids, prefill_chunk=CHUNK,
+        engine = Engine(pipeline.model, LARGE_BUDGET, EXACT_ROWS, stop_ids=pipeline.stop_ids, prefill_chunk=CHUNK,
                         runtime=make())
         seqs = []
         for request in requests:  # each joins two steps after the one before it
@@ -81,7 +81,7 @@ def throughput_variants(layers: int) -> list[variants.Variant]:
                              fastv=variants.FASTV)]
 
 
-def serve_all(model, request, variant: variants.Variant, budget: int, n: int, new_tokens: int) -> dict:
+def serve_all(model: Model, request: Request, variant: variants.Variant, budget: int, n: int, new_tokens: int) -> dict:
     """`n` copies of `request` submitted at once to a fresh engine; its stats after it has served them all."""
     params = SamplingParams(new_tokens)
     warm = Engine(model, budget, max_batch=2, runtime=variant.runtime())
@@ -110,7 +110,7 @@ def throughput(setting: Setting, data: dict, deadline: float, path: Path) -> boo
     new_tokens = DRY_NEW_TOKENS if dry else NEW_TOKENS
     with tempfile.TemporaryDirectory() as tmp:
         _, model, request = bench.load(Path(tmp), setting)
-        need = Engine(model, EXACT_BUDGET, max_batch=1).check(request, SamplingParams(new_tokens))
+        need = Engine(model, LARGE_BUDGET, max_batch=1).check(request, SamplingParams(new_tokens))
         budget = fit * need + need // 2  # `fit` requests at full attention, not one more
         results = data["throughput"] = {
             "model": "bench", "dtype": str(model.dtype), "prompt_tokens": len(request.input_ids),
