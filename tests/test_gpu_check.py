@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from minilazy.gpu_check import runtime
 from minilazy.gpu_check.runner import REPO, Part, run_check
-from minilazy.gpu_check.setting import write_json
+from minilazy.gpu_check.setting import Setting, write_json
 
 
 def raising_part(out_dir, setting):
@@ -42,6 +43,14 @@ def test_a_failing_part_is_reported_and_the_next_still_runs(tmp_path):
     assert "== raising: error" in "\n".join(lines) and "== passing: passed" in "\n".join(lines)
 
 
+def test_the_runtime_part_starts_no_model_past_its_time_limit(tmp_path):
+    ok, lines = runtime.run(tmp_path, Setting(dry_run=True, budget_s=0))
+    data = json.loads((tmp_path / "runtime.json").read_text())
+    assert not ok and not data["passed"] and data["models"] == {}
+    assert data["skipped"] == ["demo", "llava", "idefics3", "qwen2_5_vl", "qwen2_vl"]
+    assert "skipped at the time limit" in lines[-1]
+
+
 @pytest.mark.slow
 def test_dry_run_runs_every_part(tmp_path):
     """The command as docs/gpu.md gives it, with the repository on PYTHONPATH and no install."""
@@ -51,7 +60,7 @@ def test_dry_run_runs_every_part(tmp_path):
     check = json.loads((tmp_path / "check.json").read_text())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert {name: part["status"] for name, part in check["parts"].items()} == dict.fromkeys(
-        ("kernels", "runtime", "bench"), "passed")
+        ("kernels", "runtime", "serve", "bench"), "passed")
     assert check["dry_run"] and "== bench: passed" in proc.stdout
 
     kernels = json.loads((tmp_path / "kernels.json").read_text())
@@ -60,11 +69,26 @@ def test_dry_run_runs_every_part(tmp_path):
     assert all({"passed", "failed", "errors", "skipped", "seconds"} <= r.keys() for r in kernels["files"].values())
 
     runtime = json.loads((tmp_path / "runtime.json").read_text())
-    assert runtime["models"].keys() == {"demo", "llava", "idefics3"} and runtime["passed"]
+    assert runtime["models"].keys() == {"demo", "llava", "idefics3", "qwen2_5_vl", "qwen2_vl"} and runtime["passed"]
     for model in runtime["models"].values():
         assert model["runs"].keys() == {"full", "lazy-r2-all", "lazy-r1-visual+fastv"}
         assert all(r["tokens_equal"] and "steps_max_abs_diff" in r for r in model["runs"].values())
     assert "prompt_max_abs_diff" in runtime["models"]["demo"]["runs"]["full"]
+    assert len(set(runtime["models"]["qwen2_5_vl"]["prompt_tokens"])) == 2  # images of two sizes
+
+    serve = json.loads((tmp_path / "serve.json").read_text())
+    assert serve["passed"] and serve["exactness"]["variants"].keys() == {"full", "lazy", "lazy + fastv"}
+    for r in serve["exactness"]["variants"].values():
+        assert r["tokens_equal"] and r["kv_bytes_equal"] and r["tokens"] == r["expected_tokens"]
+        assert r["running_peak"] >= 2 and r["kv_bytes_used_after"] == 0
+    fast = serve["throughput"]
+    assert fast["variants"].keys() == {"full", "lazy-0.8", "lazy-0.8+fastv"}
+    n, fit = fast["requests"], fast["full_attention_fit"]
+    for name, r in fast["variants"].items():
+        assert {"running_peak", "output_tokens", "seconds", "output_tokens_per_s", "kv_bytes_per_request"} <= r.keys()
+        assert r["passed"] and r["finished"] == {"length": n} and r["output_tokens"] == n * fast["new_tokens"]
+        assert r["running_peak"] == fit if name == "full" else r["running_peak"] > fit  # the same budget
+        assert r["kv_bytes_per_request"] * r["running_peak"] <= fast["kv_budget_bytes"]
 
     bench = json.loads((tmp_path / "bench.json").read_text())
     assert {(r["backend"], r["variant"]) for r in bench["runs"]} == {

@@ -10,8 +10,8 @@ from minilazy.gpu_check.runner import PARTS, run_check
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m minilazy.gpu_check",
-                                description="The Triton kernels, the runtime and the bench on a CUDA GPU, in one run.")
+    p = argparse.ArgumentParser(prog="python -m minilazy.gpu_check", description="The Triton kernels, the runtime, "
+                                "the serving engine and the bench on a CUDA GPU, in one run.")
     p.add_argument("out_dir", help="where check.json and each part's JSON and log go")
     p.add_argument("--dry-run", action="store_true",
                    help="the same script on tiny shapes on the CPU (the reference backend standing in for triton)")

@@ -1,4 +1,4 @@
-"""Part 3: speed and memory at SmolVLM-256M's shapes, the backend under test against the torch paths and
+"""Part 4: speed and memory at SmolVLM-256M's shapes, the backend under test against the torch paths and
 transformers, with the bench's own measuring code (minilazy/bench/).
 
 The model is built on the spot with random weights (weights/build_bench_model.py over a random decoder
@@ -20,6 +20,7 @@ import torch
 
 from minilazy.bench import measure, report, variants
 from minilazy.commands.bench import DEFAULT_PROMPT, bench_image
+from minilazy.generate import Request
 from minilazy.gpu_check.setting import Setting, machine, write_json
 from minilazy.model import Model
 from minilazy.pipeline import Pipeline, load_tokenizer
@@ -47,6 +48,19 @@ def build_model(tmp: Path, dry_run: bool) -> Path:
 
     text = random_text_model(tmp / "text", DRY_TEXT if dry_run else SMOLLM2_135M, tiny_tokenizer(bos=False))
     return build_bench_model(tmp / "model", text, vision=DRY_VISION if dry_run else VisionShape())
+
+
+def dtype_of(setting: Setting) -> torch.dtype:
+    return torch.float32 if setting.dry_run else torch.bfloat16
+
+
+def load(tmp: Path, setting: Setting) -> tuple[Path, Model, Request]:
+    """The bench model built in `tmp`, loaded on the backend under test, and its one request (the bench's
+    prompt and image); minilazy/gpu_check/serve.py serves the same."""
+    model_dir = build_model(tmp, setting.dry_run)
+    model = Model.from_pretrained(model_dir, dtype_of(setting), setting.subject, device=setting.device)
+    request = Pipeline(model_dir, model, load_tokenizer(model_dir)).request(DEFAULT_PROMPT, bench_image(None))
+    return model_dir, model, request
 
 
 def plan_variants(layers: int) -> list[variants.Variant]:
@@ -96,19 +110,16 @@ def run(out_dir: Path, setting: Setting) -> tuple[bool, list[str]]:
     start = time.perf_counter()
     device, dry = setting.device, setting.dry_run
     batches, new_tokens = (DRY_BATCHES, DRY_NEW_TOKENS) if dry else (BATCHES, NEW_TOKENS)
-    dtype = torch.float32 if dry else torch.bfloat16
+    dtype = dtype_of(setting)
     data = {"machine": machine(), "device": device.type, "dtype": str(dtype), "subject": setting.subject,
             "batches": batches, "new_tokens": new_tokens, "kv_budget_bytes": KV_BUDGET_BYTES}
     runs = Runs(out_dir, data, start + (1 - RESERVE) * setting.budget_s)
     rows = {}  # report's rows: {name: {batch: record}}
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_model(Path(tmp), dry)
-        model = Model.from_pretrained(model_dir, dtype, setting.subject, device=device)
-        pipeline = Pipeline(model_dir, model, load_tokenizer(model_dir))
-        request = pipeline.request(DEFAULT_PROMPT, bench_image(None))
+        model_dir, model, request = load(Path(tmp), setting)
         features = model.image_features(request.pixel_values)
         measure.with_cached_features(model, features)
-        layers = model.config.text.num_hidden_layers
+        layers, image_token = model.config.text.num_hidden_layers, model.config.image_token_id
         data["inputs"] = {"prompt_tokens": len(request.input_ids), "tiles": request.pixel_values.shape[0],
                           "image_tokens": features.shape[0], "layers": layers}
         data["copy_bandwidth_bytes_per_s"] = measure.copy_bandwidth(device, 16 if dry else 512)
@@ -124,7 +135,7 @@ def run(out_dir: Path, setting: Setting) -> tuple[bool, list[str]]:
         data["transformers_attention"] = hf.config._attn_implementation
         for b in batches:
             record = runs.measure(report.HF, "full", b, lambda b=b: run_transformers(
-                hf, request.input_ids, features, pipeline.config.image_token_id, b, new_tokens))
+                hf, request.input_ids, features, image_token, b, new_tokens))
             if record is not None:
                 rows.setdefault(report.HF, {})[b] = record
         del hf

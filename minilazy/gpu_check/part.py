@@ -2,7 +2,8 @@
 
 The function takes `(out_dir, Setting)`, writes its JSON and returns `(ok, summary lines)`; the lines go
 to stdout, progress to stderr. Exit status 0: every check passed; 1: the part ran and a check failed;
-2: the part itself failed (its traceback is on stderr).
+2: the part itself failed (its traceback is on stderr). A dry run's part runs torch on one thread: its
+tiny shapes gain nothing from more, and threads that wait on each other on a busy CPU slow it many times.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import importlib
 import sys
 import traceback
 from pathlib import Path
+
+import torch
 
 from minilazy.gpu_check.setting import Setting
 
@@ -24,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true")
     args = p.parse_args(argv)
     module, _, function = args.target.partition(":")
+    if args.dry_run:
+        torch.set_num_threads(1)
     try:
         run = getattr(importlib.import_module(module), function)
         ok, lines = run(Path(args.out_dir), Setting(args.dry_run, args.budget))
