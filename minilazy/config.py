@@ -160,7 +160,6 @@ class ModelConfig:
     # idefics3
     scale_factor: int = 1
     # qwen2_vl, qwen2_5_vl: image features are merged from spatial_merge_size^2 patches each
-    vision_start_token_id: int | None = None
     spatial_merge_size: int = 1
 
     @property
@@ -232,7 +231,6 @@ def qwen2_vl_config(d: dict) -> ModelConfig:
         TextConfig.from_dict(text, tie, family="qwen2"),
         Qwen2VisionConfig.from_dict(d["model_type"], vision),
         image_token_id=d.get("image_token_id", 151655),
-        vision_start_token_id=d.get("vision_start_token_id", 151652),
         spatial_merge_size=vision.get("spatial_merge_size", 2),
     )
 

@@ -104,12 +104,13 @@ class Pipeline:
         tokenizer = load_tokenizer(model_dir)
         return cls(model_dir, Model.from_pretrained(model_dir, DTYPES[dtype], backend), tokenizer)
 
-    def request(self, prompt: str, image=None) -> Request:
-        """A request for `prompt` about `image` (a path or a PIL image; None for text only)."""
+    def request(self, prompt: str, image=None, system: str | None = None) -> Request:
+        """A request for `prompt` about `image` (a path or a PIL image; None for text only), with the system
+        message `system` where the prompt layout has one (ChatML: SmolLM2, Qwen2-VL)."""
         if not prompt or not prompt.strip():
             raise InputError("the prompt is empty: give a question or instruction")
         if image is None:
-            return Request(self.check_vocabulary(build_prompt(self.kind, self.tokenizer, prompt)))
+            return Request(self.check_vocabulary(build_prompt(self.kind, self.tokenizer, prompt, system=system)))
         if self.processor is None:
             raise InputError(f"this {self.config.model_type} model is text-only: it cannot take an image")
         picture, grid = load_image(image), None
@@ -122,7 +123,7 @@ class Pipeline:
             tiles = self.processor([picture])
             layout = ImageLayout(self.config.image_tokens_per_image, tiles.rows[0], tiles.cols[0])
             pixels = tiles.pixel_values
-        ids = self.check_vocabulary(build_prompt(self.kind, self.tokenizer, prompt, layout))
+        ids = self.check_vocabulary(build_prompt(self.kind, self.tokenizer, prompt, layout, system))
         return Request(ids, pixels.to(self.model.dtype), grid)
 
     def ask(self, prompt: str, image=None, *, plan: LayerPlan | None = None, fastv: FastV | None = None,

@@ -30,6 +30,7 @@ SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Huggin
 QWEN_SYSTEM = "You are a helpful assistant."
 KINDS = ("llava", "idefics3", "chat", "qwen2_vl")
 IMAGE_TOKENS = {"llava": IMAGE_TOKEN, "idefics3": IMAGE_TOKEN, "qwen2_vl": QWEN_IMAGE_TOKEN}  # per image kind
+SYSTEM_KINDS = ("chat", "qwen2_vl")  # the layouts with a system message (ChatML)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def prompt_text(kind: str, question: str, image_layout: ImageLayout | None = Non
             image = f"<|vision_start|>{QWEN_IMAGE_TOKEN * image_layout.tokens_per_tile}<|vision_end|>"
         return chatml(QWEN_SYSTEM if system is None else system, image + question)
     if system is not None:
-        raise ValueError(f"the {kind} prompt has no system message")
+        raise InputError(f"the {kind} prompt has no system message")
     if kind == "llava":
         image = "" if image_layout is None else IMAGE_TOKEN * image_layout.tokens_per_tile + "\n"
         return f"USER: {image}{question} ASSISTANT:"
@@ -116,7 +117,7 @@ def build_prompt(
     text = prompt_text(kind, question, image_layout, system)
     ids = tokenizer.encode(text, add_special_tokens=True).ids
     expected = _expected_image_tokens(kind, image_layout)
-    if expected:
+    if kind in IMAGE_TOKENS:  # also without an image: a question holding the image token would take features
         image_token = IMAGE_TOKENS[kind]
         image_id = tokenizer.token_to_id(image_token)
         found = 0 if image_id is None else ids.count(image_id)

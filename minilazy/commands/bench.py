@@ -116,7 +116,8 @@ def run(args) -> int:
         features = model.image_features(request.pixel_values, request.image_grid)
         measure.synchronize(device)
         vision_seconds = time.perf_counter() - start
-        progress(f"vision tower: {request.pixel_values.shape[0]} tiles in {vision_seconds:.1f} s")
+        progress(f"vision tower: {request.pixel_values.shape[0]} {'patches' if request.image_grid is not None else 'tiles'}"
+                 f" in {vision_seconds:.1f} s")
         measure.with_cached_features(model, features)
 
     layers = model.config.text.num_hidden_layers

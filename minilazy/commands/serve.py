@@ -126,7 +126,7 @@ def run(args) -> int:
     engine = Engine(pipeline.model, args.kv_budget, args.max_batch, pipeline.stop_ids, args.max_queue,
                     args.prefill_chunk, runtime, args.max_model_len)
     request, kind = typical_request(pipeline)
-    new = min(args.max_new_tokens_limit, engine.context_window - len(request.input_ids))
+    new = min(args.max_new_tokens_limit, engine.longest_request - len(request.input_ids))
     need = engine.rows.need(request, new)
     print(f"minilazy serving {name!r} ({args.model}) at http://{args.host}:{args.port}/v1", flush=True)
     print(f"attention: {variant(runtime)}", flush=True)

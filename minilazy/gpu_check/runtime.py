@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from minilazy.fastv import FastV
-from minilazy.generate import generate
+from minilazy.generate import generate, image_grids
 from minilazy.gpu_check.setting import Setting, machine, write_json
 from minilazy.lazy.plan import LayerPlan
 from minilazy.lazy.runtime import LazyRuntime
@@ -99,9 +99,9 @@ def outputs(model: Model, requests, factory, steps: int, prunes: bool) -> dict:
             ids[b, :len(r.input_ids)] = torch.tensor(r.input_ids)
         lengths = torch.tensor([len(r.input_ids) for r in requests], device=model.device)
         pixels = torch.cat([r.pixel_values for r in requests])
-        grids = None if requests[0].image_grid is None else torch.cat([r.image_grid for r in requests])  # Qwen
         with torch.no_grad():
-            logits = model.forward_logits(ids, pixels, lengths, decoder_setup=factory(), image_grid=grids)  # [B, T, V]
+            logits = model.forward_logits(ids, pixels, lengths, decoder_setup=factory(),
+                                          image_grid=image_grids(requests))  # [B, T, V]
         prompt = [logits[b, :len(r.input_ids)].float().cpu() for b, r in enumerate(requests)]
     steps_logits = []
     out = generate(model, requests, SamplingParams(max_new_tokens=steps), stop_ids=(), decoder_setup=factory(),

@@ -39,7 +39,7 @@ from minilazy.serve.lazy_rows import LazyRows
 from minilazy.serve.prefill import Prefill
 from minilazy.serve.rows import CacheRows
 from minilazy.serve.scheduler import Scheduler
-from minilazy.serve.sequence import CANCELLED, LENGTH, STOP, Sequence, SequenceEvent
+from minilazy.serve.sequence import CANCELLED, ERROR, LENGTH, STOP, Sequence, SequenceEvent
 from minilazy.serve.text import TextStream
 
 
@@ -65,6 +65,8 @@ class Engine:
         self.stop_ids = frozenset(stop_ids)
         self.context_window = model.config.text.max_position_embeddings
         per_token = CacheRows.bytes_per_token_of(model)
+        if max_len is not None and max_len < 2:
+            raise InputError(f"a cache row of {max_len} slot(s) (--max-model-len) is too short for any request")
         slots = min(self.context_window, budget_bytes // per_token, max_len or self.context_window)
         if slots < 2:
             raise InputError(f"a KV budget of {budget_bytes:,} bytes holds {slots} token(s) of this model "
@@ -78,6 +80,11 @@ class Engine:
         self.prefilling: deque[Sequence] = deque()  # admitted, prompt not all prefilled yet (oldest first)
         self.tokens_generated = 0
         self.finished: Counter[str] = Counter()
+
+    @property
+    def longest_request(self) -> int:
+        """The most tokens (prompt plus answer) a request may hold: the context window or a cache row."""
+        return min(self.context_window, self.rows.slots)
 
     def check(self, request: Request, params: SamplingParams) -> int:
         """The KV bytes `request` needs; raises InputError for a request that can never run."""
@@ -144,10 +151,16 @@ class Engine:
         tokens = 0
         while self.prefilling:
             seq = self.prefilling[0]
-            if seq.prefill is None:
-                seq.prefill = Prefill(self.model, self.rows, seq, self.prefill_chunk)
+            if seq.prefill is None:  # its images go through the vision tower now: only if its chunk fits
+                if tokens and tokens + min(self.prefill_chunk, seq.prompt_tokens) > self.prefill_chunk:
+                    return
+                try:
+                    seq.prefill = Prefill(self.model, self.rows, seq, self.prefill_chunk)
+                except InputError:  # a prompt its images cannot fill, which the checks let through: it alone ends
+                    self.finish(seq, ERROR)
+                    continue
             job = seq.prefill
-            if tokens and tokens + job.next_tokens > self.prefill_chunk:
+            if tokens and tokens + job.next_tokens > self.prefill_chunk:  # FastV's prefill takes the prompt whole
                 return
             tokens += job.next_tokens
             job.run_chunk()

@@ -61,7 +61,8 @@ def chat_body(model: str, prompt: str, image: str | Path | None, max_tokens: int
         content = [{"type": "text", "text": prompt},
                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}]
     return {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
-            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": ignore_eos}
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
+            **({"ignore_eos": True} if ignore_eos else {})}
 
 
 def connect(url: str, timeout: float) -> http.client.HTTPConnection:

@@ -20,7 +20,7 @@ from minilazy.errors import InputError
 from minilazy.generate import Request
 from minilazy.images import load_image
 from minilazy.pipeline import Pipeline
-from minilazy.prompts import build_prompt
+from minilazy.prompts import SYSTEM_KINDS
 from minilazy.sampler import SamplingParams
 from minilazy.serve.protocol import ChatCompletionRequest, Message
 
@@ -98,23 +98,22 @@ def decode_image(url: str) -> Image.Image:
 
 
 def prompt_request(pipeline: Pipeline, system: str | None, question: str, image: Image.Image | None) -> Request:
-    if system is None:
-        return pipeline.request(question, image)
-    if pipeline.kind != "chat" or image is not None:
+    if system is not None and pipeline.kind not in SYSTEM_KINDS:
         raise RequestError(f"this {pipeline.config.model_type} model's prompt has no system message", "messages")
-    return Request(pipeline.check_vocabulary(build_prompt("chat", pipeline.tokenizer, question, system=system)))
+    return pipeline.request(question, image, system)
 
 
 def sampling_params(body: ChatCompletionRequest, prompt_tokens: int, context_window: int,
                     limit: int) -> SamplingParams:
-    """The request's sampling settings; `max_tokens` defaults to what the limit and the context window allow."""
+    """The request's sampling settings; `max_tokens` defaults to what the limit and `context_window` (the most
+    tokens a request may hold: the model's context window, or a shorter cache row) allow."""
     if body.n != 1:
         raise RequestError("only n = 1 is served", "n")
     if body.logprobs:
         raise RequestError("logprobs are not served", "logprobs")
     if prompt_tokens >= context_window:
-        raise RequestError(f"the prompt ({prompt_tokens} tokens) fills the model's context window of "
-                           f"{context_window} tokens", "messages")
+        raise RequestError(f"the prompt ({prompt_tokens} tokens) fills the {context_window} tokens a request may "
+                           f"hold here (the model's context window, or the server's --max-model-len)", "messages")
     asked = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
     if asked is None:

@@ -63,7 +63,7 @@ class Server:
         and preprocess here)."""
         system, question, image = conversation(body.messages)
         request = prompt_request(self.pipeline, system, question, image)
-        params = sampling_params(body, len(request.input_ids), self.engine.context_window, self.limit)
+        params = sampling_params(body, len(request.input_ids), self.engine.longest_request, self.limit)
         return request, params, TextStream(self.pipeline.decode, stop_strings(body))
 
     async def chat(self, http: HTTPRequest):

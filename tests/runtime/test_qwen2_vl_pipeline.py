@@ -10,9 +10,11 @@ from minilazy.generate import generate
 from minilazy.lazy.calibrate import calibrate
 from minilazy.lazy.plan import LayerPlan
 from minilazy.lazy.runtime import LazyRuntime
+from minilazy.images import load_image
 from minilazy.pipeline import Pipeline
 from minilazy.sampler import SamplingParams
 from minilazy.serve import Engine
+from minilazy.serve.messages import prompt_request
 from tests.runtime.test_qwen2_vl_parity import qwen_reference
 from tests.runtime.test_vlm_parity import check_against_reference, random_image
 from tests.runtime.tiny_qwen_models import IMAGE_TOKEN, save_qwen
@@ -63,12 +65,22 @@ def test_engine_gives_each_request_its_tokens_alone(tiny, variant):
     requests = [pipe.request("Why?", image), pipe.request("Count the shapes in it.", random_image(20, 60, seed=8)),
                 pipe.request("Hello there.")]
     params = SamplingParams(10)
-    alone = [generate(pipe.model, [r], params, decoder_setup=RUNTIMES[variant]()).tokens[0] for r in requests]
+    alone = [generate(pipe.model, [r], params, prefill_chunk=16, decoder_setup=RUNTIMES[variant]()).tokens[0]
+             for r in requests]
     engine = Engine(pipe.model, 1 << 30, max_batch=3, stop_ids=(), runtime=RUNTIMES[variant](), prefill_chunk=16)
     seqs = [engine.submit(r, params) for r in requests]
     engine.run_until_idle()
     assert [s.tokens for s in seqs] == alone
     assert len({s.rope_delta for s in seqs}) == 3
+
+
+def test_a_served_system_message_goes_into_the_prompt(tiny):
+    _, path, image = tiny
+    pipe = Pipeline.load(path, backend="torch")
+    for picture in (None, image):
+        own = prompt_request(pipe, "Be brief.", "Why?", picture and load_image(picture))
+        assert own.input_ids == pipe.request("Why?", picture, system="Be brief.").input_ids
+        assert own.input_ids != pipe.request("Why?", picture).input_ids  # not the default system message
 
 
 def test_calibration_over_images_of_different_sizes(tiny):

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from minilazy.errors import InputError
 from minilazy.sampler import SamplingParams
 from minilazy.serve import Engine
 from minilazy.serve.server import Server, create_app
@@ -64,6 +65,7 @@ CASES = {
     "empty stop string": body(stop=[""]),
     "system message on a LLaVA prompt": {"model": "demo", "max_tokens": 4, "messages": [
         {"role": "system", "content": "Be brief."}, user_message(QUESTION)]},
+    "image token in a text-only question": body("What is <image> here?"),
 }
 
 
@@ -72,6 +74,35 @@ def test_malformed_requests_get_400(url, case):
     status, _, reply = chat(url, CASES[case])
     assert status == 400, reply
     assert reply["error"]["type"] == "invalid_request_error" and reply["error"]["message"]
+
+
+def test_a_prompt_its_images_cannot_fill_ends_alone(pipeline):
+    """A request past the checks whose image tokens have no features fails in its prefill: it ends with
+    "error", and the request beside it runs on to its answer."""
+    good = pipeline.request(QUESTION, IMAGE)
+    bad = type(good)(good.input_ids)  # the image tokens, without the pixels
+    engine = Engine(pipeline.model, 1 << 30, max_batch=2, stop_ids=pipeline.stop_ids)
+    first = engine.submit(good, SamplingParams(6))
+    engine.step()
+    second = engine.submit(bad, SamplingParams(6))
+    engine.run_until_idle()
+    assert second.finish_reason == "error" and first.finish_reason in ("stop", "length")
+    assert first.tokens == pipeline.ask(QUESTION, IMAGE, max_new_tokens=6).tokens
+    assert engine.stats().kv_bytes_used == 0
+
+
+def test_rows_shorter_than_the_context_bound_the_default_max_tokens(pipeline):
+    """Without max_tokens, a request takes what its cache row has room for, not what the context window has."""
+    from minilazy.serve.messages import sampling_params
+    from minilazy.serve.protocol import ChatCompletionRequest
+
+    request = pipeline.request(QUESTION)
+    engine = Engine(pipeline.model, 1 << 30, max_batch=1, max_len=len(request.input_ids) + 5)
+    params = sampling_params(ChatCompletionRequest.model_validate(body(max_tokens=None)), len(request.input_ids),
+                             engine.longest_request, LIMIT)
+    assert params.max_new_tokens == 5 and engine.check(request, params) > 0
+    with pytest.raises(InputError, match="--max-model-len"):
+        Engine(pipeline.model, 1 << 30, max_batch=1, max_len=1)
 
 
 def test_an_unknown_model_gets_404(url):

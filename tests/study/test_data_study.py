@@ -80,6 +80,7 @@ def test_scores_are_what_the_answers_give(study, data):
         assert run["accuracy"] == pytest.approx(sum(short) / len(short)), run["name"]
         assert run["long_f1"] == pytest.approx(scores[3]) == pytest.approx(run["per_category"]["describe"])
         assert run["per_category"]["color"] == scores[0]
+    assert report["runs"][0]["per_category"]["color"] == 1.0  # the full model's colour, accepted after normalising
 
 
 def test_per_layer_ablation_on_data(data, tmp_path):
