@@ -93,7 +93,9 @@ def run_compare(args) -> int:
     print("\n".join(compare.table_lines(results)))
     for result in results:
         print(f"{result.variant}: {result.attention}")
-    write(args.json, compare.as_json(results, common))
+    load = {"requests": args.n, "concurrency": args.concurrency, "prompt": args.prompt, "image": args.image,
+            "max_tokens": args.max_tokens, "ignore_eos": args.ignore_eos}
+    write(args.json, compare.as_json(results, common, load))
     return 1 if any(r.report.failed for r in results) else 0
 
 

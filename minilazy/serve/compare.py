@@ -143,5 +143,6 @@ def milliseconds(stats: dict, key: str) -> str:
     return f"{stats[key]:.1f}" if stats else "-"
 
 
-def as_json(results: list[VariantResult], common_flags: list[str]) -> str:
-    return json.dumps({"serve_flags": common_flags, "variants": [asdict(r) for r in results]}, indent=2)
+def as_json(results: list[VariantResult], common_flags: list[str], load: dict) -> str:
+    """Every server's flags, the load sent to each (`load`: requests, concurrency, ...), and each variant's result."""
+    return json.dumps({"serve_flags": common_flags, "load": load, "variants": [asdict(r) for r in results]}, indent=2)

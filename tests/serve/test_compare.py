@@ -38,17 +38,19 @@ def test_compare_two_variants_prints_a_table_and_writes_json(pipeline, tmp_path,
     out = tmp_path / "compare.json"
     status = main(["loadtest", "--compare", "full", "lazy0.5", "-n", "4", "--concurrency", "4", "--max-tokens", "8",
                    "--image", str(image), "--prompt", question, "--kv-budget", "3MiB", "--max-batch", "8",
-                   "--serve-args", "--backend torch", "--json", str(out)])
+                   "--max-model-len", "512", "--ignore-eos", "--serve-args", "--backend torch", "--json", str(out)])
     assert status == 0
     printed = capsys.readouterr().out
     assert all(column in printed for column in COLUMNS)
     report = json.loads(out.read_text())
     assert [v["variant"] for v in report["variants"]] == ["full", "lazy0.5"]
+    assert report["load"]["ignore_eos"] and report["load"]["requests"] == 4
+    assert "--max-model-len" in report["serve_flags"]
     full_need = Engine(pipeline.model, budget, max_batch=1).check(pipeline.request(question, image),
                                                                   SamplingParams(8))
     for variant in report["variants"]:
         assert (variant["report"]["requests"], variant["report"]["failed"]) == (4, 0)
-        assert variant["report"]["output_tokens"] > 0
+        assert variant["report"]["output_tokens"] == 4 * 8  # --ignore-eos: every answer is max_tokens long
         assert 1 <= variant["running_peak"] <= 4
     assert report["variants"][0]["running_peak"] <= budget // full_need
     assert report["variants"][0]["attention"] == "full attention"
