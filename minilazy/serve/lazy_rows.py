@@ -94,11 +94,12 @@ class LazyRows(CacheRows):
         self.prefills: dict[int, tuple] = {}  # row -> (lazy states, FastV pruning) of its prefill in progress
 
     def need(self, request: Request, max_new_tokens: int) -> int:
-        """The KV bytes of the cache `generate()` allocates for `request` alone with `max_new_tokens` new tokens."""
+        """The KV bytes of the cache `generate()` allocates for `request` alone with `max_new_tokens` new tokens.
+        Counted on the CPU: an HTTP handler prices a request while the engine's kernels run on the GPU."""
         model, cfg = self.model, self.model.config.text
         n = len(request.input_ids)
-        ids = torch.tensor([request.input_ids], device=model.device)  # [1, T]
-        lengths = torch.tensor([n], device=model.device)
+        ids = torch.tensor([request.input_ids])  # [1, T]
+        lengths = torch.tensor([n])
         is_image = self.runtime.image_slots_mask(model, ids, lengths, n + max_new_tokens)
         sizes = self.runtime.segment_sizes(self.plan, is_image, lengths, n + max_new_tokens)
         return cache_bytes(cache_shapes(self.plan, sizes), 1, cfg.num_key_value_heads, cfg.head_dim,
