@@ -25,6 +25,7 @@ and casts them to x's dtype before multiplying, as Hugging Face does.
 from __future__ import annotations
 
 import functools
+import itertools
 
 import torch
 import triton
@@ -42,7 +43,7 @@ def _rope_kernel(
     stride_xb, stride_xt, stride_xh,
     stride_ob, stride_ot, stride_oh,
     stride_pb, stride_pt, stride_pa,
-    BLOCK_ROWS: tl.constexpr, BLOCK_HALF: tl.constexpr,
+    BLOCK_ROWS: tl.constexpr, BLOCK_HALF: tl.constexpr, ONE_AXIS: tl.constexpr,
 ):
     # One row is one head of one token: rows enumerate (b, t, h) with h fastest.
     rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
@@ -55,9 +56,12 @@ def _rope_kernel(
     b = rows // (H * T)
 
     inv_freq = tl.load(inv_freq_ptr + cols, mask=col_mask, other=0.0)
-    axis = tl.load(axis_ptr + cols, mask=col_mask, other=0)  # which position axis each column rotates by
     pos_row = pos_ptr + b * stride_pb + t * stride_pt
-    pos = tl.load(pos_row[:, None] + axis[None, :] * stride_pa, mask=mask, other=0).to(tl.float32)
+    if ONE_AXIS:  # plain RoPE: one position per row
+        pos = tl.load(pos_row, mask=row_mask, other=0).to(tl.float32)[:, None]  # [BLOCK_ROWS, 1]
+    else:  # each column rotates by the position on its axis
+        axis = tl.load(axis_ptr + cols, mask=col_mask, other=0)
+        pos = tl.load(pos_row[:, None] + axis[None, :] * stride_pa, mask=mask, other=0).to(tl.float32)
     freqs = pos * inv_freq[None, :]  # [BLOCK_ROWS, BLOCK_HALF], rounded to fp32 like HF
     # HF casts cos and sin to x's dtype before multiplying.
     cos = tl.cos(freqs).to(x_ptr.dtype.element_ty).to(tl.float32)
@@ -146,7 +150,7 @@ def rope(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Tens
         x.stride(0), x.stride(1), x.stride(2),
         out.stride(0), out.stride(1), out.stride(2),
         positions.stride(0), positions.stride(1), 0 if sections is None else positions.stride(2),
-        BLOCK_ROWS=block_rows, BLOCK_HALF=block_half, num_warps=blocks.num_warps,
+        BLOCK_ROWS=block_rows, BLOCK_HALF=block_half, ONE_AXIS=sections is None, num_warps=blocks.num_warps,
     )
     return out
 
@@ -175,14 +179,15 @@ def _compile_cases() -> list[CompileCase]:
     for dtype in FLOAT_DTYPES:
         for pos_dtype in ("*i32", "*i64"):
             # head_dim up to 64 (SmolVLM), 128 (Llama, LLaVA, Qwen2-VL's decoder and vision tower) and 256.
-            for block_half in (32, 64, 128):
+            for block_half, one_axis in itertools.product((32, 64, 128), (True, False)):
                 ptr = pointer(dtype)
                 signature = {
                     "x_ptr": ptr, "out_ptr": ptr, "pos_ptr": pos_dtype, "inv_freq_ptr": "*fp32", "axis_ptr": "*i32",
                     **{name: "i32" for name in ("n_rows", "T", "H", "half")},
                     **{f"stride_{s}": "i32" for s in ("xb", "xt", "xh", "ob", "ot", "oh", "pb", "pt", "pa")},
                 }
-                constexprs = {"BLOCK_ROWS": ROW_GPU_BLOCKS.block // block_half, "BLOCK_HALF": block_half}
+                constexprs = {"BLOCK_ROWS": ROW_GPU_BLOCKS.block // block_half, "BLOCK_HALF": block_half,
+                              "ONE_AXIS": one_axis}
                 cases.append(CompileCase(_rope_kernel, signature, constexprs, num_warps=ROW_GPU_BLOCKS.num_warps))
     return cases
 
