@@ -121,6 +121,9 @@ def build_prompt(
         image_token = IMAGE_TOKENS[kind]
         image_id = tokenizer.token_to_id(image_token)
         found = 0 if image_id is None else ids.count(image_id)
+        if found and not expected:
+            raise InputError(f"the question contains {image_token}, the model's image token, which only an image "
+                             f"may fill: leave it out")
         if found != expected:
             # The question itself may contain the image token, or the tokenizer lacks it as a special token.
             raise InputError(
