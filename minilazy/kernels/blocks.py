@@ -83,6 +83,26 @@ def row_blocks(n_cols: int) -> RowBlocks:
     return ROW_GPU_BLOCKS
 
 
+@dataclass(frozen=True)
+class RowTiles:
+    """Tile of a kernel that handles several short rows per program: `[block_rows, block_cols]`."""
+
+    block_rows: int
+    block_cols: int
+    num_warps: int
+
+    def grid(self, n_rows: int) -> tuple[int]:
+        return (triton.cdiv(n_rows, self.block_rows),)
+
+
+def row_tiles(n_rows: int, n_cols: int) -> RowTiles:
+    """Tiles for `n_rows` rows of `n_cols` elements: whole rows (padded to a power of two) per tile, as many as
+    `row_blocks` puts in one loop step."""
+    block_cols = triton.next_power_of_2(n_cols)
+    blocks = row_blocks(n_rows * block_cols)
+    return RowTiles(max(1, blocks.block // block_cols), block_cols, blocks.num_warps)
+
+
 def _fit(size: int, largest: int) -> int:
     """The power of two covering `size` (at least 16, the smallest tl.dot tile), capped at `largest`."""
     return min(max(triton.next_power_of_2(size), 16), largest)

@@ -14,7 +14,7 @@ import triton.language as tl
 
 from minilazy.kernels.aot import CompileCase, pointer
 from minilazy.kernels.backend import FLOAT_DTYPES
-from minilazy.kernels.blocks import ROW_GPU_BLOCKS, row_blocks
+from minilazy.kernels.blocks import ROW_GPU_BLOCKS, row_tiles
 
 
 @triton.jit
@@ -70,16 +70,14 @@ def kv_write(cache: torch.Tensor, new: torch.Tensor, slots: torch.Tensor) -> tor
     n_rows = B * T * G
     if n_rows == 0:
         return cache
-    block_d = triton.next_power_of_2(d)
-    blocks = row_blocks(n_rows * block_d)
-    block_rows = max(1, blocks.block // block_d)
-    _kv_write_kernel[(triton.cdiv(n_rows, block_rows),)](
+    tiles = row_tiles(n_rows, d)
+    _kv_write_kernel[tiles.grid(n_rows)](
         cache, new, slots,
         n_rows, T, G, d,
         cache.stride(0), cache.stride(1), cache.stride(2),
         new.stride(0), new.stride(1), new.stride(2),
         slots.stride(0), slots.stride(1),
-        BLOCK_ROWS=block_rows, BLOCK_D=block_d, num_warps=blocks.num_warps,
+        BLOCK_ROWS=tiles.block_rows, BLOCK_D=tiles.block_cols, num_warps=tiles.num_warps,
     )
     return cache
 

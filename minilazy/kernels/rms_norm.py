@@ -19,6 +19,16 @@ from minilazy.kernels.blocks import ROW_GPU_BLOCKS, row_blocks
 
 
 @triton.jit
+def _summed_chunk(x_ptr, r_ptr, row, stride_x, stride_r, offs, mask, dtype, HAS_RESIDUAL: tl.constexpr):
+    """One chunk of h = x (+ residual, rounded to x's dtype), in fp32."""
+    h = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_RESIDUAL:
+        r = tl.load(r_ptr + row * stride_r + offs, mask=mask, other=0.0).to(tl.float32)
+        h = (h + r).to(dtype).to(tl.float32)
+    return h
+
+
+@triton.jit
 def _rms_norm_kernel(
     x_ptr, r_ptr, w_ptr, y_ptr, h_ptr,
     D, stride_x, stride_r, stride_y, stride_h, eps,
@@ -31,12 +41,9 @@ def _rms_norm_kernel(
     for d0 in range(0, D, BLOCK):
         offs = d0 + tl.arange(0, BLOCK)
         mask = offs < D
-        h = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0).to(tl.float32)
+        h = _summed_chunk(x_ptr, r_ptr, row, stride_x, stride_r, offs, mask, dtype, HAS_RESIDUAL)
         if HAS_RESIDUAL:
-            r = tl.load(r_ptr + row * stride_r + offs, mask=mask, other=0.0).to(tl.float32)
-            h = (h + r).to(dtype)
-            tl.store(h_ptr + row * stride_h + offs, h, mask=mask)
-            h = h.to(tl.float32)
+            tl.store(h_ptr + row * stride_h + offs, h.to(dtype), mask=mask)
         sum_sq += h * h
     rstd = tl.rsqrt(tl.sum(sum_sq, axis=0) / D + eps)
     # Pass 2: normalise. h is recomputed from the inputs (cached reads) rather
@@ -44,10 +51,7 @@ def _rms_norm_kernel(
     for d0 in range(0, D, BLOCK):
         offs = d0 + tl.arange(0, BLOCK)
         mask = offs < D
-        h = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0).to(tl.float32)
-        if HAS_RESIDUAL:
-            r = tl.load(r_ptr + row * stride_r + offs, mask=mask, other=0.0).to(tl.float32)
-            h = (h + r).to(dtype).to(tl.float32)
+        h = _summed_chunk(x_ptr, r_ptr, row, stride_x, stride_r, offs, mask, dtype, HAS_RESIDUAL)
         w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         normed = (h * rstd).to(dtype).to(tl.float32)
         tl.store(y_ptr + row * stride_y + offs, (w * normed).to(dtype), mask=mask)

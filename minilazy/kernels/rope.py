@@ -33,7 +33,7 @@ import triton.language as tl
 
 from minilazy.kernels.aot import CompileCase, pointer
 from minilazy.kernels.backend import FLOAT_DTYPES
-from minilazy.kernels.blocks import ROW_GPU_BLOCKS, row_blocks
+from minilazy.kernels.blocks import ROW_GPU_BLOCKS, row_tiles
 
 
 @triton.jit
@@ -141,16 +141,14 @@ def rope(x: torch.Tensor, positions: torch.Tensor, theta: float, out: torch.Tens
         return out
     sections = None if sections is None else tuple(sections)
     freqs, axis = cached_rope_columns(float(theta), d, sections, axial, x.device)
-    block_half = triton.next_power_of_2(d // 2)
-    blocks = row_blocks(n_rows * block_half)
-    block_rows = max(1, blocks.block // block_half)
-    _rope_kernel[(triton.cdiv(n_rows, block_rows),)](
+    tiles = row_tiles(n_rows, d // 2)
+    _rope_kernel[tiles.grid(n_rows)](
         x, out, positions, freqs, axis,
         n_rows, T, H, d // 2,
         x.stride(0), x.stride(1), x.stride(2),
         out.stride(0), out.stride(1), out.stride(2),
         positions.stride(0), positions.stride(1), 0 if sections is None else positions.stride(2),
-        BLOCK_ROWS=block_rows, BLOCK_HALF=block_half, ONE_AXIS=sections is None, num_warps=blocks.num_warps,
+        BLOCK_ROWS=tiles.block_rows, BLOCK_HALF=tiles.block_cols, ONE_AXIS=sections is None, num_warps=tiles.num_warps,
     )
     return out
 
