@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from minilazy.fastv import FastV
-from minilazy.generate import generate, image_grids
+from minilazy.generate import generate, image_grids, padded_prompts
 from minilazy.gpu_check.setting import Setting, machine, write_json
 from minilazy.lazy.plan import LayerPlan
 from minilazy.lazy.runtime import LazyRuntime
@@ -93,11 +93,7 @@ def outputs(model: Model, requests, factory, steps: int, prunes: bool) -> dict:
     """Prompt logits (None under FastV), the logits of every step, and the greedy tokens, on the CPU."""
     prompt = None
     if not prunes:
-        width = max(len(r.input_ids) for r in requests)
-        ids = torch.zeros(len(requests), width, dtype=torch.long, device=model.device)  # [B, T], right-padded
-        for b, r in enumerate(requests):
-            ids[b, :len(r.input_ids)] = torch.tensor(r.input_ids)
-        lengths = torch.tensor([len(r.input_ids) for r in requests], device=model.device)
+        ids, lengths = padded_prompts(model, requests)  # [B, T] right-padded, [B]
         pixels = torch.cat([r.pixel_values for r in requests])
         with torch.no_grad():
             logits = model.forward_logits(ids, pixels, lengths, decoder_setup=factory(),

@@ -89,7 +89,8 @@ def serve_all(model: Model, request: Request, variant: variants.Variant, budget:
         warm.submit(request, SamplingParams(2))
     warm.run_until_idle()
     del warm
-    engine = Engine(model, budget, max_batch=n, max_queue=n, runtime=variant.runtime())
+    engine = Engine(model, budget, max_batch=n, max_queue=n, runtime=variant.runtime(),
+                    max_len=len(request.input_ids) + new_tokens)  # rows as long as a request, not the context
     seqs = [engine.submit(request, params) for _ in range(n)]
     start = time.perf_counter()
     engine.run_until_idle()  # every step ends by sampling on the CPU: the GPU is done when it returns
