@@ -46,8 +46,10 @@ def parser() -> argparse.ArgumentParser:
                          help="the fastv variant's layer (default: 2, the paper's)")
     compare.add_argument("--fastv-ratio", type=float, default=0.5, metavar="R",
                          help="the fastv variant's share of image tokens dropped (default: 0.5, the paper's)")
+    compare.add_argument("--calib-images", metavar="DIR_OR_N",
+                         help="the lazy<F> variants' calibration images (serve --calib-images; default: serve's)")
     compare.add_argument("--serve-args", default="", metavar="'ARGS'",
-                         help="more flags for every server, e.g. '--backend torch --calib-images 8'")
+                         help="more flags for every server, e.g. '--backend torch --dtype bf16'")
     compare.add_argument("--start-timeout", type=float, default=900, metavar="S",
                          help="seconds a server may take to load and calibrate (default: 900)")
     return p
@@ -79,7 +81,7 @@ def run_compare(args) -> int:
               *(["--max-model-len", str(args.max_model_len)] if args.max_model_len else []),
               "--max-new-tokens-limit", str(args.max_tokens), *shlex.split(args.serve_args)]
     variants = args.compare or list(compare.DEFAULT_VARIANTS)
-    flags = {v: compare.variant_flags(v, args.fastv_layer, args.fastv_ratio) for v in variants}
+    flags = {v: compare.variant_flags(v, args.fastv_layer, args.fastv_ratio, args.calib_images) for v in variants}
 
     def load(url):
         model = args.model or served_model(url)

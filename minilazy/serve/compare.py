@@ -28,8 +28,9 @@ DEFAULT_VARIANTS = ("full", "lazy0.5", "lazy0.8", "fastv", "lazy0.8+fastv")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def variant_flags(name: str, fastv_layer: int, fastv_ratio: float) -> list[str]:
-    """The `serve` flags variant `name` stands for (InputError for a name that is none)."""
+def variant_flags(name: str, fastv_layer: int, fastv_ratio: float, calib_images: str | None = None) -> list[str]:
+    """The `serve` flags variant `name` stands for (InputError for a name that is none); `calib_images` goes to
+    the variants that calibrate a plan when they start (serve refuses it elsewhere)."""
     flags: list[str] = []
     for part in name.split("+"):
         if part == "full" and name == "full":
@@ -45,6 +46,8 @@ def variant_flags(name: str, fastv_layer: int, fastv_ratio: float) -> list[str]:
                              "(e.g. vtw6) or several joined by + (e.g. lazy0.8+fastv)")
     if "--fastv-layer" in flags and "--vtw-layer" in flags:
         raise InputError(f"variant {name!r}: FastV and VTW do not combine")
+    if calib_images is not None and "--lazy-ratio" in flags:
+        flags += ["--calib-images", calib_images]
     return flags
 
 

@@ -18,6 +18,8 @@ def test_variant_names_stand_for_serve_flags():
     assert variant_flags("lazy0.8+fastv", 3, 0.25) == ["--lazy-ratio", "0.8", "--fastv-layer", "3",
                                                        "--fastv-ratio", "0.25"]
     assert variant_flags("vtw6", 2, 0.5) == ["--vtw-layer", "6"]
+    assert variant_flags("full", 2, 0.5, "8") == [] and variant_flags("fastv", 2, 0.5, "8")[-1] == "0.5"
+    assert variant_flags("lazy0.8+fastv", 2, 0.5, "8")[-2:] == ["--calib-images", "8"]
     for bad in ("lazy", "lazy1.5", "fast", "full+fastv", "fastv+vtw6"):
         with pytest.raises(InputError):
             variant_flags(bad, 2, 0.5)
@@ -38,7 +40,8 @@ def test_compare_two_variants_prints_a_table_and_writes_json(pipeline, tmp_path,
     out = tmp_path / "compare.json"
     status = main(["loadtest", "--compare", "full", "lazy0.5", "-n", "4", "--concurrency", "4", "--max-tokens", "8",
                    "--image", str(image), "--prompt", question, "--kv-budget", "3MiB", "--max-batch", "8",
-                   "--max-model-len", "512", "--ignore-eos", "--serve-args", "--backend torch", "--json", str(out)])
+                   "--max-model-len", "512", "--ignore-eos", "--calib-images", "2", "--serve-args", "--backend torch",
+                   "--json", str(out)])
     assert status == 0
     printed = capsys.readouterr().out
     assert all(column in printed for column in COLUMNS)
