@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 
 
-def print_stats(stats, pipeline, request, runtime, file=sys.stderr) -> None:
+def print_stats(stats, pipeline, request, runtime, file=None) -> None:
+    file = file or sys.stderr  # looked up per call: the stream may be replaced after import
     def line(label, value):
         print(f"{label:<28}{value}", file=file)
 
