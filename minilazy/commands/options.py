@@ -132,7 +132,7 @@ def lazy_runtime(args, pipeline, samples):
         depth = 1 if args.q_cache_depth is None else args.q_cache_depth  # the defaults --help names
         plan = calibrate(pipeline, samples, args.lazy_ratio, depth, args.lazy_scope or "visual",
                          fastv.layer if fastv else None, progress=False, method=args.lazy_method or "js",
-                         mass_correction=args.mass_correction)
+                         mass_correction=args.mass_correction, exact_image_rows=args.exact_image_rows)
     if plan is not None:
         plan.check_layers(pipeline.config.text.num_hidden_layers)
         plan = plan if args.mass_correction else plan.without_mass_correction()

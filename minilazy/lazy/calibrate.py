@@ -149,12 +149,15 @@ def plan_for_ratio(js: torch.Tensor, ratio: float, depth: int = 1, scope: str = 
 
 def calibrate(pipeline, samples, ratio: float, depth: int = 1, scope: str = "visual",
               fastv_layer: int | None = None, progress: bool = True, method: str = "js",
-              max_new_tokens: int | None = None, mass_correction: bool = True) -> LayerPlan:
+              max_new_tokens: int | None = None, mass_correction: bool = True,
+              exact_image_rows: bool = True) -> LayerPlan:
     """The plan with `ratio` of the layers lazy, chosen over `samples`, a list of `(image, prompt)` pairs:
     by the divergence walk (`method="js"`: the divergence of recorded attention, then `plan_for_ratio`) or by
     the plans' effect on the full model's answers (`"rank"`, `"greedy"`: minilazy/lazy/effect.py), with its
     mass offsets (minilazy/lazy/mass_correction.py) when `mass_correction`. `max_new_tokens`: the tokens
-    generated per sample (default: `JS_NEW_TOKENS` for js, `ANSWER_NEW_TOKENS` for the others)."""
+    generated per sample (default: `JS_NEW_TOKENS` for js, `ANSWER_NEW_TOKENS` for the others). The effect
+    searches measure their candidates with the mass offsets (when `mass_correction`) and, when
+    `exact_image_rows` (as `Pipeline.ask` runs plans by default), exact image rows."""
     if not 0 <= ratio < 1:
         raise InputError(f"the lazy ratio must be in [0, 1), got {ratio}")
     if method not in METHODS:
@@ -164,12 +167,13 @@ def calibrate(pipeline, samples, ratio: float, depth: int = 1, scope: str = "vis
     if method == "js" or mass_correction:  # attention recorded with full attention
         tokens = (max_new_tokens if method == "js" else None) or JS_NEW_TOKENS
         records = record_attention(pipeline, samples, tokens, progress)
+    image_lse = image_lse_means(records, num_layers) if mass_correction else None
     if method == "js":
         plan, _ = plan_for_ratio(divergence_matrix(records, num_layers), ratio, depth, scope, fastv_layer)
     else:
         plan = calibrate_by_effect(pipeline, samples, ratio, method, depth, scope, fastv_layer, progress,
-                                   max_new_tokens or ANSWER_NEW_TOKENS)
-    return with_mass_offsets(plan, image_lse_means(records, num_layers)) if mass_correction else plan
+                                   max_new_tokens or ANSWER_NEW_TOKENS, image_lse, exact_image_rows)
+    return with_mass_offsets(plan, image_lse) if mass_correction else plan
 
 
 def measure_divergence(pipeline, samples, max_new_tokens: int = JS_NEW_TOKENS, progress: bool = True,

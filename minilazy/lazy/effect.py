@@ -36,6 +36,7 @@ from tqdm import tqdm
 from minilazy.errors import InputError
 from minilazy.fastv import VTW
 from minilazy.generate import Request, generate, image_grids, padded_prompts
+from minilazy.lazy.mass_correction import with_mass_offsets
 from minilazy.lazy.plan import LayerPlan
 from minilazy.lazy.runtime import LazyRuntime
 from minilazy.sampler import SamplingParams
@@ -92,10 +93,14 @@ def window_batches(windows: torch.Tensor, span: int, batch_size: int = 8) -> lis
 
 class OutputDivergence:
     """Mean KL(full || candidate) of the next-token distributions at the scored positions of `batches`,
-    over every scored position; the full model's distributions are computed once."""
+    over every scored position; the full model's distributions are computed once. Candidates are measured
+    as they will run: lazy visual layers with the mass offsets of `image_lse [L, H]` (None: without them)
+    and, when `exact_image_rows`, the image tokens' own attention."""
 
-    def __init__(self, model, batches: list[ScoredBatch]):
+    def __init__(self, model, batches: list[ScoredBatch], image_lse: torch.Tensor | None = None,
+                 exact_image_rows: bool = False):
         self.model, self.batches = model, batches
+        self.image_lse, self.exact_image_rows = image_lse, exact_image_rows
         self.reference = [self.log_probs(batch, None) for batch in batches]
 
     @torch.inference_mode()
@@ -114,9 +119,12 @@ class OutputDivergence:
 
     def __call__(self, plan: LayerPlan | None = None, fastv=None) -> float:
         """The mean KL over the scored positions that `plan` and `fastv` (FastV or VTW) keep."""
+        if plan is not None and self.image_lse is not None:
+            plan = with_mass_offsets(plan, self.image_lse)
         total, count = 0.0, 0
         for batch, reference in zip(self.batches, self.reference):
-            candidate = self.log_probs(batch, LazyRuntime(plan, image_mask=batch.image_mask, fastv=fastv))
+            runtime = LazyRuntime(plan, image_mask=batch.image_mask, fastv=fastv, exact_image_rows=self.exact_image_rows)
+            candidate = self.log_probs(batch, runtime)
             present = ~candidate[:, 0].isnan()  # [N]
             kl = (reference.exp() * (reference - candidate))[present].sum(-1)  # [N']
             total, count = total + float(kl.sum()), count + kl.numel()
@@ -194,18 +202,22 @@ class EffectPlanner:
 
 def calibrate_by_effect(pipeline, samples, ratio: float, method: str = "greedy", depth: int = 1,
                         scope: str = "visual", fastv_layer: int | None = None, progress: bool = True,
-                        max_new_tokens: int = ANSWER_NEW_TOKENS) -> LayerPlan:
+                        max_new_tokens: int = ANSWER_NEW_TOKENS, image_lse: torch.Tensor | None = None,
+                        exact_image_rows: bool = False) -> LayerPlan:
     """The plan with `ratio` of the layers lazy, chosen by `method` (`rank` or `greedy`) from its effect on the
-    full model's answers to `samples`, a list of `(image, prompt)` pairs."""
-    return effect_planner(pipeline, samples, method, max_new_tokens, progress).plan(ratio, depth, scope, fastv_layer)
+    full model's answers to `samples`, a list of `(image, prompt)` pairs; candidates measured with the
+    refinements they will run with (`OutputDivergence`)."""
+    planner = effect_planner(pipeline, samples, method, max_new_tokens, progress, image_lse, exact_image_rows)
+    return planner.plan(ratio, depth, scope, fastv_layer)
 
 
 def effect_planner(pipeline, samples, method: str = "greedy", max_new_tokens: int = ANSWER_NEW_TOKENS,
-                   progress: bool = True) -> EffectPlanner:
+                   progress: bool = True, image_lse: torch.Tensor | None = None,
+                   exact_image_rows: bool = False) -> EffectPlanner:
     """An `EffectPlanner` over the full model's answers to `samples`, a list of `(image, prompt)` pairs."""
     batches = answer_batches(pipeline, samples, max_new_tokens, progress=progress)
-    return EffectPlanner(OutputDivergence(pipeline.model, batches), pipeline.config.text.num_hidden_layers, method,
-                         progress)
+    divergence = OutputDivergence(pipeline.model, batches, image_lse, exact_image_rows)
+    return EffectPlanner(divergence, pipeline.config.text.num_hidden_layers, method, progress)
 
 
 def withdrawal_layer(divergence: OutputDivergence, num_layers: int, threshold: float = VTW_KL_THRESHOLD,

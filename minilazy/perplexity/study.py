@@ -127,7 +127,8 @@ def run_perplexity_study(model, evaluation: torch.Tensor, calibration: torch.Ten
     num_layers = model.config.text.num_hidden_layers
     effect = None
     if method != "js":
-        divergence = OutputDivergence(model, window_batches(calibration.to(model.device), span, batch_size))
+        divergence = OutputDivergence(model, window_batches(calibration.to(model.device), span, batch_size),
+                                      image_lse if mass_correction else None, exact_image_rows)
         effect = EffectPlanner(divergence, num_layers, method, progress)
     calibration_seconds = time.perf_counter() - started
     full_bytes = kv_bytes(model, LayerPlan.full(num_layers), span, window)

@@ -102,7 +102,9 @@ def run_study(pipeline, questions, calib: int = 64, batch_size: int = 50, max_ne
     num_layers = pipeline.config.text.num_hidden_layers
     attention = record_attention(pipeline, samples, progress=progress)
     js, image_lse = divergence_matrix(attention, num_layers), image_lse_means(attention, num_layers)
-    effect = None if method == "js" else effect_planner(pipeline, samples, method, progress=progress)
+    effect = None if method == "js" else effect_planner(pipeline, samples, method, progress=progress,
+                                                        image_lse=image_lse if mass_correction else None,
+                                                        exact_image_rows=exact_image_rows)
 
     def planner(ratio, depth, scope, fastv_layer):
         if effect is None:

@@ -9,6 +9,7 @@ import torch
 import cli
 from minilazy.lazy.calibrate import calibrate
 from minilazy.lazy.effect import EffectPlanner, OutputDivergence, window_batches
+from minilazy.lazy.mass_correction import with_mass_offsets
 from minilazy.lazy.plan import LayerPlan
 from minilazy.model import Model
 from minilazy.pipeline import Pipeline
@@ -56,6 +57,17 @@ def test_the_layer_whose_inheritance_changes_nothing_is_made_lazy_first(uniform_
     assert planner.plan(1 / LAYERS) == same
     two = planner.plan(2 / LAYERS)
     assert UNIFORM[1] in two.lazy_layers and len(two.lazy_layers) == 2
+
+
+def test_candidates_are_measured_with_the_refinements_they_will_run_with(uniform_model):
+    windows = torch.randint(3, 96, (2, 20))
+    batches = window_batches(windows, span=8)
+    image_lse = torch.randn(LAYERS, uniform_model.config.text.num_attention_heads)  # [L, H]
+    plan = LayerPlan((0, 0, 2, 3, 3, 5))
+    refined = OutputDivergence(uniform_model, batches, image_lse, exact_image_rows=True)(plan)
+    by_hand = OutputDivergence(uniform_model, batches, exact_image_rows=True)(with_mass_offsets(plan, image_lse))
+    assert refined == pytest.approx(by_hand, rel=1e-6)
+    assert abs(refined - OutputDivergence(uniform_model, batches)(plan)) > 1e-3 * refined
 
 
 def test_greedy_with_fastv_keeps_the_layers_around_it_active(uniform_model):
