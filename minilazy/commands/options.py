@@ -20,7 +20,8 @@ LAZY_METHOD_HELP = ("how lazy layers are chosen (default: js): 'js', the Jensen-
                     "lazy and the least harmful k taken by the KL of the output distributions (one generation "
                     "plus L-1 teacher-forced passes per sample, L layers); 'greedy', one layer added at a time, "
                     "the one that changes the outputs least (one generation plus about k*L passes per sample for "
-                    "k lazy layers, at most L^2/2, times R with Q Cache depth R)")
+                    "k lazy layers, at most L^2/2, times R with Q Cache depth R); both measure each candidate with "
+                    "the refinements it will run with (mass correction, exact image rows)")
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
