@@ -23,7 +23,7 @@ from minilazy.images import load_image
 from minilazy.lazy.plan import LayerPlan
 from minilazy.lazy.runtime import LazyRuntime
 from minilazy.model import Model
-from minilazy.prompts import ImageLayout, build_prompt
+from minilazy.prompts import ImageLayout, Turn, build_prompt
 from minilazy.sampler import SamplingParams
 
 PROMPT_KINDS = {"llava": "llava", "idefics3": "idefics3", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_vl",
@@ -104,13 +104,15 @@ class Pipeline:
         tokenizer = load_tokenizer(model_dir)
         return cls(model_dir, Model.from_pretrained(model_dir, DTYPES[dtype], backend), tokenizer)
 
-    def request(self, prompt: str, image=None, system: str | None = None) -> Request:
+    def request(self, prompt: str, image=None, system: str | None = None, history: tuple[Turn, ...] = ()) -> Request:
         """A request for `prompt` about `image` (a path or a PIL image; None for text only), with the system
-        message `system` where the prompt layout has one (ChatML: SmolLM2, Qwen2-VL)."""
+        message `system` where the prompt layout has one (ChatML: SmolLM2, Qwen2-VL), after the earlier turns
+        of a conversation `history` (the image goes with the user turn marked for it, else with `prompt`)."""
         if not prompt or not prompt.strip():
             raise InputError("the prompt is empty: give a question or instruction")
         if image is None:
-            return Request(self.check_vocabulary(build_prompt(self.kind, self.tokenizer, prompt, system=system)))
+            return Request(self.check_vocabulary(build_prompt(self.kind, self.tokenizer, prompt, system=system,
+                                                              history=history)))
         if self.processor is None:
             raise InputError(f"this {self.config.model_type} model is text-only: it cannot take an image")
         picture, grid = load_image(image), None
@@ -123,21 +125,21 @@ class Pipeline:
             tiles = self.processor([picture])
             layout = ImageLayout(self.config.image_tokens_per_image, tiles.rows[0], tiles.cols[0])
             pixels = tiles.pixel_values
-        ids = self.check_vocabulary(build_prompt(self.kind, self.tokenizer, prompt, layout, system))
+        ids = self.check_vocabulary(build_prompt(self.kind, self.tokenizer, prompt, layout, system, history))
         return Request(ids, pixels.to(self.model.dtype), grid)
 
-    def ask(self, prompt: str, image=None, *, plan: LayerPlan | None = None, fastv: FastV | None = None,
-            exact_image_rows: bool = True, max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
-            seed: int = 0) -> Answer:
-        """Answer `prompt` about `image` (a path, a PIL image or None), with the lazy layers of `plan` (and
-        its mass offsets, if it has them; `exact_image_rows`: see docs/lazy_attention.md) and FastV's or
-        VTW's pruning when given; greedy unless `temperature` > 0."""
+    def ask(self, prompt: str, image=None, *, history: tuple[Turn, ...] = (), plan: LayerPlan | None = None,
+            fastv: FastV | None = None, exact_image_rows: bool = True, max_new_tokens: int = 64,
+            temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> Answer:
+        """Answer `prompt` about `image` (a path, a PIL image or None) after the conversation's earlier turns
+        `history`, with the lazy layers of `plan` (and its mass offsets, if it has them; `exact_image_rows`:
+        see docs/lazy_attention.md) and FastV's or VTW's pruning when given; greedy unless `temperature` > 0."""
         runtime = None if plan is None and fastv is None else LazyRuntime(plan, fastv=fastv,
                                                                           exact_image_rows=exact_image_rows)
         if plan is not None:
             plan.check_layers(self.config.text.num_hidden_layers)
         params = SamplingParams(max_new_tokens, temperature, top_p=top_p, seed=seed)
-        out = generate(self.model, [self.request(prompt, image)], params, stop_ids=self.stop_ids,
+        out = generate(self.model, [self.request(prompt, image, history=history)], params, stop_ids=self.stop_ids,
                        decoder_setup=runtime)
         return Answer(self.decode(out.tokens[0]), out.tokens[0], out.stats)
 

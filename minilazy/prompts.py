@@ -11,6 +11,8 @@ Four layouts, each giving exactly the ids transformers gives with the same token
   add_generation_prompt=True, `<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n<|im_start|>user\\n`
   `<|vision_start|><|image_pad|>...<|vision_end|>{question}<|im_end|>\\n<|im_start|>assistant\\n`, the pad
   repeated once per merged patch (`t*h*w / merge_size**2`), as `Qwen2VLProcessor` expands it.
+Earlier turns of a conversation (`Turn`s) come first, rendered as the same chat templates render
+them; the image may sit in any one user turn.
 The expanded text is encoded in one piece with the tokenizer, so BOS handling (the tokenizer.json
 post-processor: `<s>` for LLaVA, none for SmolVLM) and merges across piece boundaries ("\\n\\n")
 are the tokenizer's own, as in transformers.
@@ -67,36 +69,65 @@ def idefics3_image_text(layout: ImageLayout) -> str:
     return "".join(rows) + "\n" + global_image
 
 
-def prompt_text(kind: str, question: str, image_layout: ImageLayout | None = None, system: str | None = None) -> str:
-    """The full prompt as text, image tokens already expanded."""
+@dataclass(frozen=True)
+class Turn:
+    """An earlier turn of a conversation: `role` "user" or "assistant", its text, and, for a user turn,
+    whether the image sits at its start (else it goes with the question)."""
+
+    role: str
+    text: str
+    image: bool = False
+
+
+def prompt_text(kind: str, question: str, image_layout: ImageLayout | None = None, system: str | None = None,
+                history: tuple[Turn, ...] = ()) -> str:
+    """The full prompt as text, image tokens already expanded: the turns of `history` (user and assistant
+    by turns, from a user turn), then `question` as the last user turn and the assistant's turn opened."""
     if kind not in KINDS:
         raise ValueError(f"unknown prompt kind {kind!r}; expected one of {', '.join(KINDS)}")
     if not question.strip():
         raise InputError("the prompt is empty: give a question or instruction")
-    if kind == "chat":
-        if image_layout is not None:
-            raise ValueError("the text-only chat prompt cannot hold an image")
-        return chatml(SMOLLM2_SYSTEM if system is None else system, question)
-    if kind == "qwen2_vl":
-        image = ""
-        if image_layout is not None:
-            if image_layout.rows:
-                raise ValueError("a Qwen2-VL image is one tile: its layout has no rows and columns")
-            image = f"<|vision_start|>{QWEN_IMAGE_TOKEN * image_layout.tokens_per_tile}<|vision_end|>"
-        return chatml(QWEN_SYSTEM if system is None else system, image + question)
-    if system is not None:
+    check_history(history, image_layout)
+    if system is not None and kind not in SYSTEM_KINDS:
         raise InputError(f"the {kind} prompt has no system message")
-    if kind == "llava":
-        image = "" if image_layout is None else IMAGE_TOKEN * image_layout.tokens_per_tile + "\n"
-        return f"USER: {image}{question} ASSISTANT:"
+    image = "" if image_layout is None else image_text(kind, image_layout)
+    turns = (*history, Turn("user", question, image=bool(image) and not any(t.image for t in history)))
+    if kind in SYSTEM_KINDS:  # ChatML, with the model's default system message
+        system = (SMOLLM2_SYSTEM if kind == "chat" else QWEN_SYSTEM) if system is None else system
+        body = "".join(f"<|im_start|>{t.role}\n{image if t.image else ''}{t.text}<|im_end|>\n" for t in turns)
+        return f"<|im_start|>system\n{system}<|im_end|>\n{body}<|im_start|>assistant\n"
+    if kind == "llava":  # LLaVA-1.5's chat template: "USER: " or "ASSISTANT: ", the image, the text and a space
+        return "".join(f"{t.role.upper()}: {image if t.image else ''}{t.text} " for t in turns) + "ASSISTANT:"
     # SmolVLM's chat template: "User:" directly before an image, "User: " before text.
-    user = "User: " if image_layout is None else "User:" + idefics3_image_text(image_layout)
-    return f"<|im_start|>{user}{question}<end_of_utterance>\nAssistant:"
+    body = "".join(f"{t.role.capitalize()}:{image if t.image else ' '}{t.text}<end_of_utterance>\n" for t in turns)
+    return f"<|im_start|>{body}Assistant:"
 
 
-def chatml(system: str, user: str) -> str:
-    """A ChatML system and user turn, then the assistant's turn opened (add_generation_prompt=True)."""
-    return f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+def image_text(kind: str, layout: ImageLayout) -> str:
+    """The text that stands for one image in a `kind` prompt."""
+    if kind == "chat":
+        raise ValueError("the text-only chat prompt cannot hold an image")
+    if kind == "qwen2_vl":
+        if layout.rows:
+            raise ValueError("a Qwen2-VL image is one tile: its layout has no rows and columns")
+        return f"<|vision_start|>{QWEN_IMAGE_TOKEN * layout.tokens_per_tile}<|vision_end|>"
+    if kind == "llava":
+        return IMAGE_TOKEN * layout.tokens_per_tile + "\n"
+    return idefics3_image_text(layout)
+
+
+def check_history(history: tuple[Turn, ...], image_layout: ImageLayout | None) -> None:
+    for i, turn in enumerate(history):
+        role = ("user", "assistant")[i % 2]
+        if turn.role != role:
+            raise InputError(f"turn {i} of the conversation is {turn.role!r}, expected {role!r}: user and assistant "
+                             "turns alternate, from a user turn, and the question is the last user turn")
+        if turn.image and (role != "user" or image_layout is None):
+            raise InputError(f"turn {i} carries an image, but only a user turn of a request with an image may")
+    if len(history) % 2:
+        raise InputError("the conversation before the question must end with an assistant turn")
+    if sum(turn.image for turn in history) > 1:
+        raise InputError("a conversation holds at most one image")
 
 
 def _expected_image_tokens(kind: str, layout: ImageLayout | None) -> int:
@@ -112,9 +143,10 @@ def build_prompt(
     question: str,
     image_layout: ImageLayout | None = None,
     system: str | None = None,
+    history: tuple[Turn, ...] = (),
 ) -> list[int]:
     """Token ids of the prompt, special tokens (BOS) added as the tokenizer's post-processor says."""
-    text = prompt_text(kind, question, image_layout, system)
+    text = prompt_text(kind, question, image_layout, system, history)
     ids = tokenizer.encode(text, add_special_tokens=True).ids
     expected = _expected_image_tokens(kind, image_layout)
     if kind in IMAGE_TOKENS:  # also without an image: a question holding the image token would take features

@@ -1,8 +1,9 @@
 """From a chat completions request to what the engine runs: a `Request`, `SamplingParams` and stop strings.
 
-The prompt layouts (minilazy/prompts.py) hold one question, at most one image and, for text-only chat
-models, a system message; so a conversation is one user message (a string, or `text` and `image_url`
-parts), after optional system messages. Images come inline as `data:image/...;base64,` URLs: the server
+The prompt layouts (minilazy/prompts.py) hold a conversation: user and assistant turns, at most one
+image (in a user turn) and, for the ChatML models, a system message; so the messages are optional system
+messages, then user and assistant messages by turns (a string, or `text` and `image_url` parts),
+ending with the user message to answer. Images come inline as `data:image/...;base64,` URLs: the server
 fetches nothing from the network. Every refusal is an `InputError` (a 400 for the client).
 """
 
@@ -13,6 +14,7 @@ import binascii
 import io
 import secrets
 import warnings
+from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
@@ -20,7 +22,7 @@ from minilazy.errors import InputError
 from minilazy.generate import Request
 from minilazy.images import load_image
 from minilazy.pipeline import Pipeline
-from minilazy.prompts import SYSTEM_KINDS
+from minilazy.prompts import SYSTEM_KINDS, Turn
 from minilazy.sampler import SamplingParams
 from minilazy.serve.protocol import ChatCompletionRequest, Message
 
@@ -35,8 +37,19 @@ class RequestError(InputError):
         self.param = param
 
 
-def conversation(messages: list[Message]) -> tuple[str | None, str, Image.Image | None]:
-    """`(system text or None, question, image or None)` of a single-turn conversation."""
+@dataclass(frozen=True)
+class Conversation:
+    """What a request's messages ask: the system text, the earlier turns, the question and the image."""
+
+    system: str | None
+    history: tuple[Turn, ...]
+    question: str
+    image: Image.Image | None
+
+
+def conversation(messages: list[Message]) -> Conversation:
+    """The conversation of `messages`: optional system messages, then user and assistant messages by turns,
+    ending with the user message that is answered; at most one image, in a user message."""
     system, turns = [], []
     for i, message in enumerate(messages):
         if message.role not in ROLES:
@@ -46,19 +59,30 @@ def conversation(messages: list[Message]) -> tuple[str | None, str, Image.Image 
             system.append(text_of(message, i))
         else:
             turns.append((i, message))
-    if len(turns) != 1 or turns[0][1].role != "user":
-        raise RequestError("only single-turn conversations are served: optional system messages, then one user "
-                           "message", "messages")
-    i, message = turns[0]
-    question = text_of(message, i)
-    if not question.strip():
-        raise RequestError("the prompt is empty: the user message has no text", "messages")
-    images = [part.image_url for part in parts(message) if part.type == "image_url"]
+    for n, (i, message) in enumerate(turns):
+        expected = "user" if n % 2 == 0 else "assistant"
+        if message.role != expected or (n == len(turns) - 1 and message.role != "user"):
+            raise RequestError(f"messages[{i}] is a {message.role} message where a {expected} message belongs: after "
+                               "optional system messages, user and assistant messages alternate and a user message "
+                               "ends the conversation", "messages")
+    if not turns:
+        raise RequestError("the conversation has no user message", "messages")
+    images = [(n, part.image_url) for n, (_, message) in enumerate(turns) for part in parts(message)
+              if part.type == "image_url"]
     if len(images) > 1:
         raise RequestError("at most one image per request", "messages")
-    if images and images[0] is None:
-        raise RequestError(f"messages[{i}]: an image_url part needs an image_url with a url", "messages")
-    return ("\n".join(system) if system else None), question, (decode_image(images[0].url) if images else None)
+    if images and images[0][1] is None:
+        raise RequestError(f"messages[{turns[images[0][0]][0]}]: an image_url part needs an image_url with a url",
+                           "messages")
+    image_turn = images[0][0] if images else None
+    history = tuple(Turn(message.role, text_of(message, i), image=n == image_turn)
+                    for n, (i, message) in enumerate(turns[:-1]))
+    i, message = turns[-1]
+    question = text_of(message, i)
+    if not question.strip():
+        raise RequestError("the prompt is empty: the last user message has no text", "messages")
+    return Conversation("\n".join(system) if system else None, history, question,
+                        decode_image(images[0][1].url) if images else None)
 
 
 def parts(message: Message) -> list:
@@ -97,10 +121,10 @@ def decode_image(url: str) -> Image.Image:
     return load_image(image)
 
 
-def prompt_request(pipeline: Pipeline, system: str | None, question: str, image: Image.Image | None) -> Request:
-    if system is not None and pipeline.kind not in SYSTEM_KINDS:
+def prompt_request(pipeline: Pipeline, talk: Conversation) -> Request:
+    if talk.system is not None and pipeline.kind not in SYSTEM_KINDS:
         raise RequestError(f"this {pipeline.config.model_type} model's prompt has no system message", "messages")
-    return pipeline.request(question, image, system)
+    return pipeline.request(talk.question, talk.image, talk.system, talk.history)
 
 
 def sampling_params(body: ChatCompletionRequest, prompt_tokens: int, context_window: int,

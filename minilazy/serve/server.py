@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP API over one engine (FastAPI).
 
-- `POST /v1/chat/completions`: a single-turn conversation (minilazy/serve/messages.py), whole or streamed
+- `POST /v1/chat/completions`: a conversation (minilazy/serve/messages.py), whole or streamed
   as server-sent events, one chunk per token, then `data: [DONE]`;
 - `GET /v1/models`: the one served model; `GET /health`: 200 while the engine thread runs;
 - `GET /metrics`: running and waiting requests, KV bytes reserved of the budget, tokens generated,
@@ -61,8 +61,7 @@ class Server:
     def prepare(self, body: ChatCompletionRequest):
         """The engine's request, sampling and text stream for `body` (runs in a worker thread: images decode
         and preprocess here)."""
-        system, question, image = conversation(body.messages)
-        request = prompt_request(self.pipeline, system, question, image)
+        request = prompt_request(self.pipeline, conversation(body.messages))
         params = sampling_params(body, len(request.input_ids), self.engine.longest_request, self.limit)
         return request, params, TextStream(self.pipeline.decode, stop_strings(body))
 

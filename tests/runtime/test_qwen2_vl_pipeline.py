@@ -14,7 +14,7 @@ from minilazy.images import load_image
 from minilazy.pipeline import Pipeline
 from minilazy.sampler import SamplingParams
 from minilazy.serve import Engine
-from minilazy.serve.messages import prompt_request
+from minilazy.serve.messages import Conversation, prompt_request
 from tests.runtime.test_qwen2_vl_parity import qwen_reference
 from tests.runtime.test_vlm_parity import check_against_reference, random_image
 from tests.runtime.tiny_qwen_models import IMAGE_TOKEN, save_qwen
@@ -78,7 +78,7 @@ def test_a_served_system_message_goes_into_the_prompt(tiny):
     _, path, image = tiny
     pipe = Pipeline.load(path, backend="torch")
     for picture in (None, image):
-        own = prompt_request(pipe, "Be brief.", "Why?", picture and load_image(picture))
+        own = prompt_request(pipe, Conversation("Be brief.", (), "Why?", picture and load_image(picture)))
         assert own.input_ids == pipe.request("Why?", picture, system="Be brief.").input_ids
         assert own.input_ids != pipe.request("Why?", picture).input_ids  # not the default system message
 

@@ -7,6 +7,7 @@ import json
 import pytest
 from openai import OpenAI
 
+from minilazy.prompts import Turn
 from minilazy.serve import Engine
 from minilazy.serve.server import Server, create_app
 from minilazy.serve.worker import EngineThread
@@ -63,6 +64,20 @@ def test_streamed_answers_come_one_chunk_per_token(client, expected):
         assert finish == ["length" if len(answer.tokens) == MAX_TOKENS else "stop"]
         assert chunks[-1].usage.completion_tokens == len(answer.tokens) and not chunks[-1].choices
         assert len({c.id for c in chunks}) == 1
+
+
+def test_a_conversation_of_several_turns_equals_the_pipeline_given_its_history(client, pipeline):
+    """The image in the first user message, an answer, a follow-up: the prompt holds all three turns."""
+    image, question = QUESTIONS[0]
+    first = pipeline.ask(question, image, max_new_tokens=MAX_TOKENS)
+    follow_up = "Is there a circle?"
+    history = (Turn("user", question, image=True), Turn("assistant", first.text))
+    answer = pipeline.ask(follow_up, image, history=history, max_new_tokens=MAX_TOKENS)
+    messages = [user_message(question, image), {"role": "assistant", "content": first.text}, user_message(follow_up)]
+    out = client.chat.completions.create(model="demo", messages=messages, temperature=0, max_tokens=MAX_TOKENS)
+    assert out.choices[0].message.content == answer.text
+    assert out.usage.prompt_tokens == len(pipeline.request(follow_up, image, history=history).input_ids)
+    assert out.usage.prompt_tokens > len(pipeline.request(follow_up, image).input_ids) + len(first.tokens)
 
 
 def test_concurrent_clients_get_what_each_gets_alone(url, client, expected):
