@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 MAX_TOKENS = 6
 BAD = ["invalid JSON", "unknown role", "bad base64", "not an image", "empty prompt", "max_tokens 0",
-       "negative temperature", "two turns", "image token in a text-only question", "top_p 0"]
+       "negative temperature", "two user messages in a row", "image token in a text-only question", "top_p 0"]
 
 
 def good_body(image, question, seed):
