@@ -148,9 +148,9 @@ def test_help_mentions_every_flag_and_command():
     for flag in FLAGS:
         assert flag in result.stdout, f"--help does not mention {flag}"
     for command in ("calibrate (choose", "eval (demo", "study (lazy", "perplexity (text", "bench (speed",
-                    "serve (an", "loadtest (load"):
+                    "serve (an", "loadtest (load", "compare-studies (several"):
         assert command in " ".join(result.stdout.split()), f"--help does not name the {command.split()[0]} command"
-    assert len(COMMANDS) == 8, "a new command needs its line in the generate --help epilog"
+    assert len(COMMANDS) == 9, "a new command needs its line in the generate --help epilog"
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))

@@ -24,6 +24,7 @@ COMMANDS = {
     "perplexity": _Lazy("minilazy.commands.perplexity"),
     "eval": _Lazy("minilazy.commands.evaluate"),
     "study": _Lazy("minilazy.commands.study"),
+    "compare-studies": _Lazy("minilazy.commands.compare_studies"),
     "serve": _Lazy("minilazy.commands.serve"),
     "loadtest": _Lazy("minilazy.commands.loadtest"),
 }

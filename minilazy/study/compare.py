@@ -1,0 +1,99 @@
+"""Several studies on the same questions in one table and one plot: a curve per method.
+
+Each `study` run (`python cli.py study`) chooses its lazy plans one way (`--lazy-method`, with or
+without the refinements); FastV, VTW and full attention do not depend on that choice. The lazy runs
+of every study become one curve, labelled by how its plans were chosen; the baselines are drawn once,
+from the first study that has them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from minilazy.errors import InputError
+from minilazy.study.report import KIND_STYLES
+
+LAZY_KINDS = ("lazy", "lazy-all", "lazy+fastv")  # the kinds whose runs depend on how plans are chosen
+METHOD_COLOURS = ("tab:blue", "tab:cyan", "tab:olive", "tab:brown", "tab:pink", "tab:gray")
+
+
+def load_study(path: str | Path) -> dict:
+    """A study.json, checked for what the comparison reads."""
+    try:
+        study = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file (give the study.json a `python cli.py study` run wrote)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{path}: not a study JSON ({err})") from None
+    if not isinstance(study, dict) or not {"settings", "subject", "metrics", "runs"} <= set(study):
+        raise InputError(f"{path}: not a study JSON (it needs settings, subject, metrics and runs)")
+    return study
+
+
+def method_label(study: dict) -> str:
+    """How a study chose and ran its lazy plans, e.g. "greedy, refined" or "js, plain"."""
+    settings = study["settings"]
+    refinements = [name for key, name in (("mass_correction", "mass correction"), ("exact_image_rows", "exact rows"))
+                   if settings.get(key)]
+    how = {0: "plain", 2: "refined"}.get(len(refinements), " + ".join(refinements))
+    return f"{settings.get('lazy_method') or 'js'}, {how}"
+
+
+def curves(studies: list[dict]) -> list[tuple[str, str, list[dict]]]:
+    """`(label, kind, runs sorted by KV saved)`: the lazy runs of each study, then each baseline kind once."""
+    subjects = {study["subject"] for study in studies}
+    if len(subjects) > 1:
+        raise InputError(f"the studies ran on different questions: {'; '.join(sorted(subjects))}")
+    out = []
+    for study in studies:
+        for kind in LAZY_KINDS:
+            runs = [r for r in study["runs"] if r["settings"]["kind"] == kind]
+            if runs:
+                out.append((f"{KIND_STYLES[kind][2]}, {method_label(study)}", kind, runs))
+    for kind in KIND_STYLES:
+        if kind not in LAZY_KINDS:
+            runs = next(([r for r in s["runs"] if r["settings"]["kind"] == kind] for s in studies
+                         if any(r["settings"]["kind"] == kind for r in s["runs"])), [])
+            if runs:
+                out.append((KIND_STYLES[kind][2], kind, runs))
+    return [(label, kind, sorted(runs, key=lambda r: r["kv_saved_percent"])) for label, kind, runs in out]
+
+
+def comparison_table(studies: list[dict]) -> str:
+    """One row per run of every curve, by KV saved: the curve, the run, its lazy layers and every metric."""
+    metrics = studies[0]["metrics"]
+    header = ["KV saved", "method", "run", "lazy layers", *(m["column"] for m in metrics)]
+    rows = [(run["kv_saved_percent"], label, run) for label, _, runs in curves(studies) for run in runs]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for saved, label, run in sorted(rows, key=lambda row: row[0]):
+        cells = [f"{saved:.1f}%", label, run["name"], str(run["lazy_layers"]), *(f"{run[m['key']]:.1%}" for m in metrics)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_comparison(studies: list[dict], path: str | Path) -> None:
+    """Each metric versus KV cache saved, a curve per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics, lazy_curves = studies[0]["metrics"], 0
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 5.5), squeeze=False)
+    for label, kind, runs in curves(studies):
+        marker, colour, _ = KIND_STYLES[kind]
+        if kind == "lazy":  # one colour per method's main curve
+            colour, lazy_curves = METHOD_COLOURS[lazy_curves % len(METHOD_COLOURS)], lazy_curves + 1
+        for ax, metric in zip(axes[0], metrics):
+            ax.plot([r["kv_saved_percent"] for r in runs], [100 * r[metric["key"]] for r in runs], marker=marker,
+                    color=colour, label=label, markersize=7, linestyle="-" if len(runs) > 1 else "none", alpha=0.85)
+    for ax, metric in zip(axes[0], metrics):
+        ax.set_xlabel("KV cache saved vs full attention (%, allocated bytes)")
+        ax.set_ylabel(f"{metric['axis']} (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"KV cache saved vs accuracy on {studies[0]['subject']}, a curve per method")
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
