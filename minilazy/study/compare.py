@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from minilazy.errors import InputError
-from minilazy.study.report import KIND_STYLES
+from minilazy.study.report import KIND_STYLES, save_metric_axes
 
 LAZY_KINDS = ("lazy", "lazy-all", "lazy+fastv")  # the kinds whose runs depend on how plans are chosen
 METHOD_COLOURS = ("tab:blue", "tab:cyan", "tab:olive", "tab:brown", "tab:pink", "tab:gray")
@@ -88,12 +88,5 @@ def plot_comparison(studies: list[dict], path: str | Path) -> None:
         for ax, metric in zip(axes[0], metrics):
             ax.plot([r["kv_saved_percent"] for r in runs], [100 * r[metric["key"]] for r in runs], marker=marker,
                     color=colour, label=label, markersize=7, linestyle="-" if len(runs) > 1 else "none", alpha=0.85)
-    for ax, metric in zip(axes[0], metrics):
-        ax.set_xlabel("KV cache saved vs full attention (%, allocated bytes)")
-        ax.set_ylabel(f"{metric['axis']} (%)")
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"KV cache saved vs accuracy on {studies[0]['subject']}, a curve per method")
-    axes[0][0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_metric_axes(fig, axes[0], metrics, f"KV cache saved vs accuracy on {studies[0]['subject']}, a curve per "
+                     "method", path, legend_size=7)

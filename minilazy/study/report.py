@@ -61,11 +61,19 @@ def plot_study(study: dict, path: str | Path) -> None:
                 # labels of nearby points are staggered vertically by the run's position so they stay readable
                 lift = 4 + 9 * (study["runs"].index(run) % 4)
                 ax.annotate(run["name"], (x, y), textcoords="offset points", xytext=(4, lift), fontsize=7)
+    save_metric_axes(fig, axes[0], metrics, f"KV cache saved vs accuracy on {study['subject']}", path)
+
+
+def save_metric_axes(fig, axes, metrics: list[dict], title: str, path: str | Path, legend_size: int = 8) -> None:
+    """Label one axis per metric against KV saved, title the figure, write it to `path` and close it."""
+    import matplotlib.pyplot as plt
+
+    for ax, metric in zip(axes, metrics):
         ax.set_xlabel("KV cache saved vs full attention (%, allocated bytes)")
         ax.set_ylabel(f"{metric['axis']} (%)")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"KV cache saved vs accuracy on {study['subject']}")
-    axes[0][0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(title)
+    axes[0].legend(fontsize=legend_size, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
