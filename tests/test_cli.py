@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import shlex
 import struct
 import subprocess
 import sys
@@ -256,3 +257,12 @@ def test_recorded_command_reruns_the_same_arguments():
     assert command == "python cli.py bench --model out/m --batch-sizes 1 16 --no-transformers --out out/b"
     args.out = "out/b"
     assert COMMANDS["bench"].parser().parse_args(command.split()[3:]) == args
+
+
+@pytest.mark.parametrize("argv", [["--no-mass-correction", "--no-exact-image-rows"], ["--lazy-method", "rank"]])
+def test_recorded_command_writes_switches_as_switches(argv):
+    """A `--x / --no-x` switch is recorded as the flag that gives its value, so the command parses back."""
+    args = COMMANDS["study"].parser().parse_args([*argv, "--out", "out/s"])
+    command = command_line("study", args)
+    assert command == shlex.join(["python", "cli.py", "study", *argv, "--out", "out/s"])
+    assert COMMANDS["study"].parser().parse_args(command.split()[3:]) == args

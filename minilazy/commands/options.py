@@ -151,7 +151,9 @@ def command_line(name: str, args: argparse.Namespace) -> str:
         if not action.option_strings or action.dest == "help" or value == action.default:
             continue
         flag = max(action.option_strings, key=len)
-        if isinstance(action, argparse._StoreTrueAction):
+        if isinstance(action, argparse.BooleanOptionalAction):  # --x / --no-x: the one that gives the value
+            parts.append(action.option_strings[0] if value else f"--no-{action.option_strings[0][2:]}")
+        elif isinstance(action, argparse._StoreTrueAction):
             parts.append(flag)
         else:
             parts += [flag, *map(shown, value if isinstance(value, (list, tuple)) else [value])]

@@ -15,7 +15,7 @@ from minilazy.errors import InputError
 from minilazy.study.report import KIND_STYLES, save_metric_axes
 
 LAZY_KINDS = ("lazy", "lazy-all", "lazy+fastv")  # the kinds whose runs depend on how plans are chosen
-METHOD_COLOURS = ("tab:blue", "tab:cyan", "tab:olive", "tab:brown", "tab:pink", "tab:gray")
+METHOD_COLOURS = ("tab:blue", "tab:cyan", "tab:olive", "tab:brown", "tab:pink", "tab:gray")  # not the baselines'
 
 
 def load_study(path: str | Path) -> dict:
@@ -40,31 +40,33 @@ def method_label(study: dict) -> str:
     return f"{settings.get('lazy_method') or 'js'}, {how}"
 
 
-def curves(studies: list[dict]) -> list[tuple[str, str, list[dict]]]:
-    """`(label, kind, runs sorted by KV saved)`: the lazy runs of each study, then each baseline kind once."""
+def curves(studies: list[dict]) -> list[tuple[str, str, list[dict], int | None]]:
+    """`(label, kind, runs sorted by KV saved, study index)`: the lazy runs of each study (its index: one
+    colour per way of choosing plans), then each baseline kind once (index None)."""
     subjects = {study["subject"] for study in studies}
     if len(subjects) > 1:
         raise InputError(f"the studies ran on different questions: {'; '.join(sorted(subjects))}")
     out = []
-    for study in studies:
+    for index, study in enumerate(studies):
         for kind in LAZY_KINDS:
             runs = [r for r in study["runs"] if r["settings"]["kind"] == kind]
             if runs:
-                out.append((f"{KIND_STYLES[kind][2]}, {method_label(study)}", kind, runs))
+                out.append((f"{KIND_STYLES[kind][2]}, {method_label(study)}", kind, runs, index))
     for kind in KIND_STYLES:
         if kind not in LAZY_KINDS:
             runs = next(([r for r in s["runs"] if r["settings"]["kind"] == kind] for s in studies
                          if any(r["settings"]["kind"] == kind for r in s["runs"])), [])
             if runs:
-                out.append((KIND_STYLES[kind][2], kind, runs))
-    return [(label, kind, sorted(runs, key=lambda r: r["kv_saved_percent"])) for label, kind, runs in out]
+                out.append((KIND_STYLES[kind][2], kind, runs, None))
+    return [(label, kind, sorted(runs, key=lambda r: r["kv_saved_percent"]), index)
+            for label, kind, runs, index in out]
 
 
 def comparison_table(studies: list[dict]) -> str:
     """One row per run of every curve, by KV saved: the curve, the run, its lazy layers and every metric."""
     metrics = studies[0]["metrics"]
     header = ["KV saved", "method", "run", "lazy layers", *(m["column"] for m in metrics)]
-    rows = [(run["kv_saved_percent"], label, run) for label, _, runs in curves(studies) for run in runs]
+    rows = [(run["kv_saved_percent"], label, run) for label, _, runs, _ in curves(studies) for run in runs]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for saved, label, run in sorted(rows, key=lambda row: row[0]):
         cells = [f"{saved:.1f}%", label, run["name"], str(run["lazy_layers"]), *(f"{run[m['key']]:.1%}" for m in metrics)]
@@ -73,18 +75,17 @@ def comparison_table(studies: list[dict]) -> str:
 
 
 def plot_comparison(studies: list[dict], path: str | Path) -> None:
-    """Each metric versus KV cache saved, a curve per method."""
+    """Each metric versus KV cache saved, a curve per method: a colour per study, a marker per kind of run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics, lazy_curves = studies[0]["metrics"], 0
+    metrics = studies[0]["metrics"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 5.5), squeeze=False)
-    for label, kind, runs in curves(studies):
-        marker, colour, _ = KIND_STYLES[kind]
-        if kind == "lazy":  # one colour per method's main curve
-            colour, lazy_curves = METHOD_COLOURS[lazy_curves % len(METHOD_COLOURS)], lazy_curves + 1
+    for label, kind, runs, index in curves(studies):
+        marker, colour, _ = KIND_STYLES[kind]  # the kind's marker; a study's lazy runs share its colour
+        colour = colour if index is None else METHOD_COLOURS[index % len(METHOD_COLOURS)]
         for ax, metric in zip(axes[0], metrics):
             ax.plot([r["kv_saved_percent"] for r in runs], [100 * r[metric["key"]] for r in runs], marker=marker,
                     color=colour, label=label, markersize=7, linestyle="-" if len(runs) > 1 else "none", alpha=0.85)

@@ -28,11 +28,11 @@ def study(method, refined, lazy, subject=SUBJECT):
 def test_a_curve_per_method_and_the_baselines_once():
     studies = [study("js", False, [(12.6, 0.5), (6.3, 0.6)]), study("greedy", True, [(6.3, 0.88)])]
     drawn = curves(studies)
-    assert [(label, kind, [r["kv_saved_percent"] for r in runs]) for label, kind, runs in drawn] == [
-        ("Lazy Attention (visual scope), js, plain", "lazy", [6.3, 12.6]),
-        ("Lazy Attention (visual scope), greedy, refined", "lazy", [6.3]),
-        ("full attention", "full", [0.0]),
-        ("FastV", "fastv", [21.2]),
+    assert [(label, kind, [r["kv_saved_percent"] for r in runs], i) for label, kind, runs, i in drawn] == [
+        ("Lazy Attention (visual scope), js, plain", "lazy", [6.3, 12.6], 0),
+        ("Lazy Attention (visual scope), greedy, refined", "lazy", [6.3], 1),
+        ("full attention", "full", [0.0], None),
+        ("FastV", "fastv", [21.2], None),
     ]
     rows = comparison_table(studies).splitlines()[2:]
     assert len(rows) == 5 and rows[0].startswith("| 0.0% | full attention")
