@@ -97,7 +97,8 @@ def prompt_text(kind: str, question: str, image_layout: ImageLayout | None = Non
         body = "".join(f"<|im_start|>{t.role}\n{image if t.image else ''}{t.text}<|im_end|>\n" for t in turns)
         return f"<|im_start|>system\n{system}<|im_end|>\n{body}<|im_start|>assistant\n"
     if kind == "llava":  # LLaVA-1.5's chat template: "USER: " or "ASSISTANT: ", the image, the text and a space
-        return "".join(f"{t.role.upper()}: {image if t.image else ''}{t.text} " for t in turns) + "ASSISTANT:"
+        return "".join(f"{t.role.upper()}: {image if t.image else ''}{t.text + ' ' if t.text else ''}"
+                       for t in turns) + "ASSISTANT:"
     # SmolVLM's chat template: "User:" directly before an image, "User: " before text.
     body = "".join(f"{t.role.capitalize()}:{image if t.image else ' '}{t.text}<end_of_utterance>\n" for t in turns)
     return f"<|im_start|>{body}Assistant:"
@@ -117,6 +118,7 @@ def image_text(kind: str, layout: ImageLayout) -> str:
 
 
 def check_history(history: tuple[Turn, ...], image_layout: ImageLayout | None) -> None:
+    """Refuse turns out of order, and an image in an assistant turn, in a request without one, or twice."""
     for i, turn in enumerate(history):
         role = ("user", "assistant")[i % 2]
         if turn.role != role:
@@ -149,18 +151,18 @@ def build_prompt(
     text = prompt_text(kind, question, image_layout, system, history)
     ids = tokenizer.encode(text, add_special_tokens=True).ids
     expected = _expected_image_tokens(kind, image_layout)
-    if kind in IMAGE_TOKENS:  # also without an image: a question holding the image token would take features
+    if kind in IMAGE_TOKENS:  # also without an image: text holding the image token would take features
         image_token = IMAGE_TOKENS[kind]
         image_id = tokenizer.token_to_id(image_token)
         found = 0 if image_id is None else ids.count(image_id)
         if found and not expected:
-            raise InputError(f"the question contains {image_token}, the model's image token, which only an image "
-                             f"may fill: leave it out")
+            raise InputError(f"the question or an earlier turn contains {image_token}, the model's image token, "
+                             f"which only an image may fill: leave it out")
         if found != expected:
-            # The question itself may contain the image token, or the tokenizer lacks it as a special token.
+            # The text may contain the image token, or the tokenizer lacks it as a special token.
             raise InputError(
                 f"prompt has {found} {image_token} tokens, expected {expected}: the tokenizer must have "
-                f"{image_token} as a special token and the question must not contain it"
+                f"{image_token} as a special token and the question and earlier turns must not contain it"
             )
     return ids
 

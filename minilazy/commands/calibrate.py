@@ -48,7 +48,9 @@ def parser() -> argparse.ArgumentParser:
                         "inherits) instead of comparing head-averaged attention (the paper's criterion)")
     p.add_argument("--mass-correction", action=argparse.BooleanOptionalAction, default=MASS_CORRECTION,
                    help="store each lazy layer's per-head mass offsets in the plan (scope visual; applied when "
-                        f"the plan runs with --mass-correction) (default: {MASS_CORRECTION})")
+                        "the plan runs with --mass-correction); with --method rank or greedy, candidate plans are "
+                        "also measured with them, and with exact image rows (as plans run by default) "
+                        f"(default: {MASS_CORRECTION})")
     p.add_argument("--out", required=True, metavar="PLAN.json", help="where to write the plan")
     p.add_argument("--plot", metavar="PNG",
                    help="with --method js: also draw the divergence heatmap with the chosen anchors")

@@ -22,9 +22,9 @@ def run(args) -> int:
     from minilazy.study.compare import comparison_table, load_study, plot_comparison
 
     studies = [load_study(path) for path in args.studies]
+    table = comparison_table(studies)  # refuses studies that do not compare before anything is written
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    table = comparison_table(studies)
     sources = "\n".join(f"- `{path}`: `{study.get('command', '')}`" for path, study in zip(args.studies, studies))
     (out / "compare.md").write_text(f"# KV cache saved vs accuracy, a curve per method\n\nOn {studies[0]['subject']}; "
                                     f"from\n\n{sources}\n\n{table}\n")

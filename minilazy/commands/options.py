@@ -152,7 +152,8 @@ def command_line(name: str, args: argparse.Namespace) -> str:
             continue
         flag = max(action.option_strings, key=len)
         if isinstance(action, argparse.BooleanOptionalAction):  # --x / --no-x: the one that gives the value
-            parts.append(action.option_strings[0] if value else f"--no-{action.option_strings[0][2:]}")
+            negative = next(flag for flag in action.option_strings if flag.startswith("--no-"))
+            parts.append(negative if not value else next(f for f in action.option_strings if f != negative))
         elif isinstance(action, argparse._StoreTrueAction):
             parts.append(flag)
         else:

@@ -10,6 +10,9 @@ of the next-token distributions at the scored positions:
 - text windows (the perplexity setting, a leading span standing in for the image): the positions
   that predict the tail's tokens.
 
+Each candidate runs as it will be deployed: with the mass offsets it gets from full attention's
+image log-sum-exp (minilazy/lazy/mass_correction.py) and exact image rows, when those are on.
+
 Two searches build plans one lazy layer at a time:
 
 - `rank` (L - 1 plans scored): each layer alone made lazy, inheriting from the layer below it; the
@@ -203,7 +206,7 @@ class EffectPlanner:
 def calibrate_by_effect(pipeline, samples, ratio: float, method: str = "greedy", depth: int = 1,
                         scope: str = "visual", fastv_layer: int | None = None, progress: bool = True,
                         max_new_tokens: int = ANSWER_NEW_TOKENS, image_lse: torch.Tensor | None = None,
-                        exact_image_rows: bool = False) -> LayerPlan:
+                        exact_image_rows: bool = True) -> LayerPlan:
     """The plan with `ratio` of the layers lazy, chosen by `method` (`rank` or `greedy`) from its effect on the
     full model's answers to `samples`, a list of `(image, prompt)` pairs; candidates measured with the
     refinements they will run with (`OutputDivergence`)."""
@@ -213,7 +216,7 @@ def calibrate_by_effect(pipeline, samples, ratio: float, method: str = "greedy",
 
 def effect_planner(pipeline, samples, method: str = "greedy", max_new_tokens: int = ANSWER_NEW_TOKENS,
                    progress: bool = True, image_lse: torch.Tensor | None = None,
-                   exact_image_rows: bool = False) -> EffectPlanner:
+                   exact_image_rows: bool = True) -> EffectPlanner:
     """An `EffectPlanner` over the full model's answers to `samples`, a list of `(image, prompt)` pairs."""
     batches = answer_batches(pipeline, samples, max_new_tokens, progress=progress)
     divergence = OutputDivergence(pipeline.model, batches, image_lse, exact_image_rows)

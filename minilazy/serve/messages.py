@@ -59,14 +59,17 @@ def conversation(messages: list[Message]) -> Conversation:
             system.append(text_of(message, i))
         else:
             turns.append((i, message))
+    order = "after optional system messages, user and assistant messages alternate and a user message ends"
     for n, (i, message) in enumerate(turns):
         expected = "user" if n % 2 == 0 else "assistant"
-        if message.role != expected or (n == len(turns) - 1 and message.role != "user"):
-            raise RequestError(f"messages[{i}] is a {message.role} message where a {expected} message belongs: after "
-                               "optional system messages, user and assistant messages alternate and a user message "
-                               "ends the conversation", "messages")
+        if message.role != expected:
+            where = "system messages come first" if message.role in ("system", "developer") else order
+            raise RequestError(f"messages[{i}] is {article(message.role)} message where {article(expected)} message "
+                               f"belongs: {where}", "messages")
     if not turns:
         raise RequestError("the conversation has no user message", "messages")
+    if turns[-1][1].role != "user":
+        raise RequestError(f"the conversation ends with {article(turns[-1][1].role)} message: {order} it", "messages")
     images = [(n, part.image_url) for n, (_, message) in enumerate(turns) for part in parts(message)
               if part.type == "image_url"]
     if len(images) > 1:
@@ -83,6 +86,10 @@ def conversation(messages: list[Message]) -> Conversation:
         raise RequestError("the prompt is empty: the last user message has no text", "messages")
     return Conversation("\n".join(system) if system else None, history, question,
                         decode_image(images[0][1].url) if images else None)
+
+
+def article(role: str) -> str:
+    return f"{'an' if role == 'assistant' else 'a'} {role}"  # the roles: system, developer, user, assistant, tool
 
 
 def parts(message: Message) -> list:

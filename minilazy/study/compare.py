@@ -14,6 +14,7 @@ from pathlib import Path
 from minilazy.errors import InputError
 from minilazy.study.report import KIND_STYLES, save_metric_axes
 
+SAME_SETTINGS = ("model", "n", "seed_offset", "data", "prompt_suffix", "calib", "max_new_tokens", "dtype")
 LAZY_KINDS = ("lazy", "lazy-all", "lazy+fastv")  # the kinds whose runs depend on how plans are chosen
 METHOD_COLOURS = ("tab:blue", "tab:cyan", "tab:olive", "tab:brown", "tab:pink", "tab:gray")  # not the baselines'
 
@@ -28,6 +29,15 @@ def load_study(path: str | Path) -> dict:
         raise InputError(f"{path}: not a study JSON ({err})") from None
     if not isinstance(study, dict) or not {"settings", "subject", "metrics", "runs"} <= set(study):
         raise InputError(f"{path}: not a study JSON (it needs settings, subject, metrics and runs)")
+    metrics = study["metrics"]
+    if not (isinstance(metrics, list) and metrics and all(isinstance(m, dict) and {"key", "column", "axis"} <= set(m)
+                                                          for m in metrics)):
+        raise InputError(f"{path}: its metrics are not a study's (a list of key, column and axis)")
+    for i, run in enumerate(study["runs"] if isinstance(study["runs"], list) else [None]):
+        fields = {"name", "settings", "kv_saved_percent", "lazy_layers", *(m["key"] for m in metrics)}
+        if not (isinstance(run, dict) and fields <= set(run) and isinstance(run["settings"], dict)
+                and "kind" in run["settings"]):
+            raise InputError(f"{path}: run {i} is not a study's run (it needs {', '.join(sorted(fields))} and a kind)")
     return study
 
 
@@ -46,6 +56,10 @@ def curves(studies: list[dict]) -> list[tuple[str, str, list[dict], int | None]]
     subjects = {study["subject"] for study in studies}
     if len(subjects) > 1:
         raise InputError(f"the studies ran on different questions: {'; '.join(sorted(subjects))}")
+    differ = [key for key in SAME_SETTINGS if len({str(s["settings"].get(key)) for s in studies}) > 1]
+    if differ or len({json.dumps(s["metrics"]) for s in studies}) > 1:
+        raise InputError(f"the studies differ in {', '.join(differ) or 'their metrics'}: compare runs of one model "
+                         "on one question set")
     out = []
     for index, study in enumerate(studies):
         for kind in LAZY_KINDS:

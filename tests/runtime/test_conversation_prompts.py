@@ -82,3 +82,12 @@ def test_several_turns_match_smollm2_template():
 def test_malformed_histories_are_refused(turns, layout, match):
     with pytest.raises(InputError, match=match):
         prompt_text("llava", "and now?", layout, history=turns)
+
+
+@pytest.mark.parametrize("kind, template", [("llava", LLAVA_TEMPLATE), ("qwen2_vl", QWEN2_VL_CHAT_TEMPLATE)])
+def test_an_image_alone_in_a_user_turn_matches_the_templates(kind, template):
+    conversation = [{"role": "user", "content": [{"type": "image"}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": TURNS[1]}]},
+                    {"role": "user", "content": [{"type": "text", "text": TURNS[2]}]}]
+    turns = (Turn("user", "", image=True), Turn("assistant", TURNS[1]))
+    assert prompt_text(kind, TURNS[2], ImageLayout(1), history=turns) == rendered(template, conversation)

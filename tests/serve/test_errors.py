@@ -88,6 +88,14 @@ def test_malformed_requests_get_400(url, case):
     assert reply["error"]["type"] == "invalid_request_error" and reply["error"]["message"]
 
 
+@pytest.mark.parametrize("case, words", [
+    ("ends with an assistant message", "ends with an assistant message"),
+    ("two user messages in a row", "messages[1] is a user message where an assistant message belongs"),
+])
+def test_messages_out_of_turn_are_named(url, case, words):
+    assert words in chat(url, CASES[case])[2]["error"]["message"]
+
+
 def test_a_prompt_its_images_cannot_fill_ends_alone(pipeline):
     """A request past the checks whose image tokens have no features fails in its prefill: it ends with
     "error", and the request beside it runs on to its answer."""

@@ -40,9 +40,13 @@ def test_a_curve_per_method_and_the_baselines_once():
     assert method_label({"settings": {"lazy_method": "rank", "mass_correction": True}}) == "rank, mass correction"
 
 
-def test_studies_on_different_questions_are_refused():
+def test_studies_on_different_questions_or_models_are_refused():
     with pytest.raises(InputError, match="different questions"):
         curves([study("js", False, [(6.3, 0.6)]), study("rank", True, [(6.3, 0.8)], subject="my.jsonl")])
+    other_model = study("rank", True, [(6.3, 0.8)])
+    other_model["settings"]["model"] = "smolvlm"
+    with pytest.raises(InputError, match="differ in model"):
+        curves([study("js", False, [(6.3, 0.6)]), other_model])
 
 
 def test_the_command_writes_the_table_and_the_plot(tmp_path, capsys):
@@ -58,8 +62,13 @@ def test_the_command_writes_the_table_and_the_plot(tmp_path, capsys):
     assert "written:" in capsys.readouterr().out
 
 
+BAD_RUN = {"settings": {}, "subject": SUBJECT, "metrics": METRICS, "runs": [{"name": "x", "settings": {}}]}
+
+
 @pytest.mark.parametrize("content, match", [(None, "no such file"), ("{not json", "not a study JSON"),
-                                            ('{"runs": []}', "needs settings, subject")])
+                                            ('{"runs": []}', "needs settings, subject"),
+                                            (json.dumps({**BAD_RUN, "metrics": []}), "metrics are not"),
+                                            (json.dumps(BAD_RUN), "run 0 is not a study's run")])
 def test_bad_study_files_get_one_clear_error(tmp_path, capsys, content, match):
     path = tmp_path / "study.json"
     if content is not None:
