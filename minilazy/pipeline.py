@@ -104,10 +104,12 @@ class Pipeline:
         tokenizer = load_tokenizer(model_dir)
         return cls(model_dir, Model.from_pretrained(model_dir, DTYPES[dtype], backend), tokenizer)
 
-    def request(self, prompt: str, image=None, system: str | None = None, history: tuple[Turn, ...] = ()) -> Request:
+    def request(self, prompt: str, image=None, system: str | None = None, history: tuple[Turn, ...] = (),
+                text_first: bool = False) -> Request:
         """A request for `prompt` about `image` (a path or a PIL image; None for text only), with the system
         message `system` where the prompt layout has one (ChatML: SmolLM2, Qwen2-VL), after the earlier turns
-        of a conversation `history` (the image goes with the user turn marked for it, else with `prompt`)."""
+        of a conversation `history` (the image goes with the user turn marked for it, else with `prompt`, after
+        its text when `text_first`)."""
         if not prompt or not prompt.strip():
             raise InputError("the prompt is empty: give a question or instruction")
         if image is None:
@@ -125,7 +127,8 @@ class Pipeline:
             tiles = self.processor([picture])
             layout = ImageLayout(self.config.image_tokens_per_image, tiles.rows[0], tiles.cols[0])
             pixels = tiles.pixel_values
-        ids = self.check_vocabulary(build_prompt(self.kind, self.tokenizer, prompt, layout, system, history))
+        ids = self.check_vocabulary(build_prompt(self.kind, self.tokenizer, prompt, layout, system, history,
+                                                 text_first))
         return Request(ids, pixels.to(self.model.dtype), grid)
 
     def ask(self, prompt: str, image=None, *, history: tuple[Turn, ...] = (), plan: LayerPlan | None = None,

@@ -72,17 +72,20 @@ def idefics3_image_text(layout: ImageLayout) -> str:
 @dataclass(frozen=True)
 class Turn:
     """An earlier turn of a conversation: `role` "user" or "assistant", its text, and, for a user turn,
-    whether the image sits at its start (else it goes with the question)."""
+    whether the image is in it (else it goes with the question) and whether it follows the text (a chat
+    message whose text part comes first; LLaVA's template writes images first whatever the order)."""
 
     role: str
     text: str
     image: bool = False
+    text_first: bool = False
 
 
 def prompt_text(kind: str, question: str, image_layout: ImageLayout | None = None, system: str | None = None,
-                history: tuple[Turn, ...] = ()) -> str:
+                history: tuple[Turn, ...] = (), text_first: bool = False) -> str:
     """The full prompt as text, image tokens already expanded: the turns of `history` (user and assistant
-    by turns, from a user turn), then `question` as the last user turn and the assistant's turn opened."""
+    by turns, from a user turn), then `question` as the last user turn (its image after its text when
+    `text_first`) and the assistant's turn opened."""
     if kind not in KINDS:
         raise ValueError(f"unknown prompt kind {kind!r}; expected one of {', '.join(KINDS)}")
     if not question.strip():
@@ -91,16 +94,21 @@ def prompt_text(kind: str, question: str, image_layout: ImageLayout | None = Non
     if system is not None and kind not in SYSTEM_KINDS:
         raise InputError(f"the {kind} prompt has no system message")
     image = "" if image_layout is None else image_text(kind, image_layout)
-    turns = (*history, Turn("user", question, image=bool(image) and not any(t.image for t in history)))
+    turns = (*history, Turn("user", question, bool(image) and not any(t.image for t in history), text_first))
+
+    def content(t: Turn) -> str:  # the turn's text and image in its message's order
+        return (t.text + image if t.text_first else image + t.text) if t.image else t.text
+
     if kind in SYSTEM_KINDS:  # ChatML, with the model's default system message
         system = (SMOLLM2_SYSTEM if kind == "chat" else QWEN_SYSTEM) if system is None else system
-        body = "".join(f"<|im_start|>{t.role}\n{image if t.image else ''}{t.text}<|im_end|>\n" for t in turns)
+        body = "".join(f"<|im_start|>{t.role}\n{content(t)}<|im_end|>\n" for t in turns)
         return f"<|im_start|>system\n{system}<|im_end|>\n{body}<|im_start|>assistant\n"
     if kind == "llava":  # LLaVA-1.5's chat template: "USER: " or "ASSISTANT: ", the image, the text and a space
         return "".join(f"{t.role.upper()}: {image if t.image else ''}{t.text + ' ' if t.text else ''}"
                        for t in turns) + "ASSISTANT:"
-    # SmolVLM's chat template: "User:" directly before an image, "User: " before text.
-    body = "".join(f"{t.role.capitalize()}:{image if t.image else ' '}{t.text}<end_of_utterance>\n" for t in turns)
+    # SmolVLM's chat template: "User:" directly before an image first in the message, "User: " before text.
+    body = "".join(f"{t.role.capitalize()}:{'' if t.image and not t.text_first else ' '}{content(t)}"
+                   f"<end_of_utterance>\n" for t in turns)
     return f"<|im_start|>{body}Assistant:"
 
 
@@ -146,9 +154,10 @@ def build_prompt(
     image_layout: ImageLayout | None = None,
     system: str | None = None,
     history: tuple[Turn, ...] = (),
+    text_first: bool = False,
 ) -> list[int]:
     """Token ids of the prompt, special tokens (BOS) added as the tokenizer's post-processor says."""
-    text = prompt_text(kind, question, image_layout, system, history)
+    text = prompt_text(kind, question, image_layout, system, history, text_first)
     ids = tokenizer.encode(text, add_special_tokens=True).ids
     expected = _expected_image_tokens(kind, image_layout)
     if kind in IMAGE_TOKENS:  # also without an image: text holding the image token would take features

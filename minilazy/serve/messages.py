@@ -45,6 +45,7 @@ class Conversation:
     history: tuple[Turn, ...]
     question: str
     image: Image.Image | None
+    text_first: bool = False  # the question's image follows its text
 
 
 def conversation(messages: list[Message]) -> Conversation:
@@ -78,14 +79,20 @@ def conversation(messages: list[Message]) -> Conversation:
         raise RequestError(f"messages[{turns[images[0][0]][0]}]: an image_url part needs an image_url with a url",
                            "messages")
     image_turn = images[0][0] if images else None
-    history = tuple(Turn(message.role, text_of(message, i), image=n == image_turn)
+    history = tuple(Turn(message.role, text_of(message, i), n == image_turn, text_first(message))
                     for n, (i, message) in enumerate(turns[:-1]))
     i, message = turns[-1]
     question = text_of(message, i)
     if not question.strip():
         raise RequestError("the prompt is empty: the last user message has no text", "messages")
     return Conversation("\n".join(system) if system else None, history, question,
-                        decode_image(images[0][1].url) if images else None)
+                        decode_image(images[0][1].url) if images else None, text_first(message))
+
+
+def text_first(message: Message) -> bool:
+    """Whether a text part comes before the message's image."""
+    types = [part.type for part in parts(message)]
+    return "image_url" in types and "text" in types[: types.index("image_url")]
 
 
 def article(role: str) -> str:
@@ -131,7 +138,7 @@ def decode_image(url: str) -> Image.Image:
 def prompt_request(pipeline: Pipeline, talk: Conversation) -> Request:
     if talk.system is not None and pipeline.kind not in SYSTEM_KINDS:
         raise RequestError(f"this {pipeline.config.model_type} model's prompt has no system message", "messages")
-    return pipeline.request(talk.question, talk.image, talk.system, talk.history)
+    return pipeline.request(talk.question, talk.image, talk.system, talk.history, talk.text_first)
 
 
 def sampling_params(body: ChatCompletionRequest, prompt_tokens: int, context_window: int,

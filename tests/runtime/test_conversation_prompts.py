@@ -91,3 +91,19 @@ def test_an_image_alone_in_a_user_turn_matches_the_templates(kind, template):
                     {"role": "user", "content": [{"type": "text", "text": TURNS[2]}]}]
     turns = (Turn("user", "", image=True), Turn("assistant", TURNS[1]))
     assert prompt_text(kind, TURNS[2], ImageLayout(1), history=turns) == rendered(template, conversation)
+
+
+def test_an_image_after_its_text_keeps_that_order_where_the_template_does():
+    """SmolVLM and Qwen2-VL write a message's parts in order; LLaVA writes images first whatever the order."""
+    text_then_image = [{"role": "user", "content": [{"type": "text", "text": TURNS[0]}, {"type": "image"}]}]
+    for kind, template in [("qwen2_vl", QWEN2_VL_CHAT_TEMPLATE), ("llava", LLAVA_TEMPLATE)]:
+        assert prompt_text(kind, TURNS[0], ImageLayout(1), text_first=True) == rendered(template, text_then_image)
+    tokenizer = _smollm_like()
+    processor = _idefics3_processor(tokenizer, split=False)
+    text = processor.apply_chat_template(text_then_image, add_generation_prompt=True)
+    expected = processor(images=_image(90, 60), text=text)["input_ids"][0]
+    assert build_prompt("idefics3", tokenizer, TURNS[0], ImageLayout(4), text_first=True) == list(expected)
+    turns = (Turn("user", TURNS[0], image=True, text_first=True), Turn("assistant", TURNS[1]))
+    conversation = [*text_then_image, *messages(None)[1:]]
+    assert prompt_text("qwen2_vl", TURNS[2], ImageLayout(1), history=turns) == rendered(QWEN2_VL_CHAT_TEMPLATE,
+                                                                                         conversation)

@@ -14,10 +14,12 @@ from minilazy.images import load_image
 from minilazy.pipeline import Pipeline
 from minilazy.sampler import SamplingParams
 from minilazy.serve import Engine
-from minilazy.serve.messages import Conversation, prompt_request
+from minilazy.serve.messages import Conversation, conversation, prompt_request
+from minilazy.serve.protocol import Message
 from tests.runtime.test_qwen2_vl_parity import qwen_reference
 from tests.runtime.test_vlm_parity import check_against_reference, random_image
 from tests.runtime.tiny_qwen_models import IMAGE_TOKEN, save_qwen
+from tests.serve.conftest import image_url
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +83,17 @@ def test_a_served_system_message_goes_into_the_prompt(tiny):
         own = prompt_request(pipe, Conversation("Be brief.", (), "Why?", picture and load_image(picture)))
         assert own.input_ids == pipe.request("Why?", picture, system="Be brief.").input_ids
         assert own.input_ids != pipe.request("Why?", picture).input_ids  # not the default system message
+
+
+def test_a_served_message_keeps_its_text_before_its_image(tiny):
+    """OpenAI clients often send the text part first; Qwen2-VL's template keeps that order, and so does the server."""
+    _, path, image = tiny
+    pipe = Pipeline.load(path, backend="torch")
+    picture, text = {"type": "image_url", "image_url": {"url": image_url(image)}}, {"type": "text", "text": "Why?"}
+    for content, text_first in (([text, picture], True), ([picture, text], False)):
+        served = prompt_request(pipe, conversation([Message.model_validate({"role": "user", "content": content})]))
+        assert served.input_ids == pipe.request("Why?", image, text_first=text_first).input_ids
+    assert pipe.request("Why?", image, text_first=True).input_ids != pipe.request("Why?", image).input_ids
 
 
 def test_calibration_over_images_of_different_sizes(tiny):
