@@ -15,9 +15,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python cli.py", description="Answer a question about an image "
                                 "(or a text-only prompt) with a multimodal LLM.",
                                 epilog="Other commands, each with its own --help: calibrate (choose lazy layers), "
-                                       "eval (demo model accuracy), study (lazy and FastV sweeps), compare-studies (several "
-                                       "studies in one plot), perplexity "
-                                       "(text models), bench (speed and memory against transformers), serve "
+                                       "eval (demo model accuracy), study (lazy and FastV sweeps), compare-studies "
+                                       "(several studies in one plot), perplexity (text models), bench (speed and memory against transformers), serve "
                                        "(an OpenAI-compatible server), loadtest (load a running server).")
     p.add_argument("--image", help="image file (PNG, JPEG, ...); omit for a text-only prompt")
     p.add_argument("--prompt", required=True, help="the question or instruction")

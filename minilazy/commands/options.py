@@ -152,8 +152,7 @@ def command_line(name: str, args: argparse.Namespace) -> str:
             continue
         flag = max(action.option_strings, key=len)
         if isinstance(action, argparse.BooleanOptionalAction):  # --x / --no-x: the one that gives the value
-            negative = next(flag for flag in action.option_strings if flag.startswith("--no-"))
-            parts.append(negative if not value else next(f for f in action.option_strings if f != negative))
+            parts.append(min(action.option_strings, key=len) if value else flag)  # flag, the longest: --no-x
         elif isinstance(action, argparse._StoreTrueAction):
             parts.append(flag)
         else:

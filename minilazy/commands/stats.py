@@ -7,6 +7,7 @@ import sys
 
 def print_stats(stats, pipeline, request, runtime, file=None) -> None:
     file = file or sys.stderr  # looked up per call: the stream may be replaced after import
+
     def line(label, value):
         print(f"{label:<28}{value}", file=file)
 

@@ -126,7 +126,8 @@ class OutputDivergence:
             plan = with_mass_offsets(plan, self.image_lse)
         total, count = 0.0, 0
         for batch, reference in zip(self.batches, self.reference):
-            runtime = LazyRuntime(plan, image_mask=batch.image_mask, fastv=fastv, exact_image_rows=self.exact_image_rows)
+            runtime = LazyRuntime(plan, image_mask=batch.image_mask, fastv=fastv,
+                                  exact_image_rows=self.exact_image_rows)
             candidate = self.log_probs(batch, runtime)
             present = ~candidate[:, 0].isnan()  # [N]
             kl = (reference.exp() * (reference - candidate))[present].sum(-1)  # [N']

@@ -83,7 +83,8 @@ def comparison_table(studies: list[dict]) -> str:
     rows = [(run["kv_saved_percent"], label, run) for label, _, runs, _ in curves(studies) for run in runs]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for saved, label, run in sorted(rows, key=lambda row: row[0]):
-        cells = [f"{saved:.1f}%", label, run["name"], str(run["lazy_layers"]), *(f"{run[m['key']]:.1%}" for m in metrics)]
+        cells = [f"{saved:.1f}%", label, run["name"], str(run["lazy_layers"]),
+                 *(f"{run[m['key']]:.1%}" for m in metrics)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

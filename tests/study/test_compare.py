@@ -22,7 +22,8 @@ def study(method, refined, lazy, subject=SUBJECT):
     runs = [run("full attention", "full", 0.0, 0.9), run("FastV K=2 R=0.5", "fastv", 21.2, 0.7)]
     runs += [run(f"lazy {i}", "lazy", saved, accuracy, i + 1) for i, (saved, accuracy) in enumerate(lazy)]
     return {"settings": {"lazy_method": method, "mass_correction": refined, "exact_image_rows": refined},
-            "subject": subject, "metrics": METRICS, "runs": runs, "command": f"python cli.py study --lazy-method {method}"}
+            "subject": subject, "metrics": METRICS, "runs": runs,
+            "command": f"python cli.py study --lazy-method {method}"}
 
 
 def test_a_curve_per_method_and_the_baselines_once():
