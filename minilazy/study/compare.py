@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from minilazy.config import read_json_object
 from minilazy.errors import InputError
 from minilazy.study.report import KIND_STYLES, save_metric_axes
 
@@ -21,13 +22,10 @@ METHOD_COLOURS = ("tab:blue", "tab:cyan", "tab:olive", "tab:brown", "tab:pink", 
 
 def load_study(path: str | Path) -> dict:
     """A study.json, checked for what the comparison reads."""
-    try:
-        study = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file (give the study.json a `python cli.py study` run wrote)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path}: not a study JSON ({err})") from None
-    if not isinstance(study, dict) or not {"settings", "subject", "metrics", "runs"} <= set(study):
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such file (give the study.json a `python cli.py study` run wrote)")
+    study = read_json_object(Path(path))
+    if not {"settings", "subject", "metrics", "runs"} <= set(study):
         raise InputError(f"{path}: not a study JSON (it needs settings, subject, metrics and runs)")
     metrics = study["metrics"]
     if not (isinstance(metrics, list) and metrics and all(isinstance(m, dict) and {"key", "column", "axis"} <= set(m)

@@ -66,7 +66,7 @@ def test_the_command_writes_the_table_and_the_plot(tmp_path, capsys):
 BAD_RUN = {"settings": {}, "subject": SUBJECT, "metrics": METRICS, "runs": [{"name": "x", "settings": {}}]}
 
 
-@pytest.mark.parametrize("content, match", [(None, "no such file"), ("{not json", "not a study JSON"),
+@pytest.mark.parametrize("content, match", [(None, "no such file"), ("{not json", "not valid JSON"), ("[1, 2]", "expected a JSON object"),
                                             ('{"runs": []}', "needs settings, subject"),
                                             (json.dumps({**BAD_RUN, "metrics": []}), "metrics are not"),
                                             (json.dumps(BAD_RUN), "run 0 is not a study's run")])
