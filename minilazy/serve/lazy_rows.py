@@ -92,6 +92,7 @@ class LazyRows(CacheRows):
                        for layers in segments]
         self.dropped = torch.zeros(rows, dtype=torch.long, device=model.device)  # FastV: tokens each row dropped
         self.prefills: dict[int, tuple] = {}  # row -> (lazy states, FastV pruning) of its prefill in progress
+        self.decoding: tuple[int, DecoderSetup] | None = None  # the decode setup of the first n rows, while valid
 
     def need(self, request: Request, max_new_tokens: int) -> int:
         """The KV bytes of the cache `generate()` allocates for `request` alone with `max_new_tokens` new tokens.
@@ -113,6 +114,7 @@ class LazyRows(CacheRows):
         return setup
 
     def prefilled(self, row: int) -> None:
+        self.decoding = None  # the row's image slots join the decode setup's lazy states
         states, pruning = self.prefills.pop(row)
         for tables, state in zip(self.tables, states):
             tables.store(row, state)
@@ -120,6 +122,13 @@ class LazyRows(CacheRows):
             self.dropped[row] = pruning.dropped[0]
 
     def decode_setup(self, n_rows: int) -> DecoderSetup:
+        """The setup of a decode step over the first `n_rows` rows, built once and reused until a row is
+        prefilled or released: its lazy states are views of the rows' tables, which steps update in place."""
+        if self.decoding is None or self.decoding[0] != n_rows:
+            self.decoding = (n_rows, self.build_decode_setup(n_rows))
+        return self.decoding[1]
+
+    def build_decode_setup(self, n_rows: int) -> DecoderSetup:
         segments = [(tables.layers, tables.state(n_rows, self.q_cache)) for tables in self.tables]
         attention = self.runtime.attention(self.model, self.plan, segments)
         pruning = None
@@ -129,6 +138,7 @@ class LazyRows(CacheRows):
         return DecoderSetup(self.view(0, n_rows), attention, pruning)
 
     def release(self, row: int) -> None:
+        self.decoding = None
         self.prefills.pop(row, None)
         for tables in self.tables:
             tables.clear(row)

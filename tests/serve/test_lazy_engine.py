@@ -66,6 +66,26 @@ def test_same_tokens_and_bytes_as_generate_alone(pipeline, requests, variant):
     assert_idle(engine)
 
 
+@pytest.mark.parametrize("variant", ["lazy, exact image rows, mass offsets", "lazy + fastv"])
+def test_a_row_prefilled_below_a_running_one_decodes_with_its_own_image(pipeline, requests, variant):
+    """Row 0 frees while row 1 decodes; the next request takes row 0 and prefills in chunks between row 1's
+    steps, the batch's rows unchanged: once it is in, the decode steps see its image tokens."""
+    engine = Engine(pipeline.model, BUDGET, max_batch=2, stop_ids=(), runtime=VARIANTS[variant](),
+                    prefill_chunk=16)
+    first = engine.submit(requests[3], SamplingParams(2))
+    running = engine.submit(requests[0], SamplingParams(40))
+    while not first.finished:
+        engine.step()
+    assert not running.finished
+    late = engine.submit(requests[1], SamplingParams(MAX_NEW))  # a description: it reads the image
+    engine.step()
+    assert (late.row, running.row) == (0, 1) and not running.finished
+    engine.run_until_idle()
+    expected = generate(pipeline.model, [requests[1]], SamplingParams(MAX_NEW), stop_ids=(),
+                        decoder_setup=VARIANTS[variant]())
+    assert late.tokens == expected.tokens[0]
+
+
 def test_sampled_tokens_equal_generate_alone(pipeline, requests):
     params = [SamplingParams(MAX_NEW, 0.8, top_p=0.9, seed=i) for i in range(len(requests))]
     make = VARIANTS["lazy + fastv"]
