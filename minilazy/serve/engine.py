@@ -83,8 +83,9 @@ class Engine:
 
     @property
     def longest_request(self) -> int:
-        """The most tokens (prompt plus answer) a request may hold: the context window or a cache row."""
-        return min(self.context_window, self.rows.slots)
+        """The most tokens (prompt plus answer) a request may hold: a cache row, never longer than the context
+        window."""
+        return self.rows.slots
 
     def check(self, request: Request, params: SamplingParams) -> int:
         """The KV bytes `request` needs; raises InputError for a request that can never run."""

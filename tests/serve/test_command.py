@@ -1,7 +1,6 @@
 """`python cli.py serve` as a user starts it: it prints where and what it serves, answers, and exits 0 on a signal."""
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,15 +10,10 @@ import pytest
 from openai import OpenAI
 
 from minilazy.fastv import FastV
+from minilazy.serve.compare import free_port
 from tests.serve.conftest import FASTV_PLAN, QUESTIONS, ROOT, http, user_message
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
