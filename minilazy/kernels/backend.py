@@ -36,6 +36,7 @@ OP_MODULES = {
     "decode_attention": "decode_attention",
     "decode_attention_from_logits": "decode_from_logits",
     "merge_attention": "merge_attention",
+    "lazy_decode_attention": "lazy_decode_attention",
 }
 
 BACKENDS = ("auto", "triton", "torch", "reference")

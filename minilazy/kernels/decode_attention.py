@@ -12,6 +12,8 @@ The torch reference is `attention_ref`'s math for one query.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -29,7 +31,7 @@ GPU_BLOCK_H = 16  # query heads per kv group one GPU program holds (compiled for
 @triton.jit(do_not_specialize=["has_slots", "k_compact"])  # one compiled variant for both values
 def _decode_split_kernel(
     q_ptr, k_ptr, v_ptr, logits_ptr, kv_len_ptr, slots_ptr, part_o_ptr, part_lse_ptr,
-    head_dim, group_size, keys_per_split, scale,
+    head_dim, group_size, keys_per_split, split_base, scale,
     stride_qb, stride_qh,
     stride_kb, stride_kn, stride_kg,
     stride_vb, stride_vn, stride_vg,
@@ -91,18 +93,18 @@ def _decode_split_kernel(
         m_i, l_i, acc = online_softmax_step(s, v, m_i, l_i, acc)
 
     o, lse = online_softmax_finish(m_i, l_i, acc)
-    part = b64 * stride_pb + head * stride_ph + split * stride_ps  # [BLOCK_H] offsets into [B, H, splits]
+    part = b64 * stride_pb + head * stride_ph + (split_base + split) * stride_ps  # [BLOCK_H] offsets into [B, H, splits]
     tl.store(part_o_ptr + part[:, None] * head_dim + offs_d[None, :], o, mask=row_valid[:, None] & d_valid[None, :])
     tl.store(part_lse_ptr + part, lse, mask=row_valid)
 
 
 @triton.jit
 def _decode_reduce_kernel(
-    part_o_ptr, part_lse_ptr, o_ptr, lse_ptr,
-    head_dim, n_splits,
+    part_o_ptr, part_lse_ptr, o_ptr, lse_ptr, offset_ptr,
+    head_dim, n_splits, n_shifted,
     stride_pb, stride_ph, stride_ps,
     stride_ob, stride_oh, stride_lb, stride_lh,
-    BLOCK_D: tl.constexpr,
+    HAS_OFFSET: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
@@ -115,6 +117,8 @@ def _decode_reduce_kernel(
     for split in range(0, n_splits):
         part = b * stride_pb + h * stride_ph + split * stride_ps
         lse = tl.load(part_lse_ptr + part)
+        if HAS_OFFSET:  # the first n_shifted splits' lse shifted by offset[h] (-inf stays -inf)
+            lse += tl.where(split < n_shifted, tl.load(offset_ptr + h), 0.0)
         o = tl.load(part_o_ptr + part * head_dim + offs_d, mask=d_valid, other=0.0)
         m_new = tl.maximum(m, lse)
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -140,34 +144,53 @@ def decode_blocks(n_keys: int, n_programs: int, device) -> tuple[int, int]:
     return block_n, triton.cdiv(keys_per_split, block_n) * block_n
 
 
-def launch_decode_kernels(q, k_cache, v_cache, logits, kv_len, key_slots, k_compact, scale, mode, n_heads, n_keys,
-                          out_dtype):
-    """Run both kernels; q/k_cache may be placeholders when the logits are read instead."""
+class KeyPass(NamedTuple):
+    """One key list for the split kernel; q and k_cache may be placeholders when the logits are read."""
+
+    q: torch.Tensor
+    k_cache: torch.Tensor
+    logits: torch.Tensor
+    kv_len: torch.Tensor
+    key_slots: torch.Tensor | None
+    k_compact: bool
+    scale: float
+    mode: int  # NO_LOGITS, WRITE_LOGITS or READ_LOGITS
+    n_keys: int  # N: the key list's columns
+
+
+def launch_decode_kernels(passes: list[KeyPass], v_cache, n_heads, out_dtype, offset=None):
+    """Run the split kernel once per key pass (their values all in `v_cache`), then one reduce over every
+    pass's splits: one softmax over the union of their key lists. `offset [H]` fp32 shifts the first
+    pass's lse per head (a lazy layer's mass correction of its inherited part)."""
     batch, _, n_kv, head_dim = v_cache.shape
     group_size = n_heads // n_kv
     block_d = head_block(head_dim)
     block_h = max(16, triton.next_power_of_2(group_size)) if interpreting() else GPU_BLOCK_H
     if group_size > block_h:
         raise ValueError(f"decode attention supports at most {block_h} query heads per kv head, got {group_size}")
-    block_n, keys_per_split = decode_blocks(n_keys, batch * n_kv, v_cache.device)
-    n_splits = max(1, triton.cdiv(n_keys, keys_per_split))
-    part_o = torch.empty(batch, n_heads, n_splits, head_dim, device=v_cache.device, dtype=torch.float32)
-    part_lse = torch.empty(batch, n_heads, n_splits, device=v_cache.device, dtype=torch.float32)
-    slots = key_slots if key_slots is not None else kv_len  # a placeholder pointer when unused
+    blocks = [decode_blocks(p.n_keys, batch * n_kv, v_cache.device) for p in passes]  # (BLOCK_N, keys_per_split)
+    splits = [max(1, triton.cdiv(p.n_keys, per_split)) for p, (_, per_split) in zip(passes, blocks)]
+    part_o = torch.empty(batch, n_heads, sum(splits), head_dim, device=v_cache.device, dtype=torch.float32)
+    part_lse = torch.empty(batch, n_heads, sum(splits), device=v_cache.device, dtype=torch.float32)
     upcast = interpreting() and v_cache.dtype == torch.bfloat16
-    _decode_split_kernel[(batch, n_kv, n_splits)](
-        q, k_cache, v_cache, logits, kv_len, slots, part_o, part_lse,
-        head_dim, group_size, keys_per_split, float(scale),
-        *q.stride()[:2], *k_cache.stride()[:3], *v_cache.stride()[:3], *logits.stride()[:2], slots.stride(0),
-        *part_lse.stride(), int(key_slots is not None), int(bool(k_compact)),
-        LOGITS=mode, UPCAST=upcast,
-        BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d,
-    )
+    split_base = 0
+    for p, (block_n, keys_per_split), n_splits in zip(passes, blocks, splits):
+        slots = p.key_slots if p.key_slots is not None else p.kv_len  # a placeholder pointer when unused
+        _decode_split_kernel[(batch, n_kv, n_splits)](
+            p.q, p.k_cache, v_cache, p.logits, p.kv_len, slots, part_o, part_lse,
+            head_dim, group_size, keys_per_split, split_base, float(p.scale),
+            *p.q.stride()[:2], *p.k_cache.stride()[:3], *v_cache.stride()[:3], *p.logits.stride()[:2],
+            slots.stride(0), *part_lse.stride(), int(p.key_slots is not None), int(bool(p.k_compact)),
+            LOGITS=p.mode, UPCAST=upcast,
+            BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d,
+        )
+        split_base += n_splits
     o = torch.empty(batch, n_heads, head_dim, device=v_cache.device, dtype=out_dtype)
     lse = torch.empty(batch, n_heads, device=v_cache.device, dtype=torch.float32)
+    offsets = part_lse if offset is None else offset.contiguous()  # a placeholder pointer without offsets
     _decode_reduce_kernel[(batch, n_heads)](
-        part_o, part_lse, o, lse, head_dim, n_splits, *part_lse.stride(), *o.stride()[:2], *lse.stride(),
-        BLOCK_D=block_d,
+        part_o, part_lse, o, lse, offsets, head_dim, sum(splits), splits[0], *part_lse.stride(), *o.stride()[:2],
+        *lse.stride(), HAS_OFFSET=offset is not None, BLOCK_D=block_d,
     )
     return o, lse
 
@@ -195,8 +218,8 @@ def decode_attention(q, k_cache, v_cache, kv_len, *, scale, key_slots=None, k_co
                              f"dimension; got {logits_out.dtype} {tuple(logits_out.shape)}")
     mode = NO_LOGITS if logits_out is None else WRITE_LOGITS
     logits = logits_out if logits_out is not None else placeholder(q)
-    return launch_decode_kernels(q, k_cache, v_cache, logits, kv_len, key_slots, k_compact, scale, mode, n_heads,
-                                 n_keys, q.dtype)
+    keys = KeyPass(q, k_cache, logits, kv_len, key_slots, k_compact, scale, mode, n_keys)
+    return launch_decode_kernels([keys], v_cache, n_heads, q.dtype)
 
 
 def placeholder(like):
@@ -225,7 +248,7 @@ def _compile_cases():
                 "q_ptr": ptr, "k_ptr": ptr, "v_ptr": ptr,
                 "logits_ptr": "*fp32" if mode != NO_LOGITS else ptr,
                 "kv_len_ptr": "*i32", "slots_ptr": "*i32", "part_o_ptr": "*fp32", "part_lse_ptr": "*fp32",
-                "head_dim": i32, "group_size": i32, "keys_per_split": i32, "scale": "fp32",
+                "head_dim": i32, "group_size": i32, "keys_per_split": i32, "split_base": i32, "scale": "fp32",
                 "stride_qb": i32, "stride_qh": i32, "stride_kb": i32, "stride_kn": i32, "stride_kg": i32,
                 "stride_vb": i32, "stride_vn": i32, "stride_vg": i32, "stride_lb": i32, "stride_lh": i32,
                 "stride_sb": i32, "stride_pb": i32, "stride_ph": i32, "stride_ps": i32,
@@ -235,11 +258,12 @@ def _compile_cases():
                 cases.append(CompileCase(_decode_split_kernel, signature, dict(
                     LOGITS=mode, UPCAST=False, BLOCK_H=GPU_BLOCK_H, BLOCK_N=64, BLOCK_D=block_d)))
         reduce_signature = {
-            "part_o_ptr": "*fp32", "part_lse_ptr": "*fp32", "o_ptr": ptr, "lse_ptr": "*fp32",
-            "head_dim": i32, "n_splits": i32, "stride_pb": i32, "stride_ph": i32, "stride_ps": i32,
+            "part_o_ptr": "*fp32", "part_lse_ptr": "*fp32", "o_ptr": ptr, "lse_ptr": "*fp32", "offset_ptr": "*fp32",
+            "head_dim": i32, "n_splits": i32, "n_shifted": i32, "stride_pb": i32, "stride_ph": i32, "stride_ps": i32,
             "stride_ob": i32, "stride_oh": i32, "stride_lb": i32, "stride_lh": i32,
         }
-        cases += [CompileCase(_decode_reduce_kernel, reduce_signature, dict(BLOCK_D=d)) for d in GPU_HEAD_BLOCKS]
+        cases += [CompileCase(_decode_reduce_kernel, reduce_signature, dict(HAS_OFFSET=has_offset, BLOCK_D=d))
+                  for d in GPU_HEAD_BLOCKS for has_offset in (False, True)]
     return cases
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from minilazy.kernels.attention import attend, check_caches, check_lengths, listed_keys
-from minilazy.kernels.decode_attention import READ_LOGITS, launch_decode_kernels, placeholder
+from minilazy.kernels.decode_attention import READ_LOGITS, KeyPass, launch_decode_kernels, placeholder
 
 
 def decode_attention_from_logits(logits, v_cache, kv_len, *, key_slots=None):
@@ -26,8 +26,8 @@ def decode_attention_from_logits(logits, v_cache, kv_len, *, key_slots=None):
     if key_slots is not None and key_slots.shape[1] != n_keys:
         raise ValueError(f"key_slots has {key_slots.shape[1]} keys but logits have {n_keys}")
     dummy = placeholder(v_cache)
-    return launch_decode_kernels(dummy, v_cache, v_cache, logits, kv_len, key_slots, False, 1.0, READ_LOGITS,
-                                 n_heads, n_keys, v_cache.dtype)
+    keys = KeyPass(dummy, dummy, logits, kv_len, key_slots, False, 1.0, READ_LOGITS, n_keys)
+    return launch_decode_kernels([keys], v_cache, n_heads, v_cache.dtype)
 
 
 def decode_attention_from_logits_ref(logits, v_cache, kv_len, *, key_slots=None):

@@ -8,6 +8,7 @@
   (`q_a . K_a`), logits over text keys are the layer's own; one softmax,
   computed as two flash passes merged by log-sum-exp, with the layer's own
   values. Its key cache holds text keys only, so `Wk` runs on text tokens only.
+  In a decode step (the fast path) both parts are one op, `lazy_decode_attention`.
   Two refinements: a per-head mass offset on the inherited part's log-sum-exp,
   and exact image rows (in prefill the image tokens' own queries attend with
   the layer's own image keys, computed and held only until prefill ends).
@@ -76,14 +77,14 @@ class LazyVisualAttention(FullAttention):
         self.ops.kv_write(cache.k, k_text, text.write)  # appended to the text-only key cache
         state.projection_rows["wk_skipped"] += 0 if exact else text.image_rows
 
-        if step.is_decode and self.fast_decode:
-            o_img, lse_img = self.ops.decode_attention_from_logits(
-                state.image_logits[self.anchor], cache.v, state.n_img, key_slots=state.image_slots)
-            o_img, lse_img = o_img[:, None], lse_img[:, None]  # [B, 1, H, d], [B, 1, H]
-        else:
-            q_anchor = state.q_slot(self.ring_slot, b, t)
-            o_img, lse_img = self.attend(q_anchor, ctx.cache[self.anchor].k, cache.v, step, kv_len=state.n_img,
-                                         key_slots=state.image_slots)
+        if step.is_decode and self.fast_decode:  # one softmax over the anchor's image logits and own text logits
+            o = self.ops.lazy_decode_attention(q[:, 0], cache.k, cache.v, state.image_logits[self.anchor], state.n_img,
+                                               state.image_slots, text.count, state.text_slots, scale=self.scale,
+                                               offset=self.mass_offset)
+            return self.output(o[:, None])  # [B, H, d] -> [B, 1, H, d]
+        q_anchor = state.q_slot(self.ring_slot, b, t)
+        o_img, lse_img = self.attend(q_anchor, ctx.cache[self.anchor].k, cache.v, step, kv_len=state.n_img,
+                                     key_slots=state.image_slots)
         if exact:  # image rows: own queries over own image keys, instead of the inherited pass
             o_own, lse_own = self.attend(q, state.image_keys[self.layer], cache.v, step, kv_len=state.n_img,
                                          key_slots=state.image_slots, k_compact=True)

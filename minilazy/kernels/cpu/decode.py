@@ -12,14 +12,22 @@
 `decode_attention_from_logits` (a lazy layer's image pass) reads such logits: every lazy layer of
 one anchor reads the same logits in a decode step, so their softmax is remembered until the
 anchor rewrites them in place at the next step (which bumps their version and misses the memo).
+
+`lazy_decode_attention` (a lazy layer's whole decode attention) lays both of its key lists out by
+cache slot: the anchor's image logits scattered to their slots (once per anchor and step), the
+layer's own text logits scattered over a copy, one softmax over the slots, and one product with
+the value cache read in place, where the two passes and their merge would gather the text values
+and run three ops' worth of small calls.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from minilazy.kernels.cpu.attention import flash_attend, mask_bias
-from minilazy.kernels.cpu.key_list import KeyLayout, key_list
+from minilazy.kernels.cpu.key_list import KeyLayout, bucket, key_list
 from minilazy.kernels.cpu.memo import Recent
 
 
@@ -70,6 +78,60 @@ def decode_attention_from_logits(layouts: Recent, masks: Recent, softmaxes: Rece
     else:
         weights, lse = softmaxes.get((logits, kv_len, key_slots), ("weights", n_kv, keys.v.shape[1]), image_weights)
     return weighted_values(weights, keys.v).to(v_cache.dtype), lse
+
+
+def lazy_decode_attention(layouts: Recent, bases: Recent, q, k_text, v_cache, image_logits, n_img, image_slots,
+                          n_text, text_slots, *, scale, offset=None):
+    """`lazy_decode_attention_ref`'s result (fp32 math). The slot columns are remembered in `layouts` per
+    step, the image logits by slot in `bases` per anchor and step (the lazy layers of one anchor share them)."""
+    batch, n_heads, head_dim = q.shape
+    n_kv = v_cache.shape[2]
+    columns = layouts.get((image_slots, n_img, text_slots, n_text), ("lazy", n_heads, k_text.shape[1], v_cache.shape[1]),
+                          lambda: slot_columns(n_heads, k_text.shape[1], v_cache.shape[1], image_slots, n_img,
+                                               text_slots, n_text))
+    n, n_text_keys = columns.n, columns.text.shape[2]
+
+    def image_by_slot():  # [B, H, n + 1]: column n is the spare one unlisted keys are written to
+        by_slot = torch.full((batch, n_heads, n + 1), float("-inf"), device=q.device)
+        return by_slot.scatter_(2, columns.image, image_logits)
+
+    if image_logits.is_inference():  # no version counter to tell the anchor's rewrite: not remembered
+        base = image_by_slot()
+    else:
+        base = bases.get((image_logits, n_img, image_slots), ("by slot", n), image_by_slot)
+    logits = base.clone() if offset is None else base + offset[None, :, None]  # [B, H, n + 1]
+    qg = q.float().view(batch, n_kv, n_heads // n_kv, head_dim)  # [B, H, d] -> [B, G, R, d]
+    text = torch.matmul(qg, k_text[:, :n_text_keys].float().permute(0, 2, 3, 1)) * scale  # [B, G, R, Nt]
+    logits.scatter_(2, columns.text, text.view(batch, n_heads, n_text_keys))
+    weights = torch.softmax(logits[:, :, :n], dim=-1)  # [B, H, n]
+    if columns.has_key is not None:  # a sequence with no key: its all -inf row gives NaN, made 0
+        weights = torch.where(columns.has_key, weights, 0.0)
+    o = torch.matmul(weights.view(batch, n_kv, -1, n), v_cache[:, :n].float().permute(0, 2, 1, 3))  # [B, G, R, d]
+    return o.view(batch, n_heads, head_dim).to(q.dtype)
+
+
+@dataclass
+class SlotColumns:
+    """Where a lazy layer's two key lists go among the first n cache slots (from the step's tables alone)."""
+
+    n: int  # slot columns read
+    image: torch.Tensor  # [B, H, W] int64 column of image key i, expanded over heads; n (spare) past n_img
+    text: torch.Tensor  # [B, H, Nt] the same for the text keys read, Nt rounded up to a bucket
+    has_key: torch.Tensor | None  # [B, 1, 1] whether a sequence has a key; None: every one has
+
+
+def slot_columns(n_heads, k_rows, n_slots, image_slots, n_img, text_slots, n_text) -> SlotColumns:
+    device = n_img.device
+    image_listed = torch.arange(image_slots.shape[1], device=device)[None, :] < n_img[:, None]  # [B, W]
+    n_text_keys = min(bucket(int(n_text.max()) if len(n_text) else 0), text_slots.shape[1], k_rows)
+    text_slots = text_slots[:, :n_text_keys].long()  # [B, Nt]
+    text_listed = torch.arange(n_text_keys, device=device)[None, :] < n_text[:, None]  # [B, Nt]
+    listed_slots = torch.cat([torch.where(image_listed, image_slots, -1), torch.where(text_listed, text_slots, -1)], 1)
+    n = min(bucket(int(listed_slots.max()) + 1), n_slots)  # [B, W + Nt] above: -1 where unlisted
+    image = torch.where(image_listed, image_slots.long(), n)[:, None, :].expand(-1, n_heads, -1)  # [B, H, W]
+    text = torch.where(text_listed, text_slots, n)[:, None, :].expand(-1, n_heads, -1)  # [B, H, Nt]
+    has_key = (n_img + n_text) > 0
+    return SlotColumns(n, image, text, None if bool(has_key.all()) else has_key.view(-1, 1, 1))
 
 
 def same_length(masks: Recent, kv_len: torch.Tensor) -> int:

@@ -1,0 +1,117 @@
+"""lazy_decode_attention: the Triton op and the CPU path against the reference, and the reference against the
+two passes and their merge that it replaces."""
+
+import pytest
+import torch
+
+from minilazy.kernels.cpu import CpuOps
+from minilazy.kernels.decode_attention import decode_attention_ref
+from minilazy.kernels.decode_from_logits import decode_attention_from_logits_ref
+from minilazy.kernels.lazy_decode_attention import lazy_decode_attention, lazy_decode_attention_ref
+from minilazy.kernels.merge_attention import merge_attention_ref
+from tests.helpers import TOLERANCES, assert_close
+from tests.kernels.test_attention import head_major, int32
+
+# name: (B, H, G, d, kv_len, image layout, n_img); image layout "span": image tokens at slots 3..3+n_img-1,
+# "scattered": every third slot (FastV's kept tokens), "none": a text-only row. 150 keys span three splits
+# when interpreting.
+CASES = {
+    "gqa_span_ragged": (3, 6, 2, 32, [150, 40, 9], "span", [130, 20, 0]),
+    "mha_scattered_odd_d": (2, 4, 4, 24, [100, 61], "scattered", [33, 20]),
+    "one_kv_head_text_only": (2, 8, 1, 16, [70, 5], "none", [0, 0]),
+    "gqa_empty_row": (2, 6, 3, 32, [90, 0], "span", [70, 0]),  # the second sequence has no key: o = 0
+}
+
+
+def make_case(name, dtype=torch.float32, with_offset=True):
+    """(args, kwargs) of the op: each sequence's first kv_len slots split into image and text keys."""
+    batch, n_heads, n_kv, head_dim, kv_len, layout, n_img = CASES[name]
+    n_slots = max(kv_len) + 7
+    image_rows, text_rows = [], []
+    for length, n_image in zip(kv_len, n_img):
+        if layout == "span":
+            image = list(range(3, 3 + n_image))
+        else:
+            image = list(range(0, length, 3))[:n_image]
+        image_rows.append(image)
+        text_rows.append([s for s in range(length) if s not in set(image)])
+    width, capacity = max(1, max(map(len, image_rows))), max(1, max(map(len, text_rows))) + 5
+    image_slots = torch.tensor([r + [-1] * (width - len(r)) for r in image_rows], dtype=torch.int32)
+    text_slots = torch.tensor([r + [-1] * (capacity - len(r)) for r in text_rows], dtype=torch.int32)
+    image_logits = 3 * torch.randn(batch, n_heads, width)
+    for b, row in enumerate(image_rows):
+        image_logits[b, :, len(row):] = float("nan")  # never read
+    q = torch.randn(batch, n_heads, head_dim).to(dtype)
+    k_text = head_major(torch.randn(batch, capacity, n_kv, head_dim)).to(dtype)
+    v_cache = head_major(torch.randn(batch, n_slots, n_kv, head_dim)).to(dtype)
+    args = [q, k_text, v_cache, image_logits, int32(list(map(len, image_rows))), image_slots,
+            int32(list(map(len, text_rows))), text_slots]
+    offset = torch.randn(n_heads) if with_offset else None
+    return args, dict(scale=head_dim**-0.5, offset=offset)
+
+
+def fp32(args):
+    return [t.float() if t.is_floating_point() else t for t in args]
+
+
+@pytest.mark.parametrize("with_offset", [False, True], ids=["plain", "offset"])
+@pytest.mark.parametrize("dtype, atol, rtol", TOLERANCES)
+@pytest.mark.parametrize("name", list(CASES))
+def test_kernel_matches_reference(name, dtype, atol, rtol, with_offset):
+    args, kwargs = make_case(name, dtype, with_offset)
+    o = lazy_decode_attention(*args, **kwargs)
+    expected = lazy_decode_attention_ref(*fp32(args), **kwargs)
+    assert o.dtype == dtype
+    assert_close(o, expected, atol, rtol, what="o")
+
+
+@pytest.mark.parametrize("with_offset", [False, True], ids=["plain", "offset"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_cpu_path_matches_reference(name, with_offset):
+    args, kwargs = make_case(name, with_offset=with_offset)
+    assert_close(CpuOps().lazy_decode_attention(*args, **kwargs), lazy_decode_attention_ref(*args, **kwargs),
+                 1e-5, 1e-5, what="o")
+
+
+@pytest.mark.parametrize("with_offset", [False, True], ids=["plain", "offset"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_reference_equals_two_passes_merged(name, with_offset):
+    """The inherited pass over the image keys and the own pass over the text keys, merged with the offset."""
+    args, kwargs = make_case(name, with_offset=with_offset)
+    q, k_text, v_cache, image_logits, n_img, image_slots, n_text, text_slots = args
+    o_img, lse_img = decode_attention_from_logits_ref(image_logits, v_cache, n_img, key_slots=image_slots)
+    o_txt, lse_txt = decode_attention_ref(q, k_text, v_cache, n_text, scale=kwargs["scale"], key_slots=text_slots,
+                                          k_compact=True)
+    merged = merge_attention_ref(o_img, lse_img, o_txt, lse_txt, kwargs["offset"])
+    o = lazy_decode_attention_ref(*args, **kwargs)
+    assert_close(o, merged, 1e-5, 1e-5, what="o")
+    if name == "gqa_empty_row":
+        assert (o[1] == 0).all()
+
+
+def test_cpu_path_shares_the_image_logits_until_they_are_rewritten():
+    """The lazy layers of one anchor read its logits with their own offsets; the anchor's rewrite in place is seen."""
+    args, kwargs = make_case("gqa_span_ragged")
+    ops = CpuOps()
+    for offset in (kwargs["offset"], None, -kwargs["offset"]):
+        assert_close(ops.lazy_decode_attention(*args, scale=kwargs["scale"], offset=offset),
+                     lazy_decode_attention_ref(*args, scale=kwargs["scale"], offset=offset), 1e-5, 1e-5, what="o")
+    image_logits = args[3]
+    image_logits.mul_(-1)  # the anchor's next step, in place: its version counter moves
+    assert_close(ops.lazy_decode_attention(*args, **kwargs), lazy_decode_attention_ref(*args, **kwargs),
+                 1e-5, 1e-5, what="o after the rewrite")
+
+
+def test_rejects_bad_arguments():
+    args, kwargs = make_case("gqa_span_ragged")
+    op = lazy_decode_attention
+    with pytest.raises(ValueError, match="offset"):
+        op(*args, scale=kwargs["scale"], offset=torch.zeros(5))
+    bad = list(args)
+    bad[3] = args[3][:, :, :-1].contiguous()  # one image logit column short
+    with pytest.raises(ValueError, match="image_logits"):
+        op(*bad, **kwargs)
+    bad = list(args)
+    bad[6] = args[6].long()
+    with pytest.raises(ValueError, match="n_text"):
+        op(*bad, **kwargs)
