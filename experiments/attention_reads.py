@@ -10,10 +10,11 @@ caches), best of a few passes:
 - `read`: a sum over the keys and values, the bandwidth any reader of these bytes could reach;
 - `decode attention`: `CpuOps.decode_attention` (minilazy/kernels/cpu/), as a full-attention layer's decode step calls it
   (torch's fused CPU attention), over the same keys and values;
-- `values from logits`: `CpuOps.decode_attention_from_logits`, a lazy layer's image pass on the decode
-  fast path, over the values only (the key bucket's rows, `minilazy/kernels/cpu/key_list.py`): every layer here
-  shares one set of logits, so their softmax is computed once, in the warm-up pass, and the times
-  leave it out (in a generation it runs once per anchor and step).
+- `lazy decode attention`: `CpuOps.lazy_decode_attention`, a lazy layer's decode step, over the values
+  (the key bucket's rows, `minilazy/kernels/cpu/key_list.py`) and the keys of its TEXT_TOKENS text
+  tokens, the others being image tokens whose logits it reads: every layer here shares one anchor's
+  logits, so their layout by slot is made once, in the warm-up pass, and the times leave it out (in a
+  generation it is made once per anchor and step).
 
 It prints the bytes read per second of each, next to the machine's copy bandwidth.
 """
@@ -33,6 +34,7 @@ from minilazy.errors import InputError
 from minilazy.kv_cache import KVCache, full_attention_bytes
 
 SPARE_SLOTS = 64  # slots past the prompt, as a generation call allocates for its new tokens
+TEXT_TOKENS = 32  # a lazy layer's text keys (the prompt's words and the answer so far); the others are image tokens
 
 
 def caches(config, batch: int, tokens: int) -> KVCache:
@@ -54,13 +56,19 @@ def read_speeds(config, batch: int, tokens: int, passes: int = 10) -> dict[str, 
     with torch.inference_mode(False):  # a normal tensor even for a caller in inference mode, as the lazy state makes
         logits = torch.randn(batch, t.num_attention_heads, cache[0].v.shape[1])  # one per slot, as the kernels take
     scale = t.head_dim**-0.5
+    n_image = max(1, tokens - TEXT_TOKENS)
+    image_slots = torch.arange(n_image, dtype=torch.int32).expand(batch, -1).contiguous()  # [B, N_img]
+    text_slots = torch.arange(n_image, tokens + 1, dtype=torch.int32).expand(batch, -1).contiguous()  # [B, N_text]
+    k_text = torch.randn(batch, text_slots.shape[1], t.num_key_value_heads, t.head_dim)  # a lazy layer's text keys
+    n_img, n_text = (torch.full((batch,), n, dtype=torch.int32) for n in (n_image, text_slots.shape[1]))
     ops = CpuOps()
     # each reader with the cache rows it reads per layer: keys and values, or the values' key bucket
     readers = {
         "read": (lambda c: (c.k[:, :tokens].sum(), c.v[:, :tokens].sum()), 2 * tokens),
         "decode attention": (lambda c: ops.decode_attention(q, c.k, c.v, kv_len, scale=scale), 2 * tokens),
-        "values from logits": (lambda c: ops.decode_attention_from_logits(logits, c.v, kv_len),
-                               min(bucket(tokens), cache[0].v.shape[1])),
+        "lazy decode attention": (lambda c: ops.lazy_decode_attention(q, k_text, c.v, logits, n_img, image_slots,
+                                                                      n_text, text_slots, scale=scale),
+                                  min(bucket(tokens), cache[0].v.shape[1])),
     }
     row_bytes = full_attention_bytes(config, batch, slots=1, element_size=4) // 2  # the keys of one slot, every layer
 
@@ -72,7 +80,7 @@ def read_speeds(config, batch: int, tokens: int, passes: int = 10) -> dict[str, 
 
     speeds = {}
     for name, (reader, rows) in readers.items():
-        seconds(reader)  # warm-up: the libraries' caches of prepared shapes, the shared softmax
+        seconds(reader)  # warm-up: the libraries' caches of prepared shapes, the shared layout of the logits
         speeds[name] = rows * row_bytes / min(seconds(reader) for _ in range(passes))
     return speeds
 

@@ -21,7 +21,7 @@ def test_attention_reads_bench_times_each_reader(tmp_path, capsys, monkeypatch):
     speeds = attention_reads.read_speeds(config, batch=2, tokens=70)
     slot_bytes = 2 * config.text.num_key_value_heads * config.text.head_dim * 4 * 3  # one slot of 3 layers, batch 2
     assert speeds == {"read": 2 * 70 * slot_bytes, "decode attention": 2 * 70 * slot_bytes,
-                      "values from logits": 128 * slot_bytes}  # the values' key bucket: 70 keys round up to 128
+                      "lazy decode attention": 128 * slot_bytes}  # the values' key bucket: 70 keys round up to 128
     monkeypatch.undo()
     attention_reads.main(["--model", str(tmp_path), "--tokens", "70", "--batch-sizes", "1", "3", "--threads", "1"])
     lines = capsys.readouterr().out.splitlines()

@@ -34,7 +34,6 @@ OP_MODULES = {
     "patch_embed": "patch_embed",
     "attention": "attention",
     "decode_attention": "decode_attention",
-    "decode_attention_from_logits": "decode_from_logits",
     "merge_attention": "merge_attention",
     "lazy_decode_attention": "lazy_decode_attention",
 }

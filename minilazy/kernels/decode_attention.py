@@ -4,9 +4,11 @@ The key axis is cut into splits; a grid over (sequence, kv head, split) lets
 even a batch of one fill the GPU. Each program takes all query heads of one kv
 group at once (rows of a tl.dot tile), so each K/V tile is read once per group,
 and writes a partial (o, lse) for its split; a second small kernel merges the
-splits by log-sum-exp. The same kernel also serves the lazy decode fast path:
-it can store the scaled logits it computes (`logits_out`), and
-`decode_attention_from_logits` (minilazy/kernels/decode_from_logits.py) reads such logits instead of q and K.
+splits by log-sum-exp. The same kernels also serve the lazy decode fast path:
+the split kernel can store the scaled logits it computes (`logits_out`: an
+anchor's), or read stored logits at its keys' cache slots instead of computing
+q.k (a lazy layer's image keys, minilazy/kernels/lazy_decode_attention.py), and
+the reduce can shift some splits' lse (the lazy layer's mass correction).
 The torch reference is `attention_ref`'s math for one query.
 """
 
@@ -23,7 +25,7 @@ from minilazy.kernels.attention import GPU_HEAD_BLOCKS, attend, attention_logits
 from minilazy.kernels.backend import interpreting
 from minilazy.kernels.online_softmax import LOG2_E, online_softmax_finish, online_softmax_step
 
-# what the kernel does with the logits buffer
+# what the split kernel does with the logits buffer: nothing, write them at list positions, read them at slots
 NO_LOGITS, WRITE_LOGITS, READ_LOGITS = 0, 1, 2
 GPU_BLOCK_H = 16  # query heads per kv group one GPU program holds (compiled for exactly this)
 
@@ -69,11 +71,13 @@ def _decode_split_kernel(
         offs_n = start_n + tl.arange(0, BLOCK_N)
         key_valid = offs_n < end
         visible = row_valid[:, None] & key_valid[None, :]
-        logit_ptrs = logits_ptr + b64 * stride_lb + head[:, None] * stride_lh + offs_n[None, :]
         # flags are 0/1 integers: arithmetic selects the mode (a scalar bool cannot mask a load)
         gathered = tl.load(slots_ptr + b64 * stride_sb + offs_n, mask=offs_n < end * has_slots, other=0)
         key_slot = gathered + offs_n * (1 - has_slots)
         kv_mask = key_valid[:, None] & d_valid[None, :]
+        # written at the key's list position, read at its cache slot (an anchor writes with no key_slots: the same)
+        logit_cols = key_slot if LOGITS == 2 else offs_n
+        logit_ptrs = logits_ptr + b64 * stride_lb + head[:, None] * stride_lh + logit_cols[None, :]
         if LOGITS == 2:
             s = tl.load(logit_ptrs, mask=visible, other=float("-inf"))
         else:

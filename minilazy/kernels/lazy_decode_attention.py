@@ -1,7 +1,8 @@
 """A lazy layer's decode attention in one softmax: inherited logits over the image keys, its own over the text keys.
 
 In a decode step a lazy layer's attention is one softmax over two key lists (docs/lazy_attention.md):
-its anchor's stored logits over the image keys, shifted by the layer's per-head mass offset, and
+its anchor's stored logits over the image keys (the anchor's decode step wrote its logits over every
+cache slot; the image slots' are read), shifted by the layer's per-head mass offset, and
 the layer's own `scale * q.k` over its text keys (a compact cache holding only those), with the
 layer's own values at both lists' slots. The Triton op runs the split kernel of
 minilazy/kernels/decode_attention.py once per list (READ_LOGITS over the image keys, plain over the
@@ -26,9 +27,9 @@ def check_lazy_decode(q, k_text, v_cache, image_logits, n_img, image_slots, n_te
     check_caches(v_cache, v_cache, n_heads, head_dim, image_slots, batch)
     if k_text.dtype != q.dtype or v_cache.dtype != q.dtype:
         raise ValueError(f"q, k_text, v_cache must share a dtype; got {q.dtype}, {k_text.dtype}, {v_cache.dtype}")
-    expected = (batch, n_heads, image_slots.shape[1])
-    if image_logits.shape != expected or image_logits.dtype != torch.float32 or image_logits.stride(-1) != 1:
-        raise ValueError(f"image_logits must be fp32 {list(expected)} (one per image slot listed) with a contiguous "
+    shape_ok = image_logits.dim() == 3 and image_logits.shape[:2] == (batch, n_heads)
+    if not shape_ok or image_logits.dtype != torch.float32 or image_logits.stride(-1) != 1:
+        raise ValueError(f"image_logits must be fp32 [{batch}, {n_heads}, S] (one per cache slot) with a contiguous "
                          f"last dimension; got {image_logits.dtype} {tuple(image_logits.shape)}")
     check_lengths("n_img", n_img, batch)
     check_lengths("n_text", n_text, batch)
@@ -42,9 +43,10 @@ def lazy_decode_attention(q, k_text, v_cache, image_logits, n_img, image_slots, 
                           offset=None):
     """One query per sequence, `q [B, H, d]`, over two key lists in one softmax; returns o `[B, H, d]` in q's dtype.
 
-    Image key i < n_img[b]: logit `image_logits[b, h, i]` (fp32, already scaled) plus `offset[h]` when
-    given, value `v_cache[b, image_slots[b, i]]`. Text key j < n_text[b]: logit `scale * q . k_text[b, j]`,
-    value `v_cache[b, text_slots[b, j]]`. A sequence with no key gets o = 0.
+    Image key i < n_img[b] sits at slot s = image_slots[b, i]: logit `image_logits[b, h, s]` (fp32, already
+    scaled; `image_logits [B, H, S]` by cache slot, S past every image slot) plus `offset[h]` when given,
+    value `v_cache[b, s]`. Text key j < n_text[b]: logit `scale * q . k_text[b, j]`, value
+    `v_cache[b, text_slots[b, j]]`. A sequence with no key gets o = 0.
     """
     check_lazy_decode(q, k_text, v_cache, image_logits, n_img, image_slots, n_text, text_slots, offset)
     dummy = placeholder(q)
@@ -57,9 +59,10 @@ def lazy_decode_attention(q, k_text, v_cache, image_logits, n_img, image_slots, 
 def lazy_decode_attention_ref(q, k_text, v_cache, image_logits, n_img, image_slots, n_text, text_slots, *, scale,
                               offset=None):
     """Torch reference of `lazy_decode_attention`: the two lists' logits side by side, one softmax, their values."""
-    _, v_img, _, img_listed = listed_keys(v_cache, v_cache, n_img, image_slots)  # [B, Ni, G, d], [B, Ni]
+    _, v_img, image_slot, img_listed = listed_keys(v_cache, v_cache, n_img, image_slots)  # [B, Ni, G, d], [B, Ni]
     k_txt, v_txt, _, txt_listed = listed_keys(k_text, v_cache, n_text, text_slots, k_compact=True)  # [B, Nt, ...]
-    inherited = image_logits[:, :, None, : v_img.shape[1]]  # [B, H, 1, Ni]
+    at_slots = image_slot[:, None, :].expand(-1, image_logits.shape[1], -1)  # [B, H, Ni]
+    inherited = image_logits.gather(2, at_slots)[:, :, None]  # [B, H, 1, Ni]
     if offset is not None:
         inherited = inherited + offset[None, :, None, None]
     logits = torch.cat([inherited, attention_logits(q[:, None], k_txt, scale)], dim=3)  # [B, H, 1, Ni + Nt]

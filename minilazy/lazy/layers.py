@@ -2,8 +2,8 @@
 
 - `AnchorAttention`: an active layer that lazy layers inherit from. It is a
   plain layer that also writes its post-RoPE queries into its Q Cache slot
-  and, on the decode fast path, computes its attention as an image pass that
-  keeps its logits plus a text pass.
+  and, on the decode fast path, keeps its attention logits over every cache
+  slot for its lazy layers.
 - `LazyVisualAttention`: logits over image keys come from the anchor
   (`q_a . K_a`), logits over text keys are the layer's own; one softmax,
   computed as two flash passes merged by log-sum-exp, with the layer's own
@@ -33,19 +33,14 @@ class AnchorAttention(FullAttention):
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         step, cache, state = ctx.step, ctx.cache[self.layer], self.state
         b, t, _ = x.shape
-        text = state.text_rows(step)  # registers this step's text tokens (anchors run before their lazy layers)
+        state.text_rows(step)  # registers this step's text tokens (anchors run before their lazy layers)
         q, k, v = self.projections(x, step, q_out=state.q_slot(self.ring_slot, b, t))
         self.ops.kv_write(cache.k, k, step.slots)
         self.ops.kv_write(cache.v, v, step.slots)
-        logits = state.image_logits.get(self.layer)
-        if not (step.is_decode and logits is not None):
-            o, _ = self.attend(q, cache.k, cache.v, step)
-            return self.output(o)
-        # decode fast path: keep this layer's logits over the image keys for its lazy layers
-        o_img, lse_img = self.attend(q, cache.k, cache.v, step, kv_len=state.n_img, key_slots=state.image_slots,
-                                     logits_out=logits)
-        o_txt, lse_txt = self.attend(q, cache.k, cache.v, step, kv_len=text.count, key_slots=state.text_slots)
-        return self.output(self.ops.merge_attention(o_img, lse_img, o_txt, lse_txt))
+        # decode fast path: keep this layer's logits over every slot for its lazy layers to read the image ones
+        logits = state.image_logits.get(self.layer) if step.is_decode else None
+        o, _ = self.attend(q, cache.k, cache.v, step, logits_out=logits)
+        return self.output(o)
 
 
 class LazyVisualAttention(FullAttention):

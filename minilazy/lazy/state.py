@@ -6,8 +6,8 @@
 - Which cache slots hold image tokens (`image_slots`, fixed by the prompt)
   and which hold text tokens (`text_slots`, growing as tokens are generated),
   so lazy layers can attend the two key sets separately.
-- For the decode fast path, each anchor's logits over the image keys for the
-  newest token, `[B, H, N_img]`, which its lazy layers reuse.
+- For the decode fast path, each anchor's logits for the newest token over
+  every cache slot, `[B, H, S]`, whose image slots its lazy layers reuse.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ class LazyState:
         image_width = max(int(is_image.sum(1).max()), 1)  # columns of image_slots
         text_capacity = text_capacity or int((~is_image).sum(1).max())
         with torch.inference_mode(False):  # normal tensors: their version counters tell the CPU path a new step's logits
-            image_logits = {a: torch.zeros(batch, q_cache.shape[2], image_width, dtype=torch.float32, device=device)
-                            for a in fast_decode_anchors}
+            image_logits = {a: torch.zeros(batch, q_cache.shape[2], is_image.shape[1], dtype=torch.float32,
+                                           device=device) for a in fast_decode_anchors}
         self.attach(is_image, q_cache, torch.zeros(batch, text_capacity, dtype=torch.int32, device=device),
                     torch.zeros(batch, dtype=torch.int32, device=device), image_logits, image_width)
 
@@ -59,8 +59,8 @@ class LazyState:
     def over(cls, is_image: torch.Tensor, q_cache: torch.Tensor, text_slots: torch.Tensor, n_text: torch.Tensor,
              image_logits: dict[int, torch.Tensor], image_width: int) -> LazyState:
         """A state over tables kept elsewhere (a serving engine's rows, as views), which it updates in place:
-        `text_slots [B, C]` and `n_text [B]` as they stand, `image_logits[a] [B, H, W]` (normal tensors) for
-        up to `image_width` = W image tokens per sequence."""
+        `text_slots [B, C]` and `n_text [B]` as they stand, `image_logits[a] [B, H, S]` (normal tensors), for
+        up to `image_width` image tokens per sequence."""
         state = cls.__new__(cls)
         state.attach(is_image, q_cache, text_slots, n_text, image_logits, image_width)
         return state

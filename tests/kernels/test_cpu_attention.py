@@ -8,7 +8,6 @@ from minilazy.kernels.cpu import CpuOps, decode
 from minilazy.kernels.cpu.key_list import key_list
 from minilazy.kernels.cpu.memo import Recent
 from minilazy.kernels.decode_attention import decode_attention_ref
-from minilazy.kernels.decode_from_logits import decode_attention_from_logits_ref
 from tests.helpers import assert_close
 from tests.kernels import test_attention, test_decode_attention
 from tests.kernels.test_attention import int32
@@ -29,7 +28,7 @@ def test_attention_matches_reference(name):
 @pytest.mark.parametrize("name", list(test_decode_attention.CASES))
 @pytest.mark.parametrize("keep_logits", [False, True], ids=["fused", "logits"])
 def test_decode_matches_reference(name, keep_logits):
-    """Both modes of decode attention, and the read of the logits the second one writes."""
+    """Both modes of decode attention."""
     args, kwargs = test_decode_attention.make_case(name)
     ops = CpuOps()
     logits, logits_ref = (logits_buffer(args, kwargs) if keep_logits else None for _ in range(2))
@@ -39,11 +38,6 @@ def test_decode_matches_reference(name, keep_logits):
     assert_close(lse, lse_ref, 1e-5, 1e-5, what="lse")
     if keep_logits:
         assert_close(logits, logits_ref, 1e-5, 1e-5, what="logits_out")  # NaN (unwritten) in the same places
-        v_cache, kv_len, slots = args[2], args[3], kwargs["key_slots"]
-        got = ops.decode_attention_from_logits(logits, v_cache, kv_len, key_slots=slots)
-        expected = decode_attention_from_logits_ref(logits_ref, v_cache, kv_len, key_slots=slots)
-        for a, b, what in zip(got, expected, ("o from logits", "lse from logits")):
-            assert_close(a, b, 1e-5, 1e-5, what=what)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -107,31 +101,3 @@ def test_key_layouts_are_remembered_per_step_tensors():
     first = key_list(layouts, k_cache, v_cache, slots, False, kv_len).layout
     assert key_list(layouts, k_cache, v_cache, slots, False, kv_len).layout is first
     assert key_list(layouts, k_cache, v_cache, slots, False, kv_len.clone()).layout is not first
-
-
-@pytest.mark.parametrize("run_mode, logits_mode", [(False, False), (True, False), (True, True)],
-                         ids=["normal", "normal logits in inference mode", "inference"])
-def test_from_logits_computes_a_softmax_once_per_rewrite(run_mode, logits_mode, monkeypatch):
-    """Calls that share the logits (the lazy layers of one anchor) share one softmax; a rewrite in
-    place (the anchor's next step) is seen. Generation runs in inference mode on logits allocated as
-    a normal tensor (LazyState); an inference tensor has no version counter and is never memoised."""
-    calls = []
-    softmax = decode.softmax_weights
-    monkeypatch.setattr(decode, "softmax_weights", lambda *a: calls.append(1) or softmax(*a))
-    args, kwargs = test_decode_attention.make_case("gqa_gathered_dense")
-    (q, k_cache, v_cache, kv_len), slots = args, kwargs["key_slots"]
-    ops = CpuOps()
-    with torch.inference_mode(logits_mode):
-        logits = logits_buffer(args, kwargs)
-    with torch.inference_mode(run_mode):
-        ops.decode_attention(*args, **kwargs, logits_out=logits)
-        calls.clear()  # the anchor's own softmax
-        first = ops.decode_attention_from_logits(logits, v_cache, kv_len, key_slots=slots)
-        again = ops.decode_attention_from_logits(logits, v_cache * 2, kv_len, key_slots=slots)
-        assert_close(again[0], 2 * first[0], 1e-5, 1e-5, what="o, other values")
-        assert len(calls) == (2 if logits_mode else 1)
-        ops.decode_attention(q.flip(0), k_cache, v_cache, kv_len, **kwargs, logits_out=logits)  # rewritten in place
-        o, lse = ops.decode_attention_from_logits(logits, v_cache, kv_len, key_slots=slots)
-        o_ref, lse_ref = decode_attention_ref(q.flip(0), k_cache, v_cache, kv_len, **kwargs)
-    assert_close(o, o_ref, 1e-5, 1e-5, what="o after the rewrite")
-    assert_close(lse, lse_ref, 1e-5, 1e-5, what="lse after the rewrite")

@@ -4,9 +4,8 @@ two passes and their merge that it replaces."""
 import pytest
 import torch
 
-from minilazy.kernels.cpu import CpuOps
+from minilazy.kernels.cpu import CpuOps, decode
 from minilazy.kernels.decode_attention import decode_attention_ref
-from minilazy.kernels.decode_from_logits import decode_attention_from_logits_ref
 from minilazy.kernels.lazy_decode_attention import lazy_decode_attention, lazy_decode_attention_ref
 from minilazy.kernels.merge_attention import merge_attention_ref
 from tests.helpers import TOLERANCES, assert_close
@@ -24,30 +23,41 @@ CASES = {
 
 
 def make_case(name, dtype=torch.float32, with_offset=True):
-    """(args, kwargs) of the op: each sequence's first kv_len slots split into image and text keys."""
+    """(args, kwargs) of the op: each sequence's first kv_len slots split into image and text keys; the image
+    logits are an anchor's (`anchor_case`) and NaN at every other slot, which the op must not read."""
+    anchor_q, anchor_k, args, kwargs = anchor_case(name, dtype, with_offset)
+    image_logits, n_img, image_slots = args[3:6]
+    is_image = torch.zeros(image_logits.shape[0], image_logits.shape[2], dtype=torch.bool)  # [B, S]
+    for b, n in enumerate(n_img.tolist()):
+        is_image[b, image_slots[b, :n].long()] = True
+    image_logits.masked_fill_(~is_image[:, None, :], float("nan"))
+    return args, kwargs
+
+
+def anchor_case(name, dtype=torch.float32, with_offset=True):
+    """An anchor's query and keys `(q_a [B, H, d], k_a [B, S, G, d])` and the op's arguments, whose image logits
+    `[B, H, S]` are the ones the anchor's decode step writes over its keys (NaN past kv_len)."""
     batch, n_heads, n_kv, head_dim, kv_len, layout, n_img = CASES[name]
     n_slots = max(kv_len) + 7
     image_rows, text_rows = [], []
     for length, n_image in zip(kv_len, n_img):
-        if layout == "span":
-            image = list(range(3, 3 + n_image))
-        else:
-            image = list(range(0, length, 3))[:n_image]
+        image = list(range(3, 3 + n_image)) if layout == "span" else list(range(0, length, 3))[:n_image]
         image_rows.append(image)
         text_rows.append([s for s in range(length) if s not in set(image)])
     width, capacity = max(1, max(map(len, image_rows))), max(1, max(map(len, text_rows))) + 5
     image_slots = torch.tensor([r + [-1] * (width - len(r)) for r in image_rows], dtype=torch.int32)
     text_slots = torch.tensor([r + [-1] * (capacity - len(r)) for r in text_rows], dtype=torch.int32)
-    image_logits = 3 * torch.randn(batch, n_heads, width)
-    for b, row in enumerate(image_rows):
-        image_logits[b, :, len(row):] = float("nan")  # never read
+    scale = head_dim**-0.5
+    anchor_q, anchor_k = torch.randn(batch, n_heads, head_dim), head_major(torch.randn(batch, n_slots, n_kv, head_dim))
+    image_logits = torch.full((batch, n_heads, n_slots), float("nan"))
+    decode_attention_ref(anchor_q, anchor_k, anchor_k, int32(kv_len), scale=scale, logits_out=image_logits)
     q = torch.randn(batch, n_heads, head_dim).to(dtype)
     k_text = head_major(torch.randn(batch, capacity, n_kv, head_dim)).to(dtype)
     v_cache = head_major(torch.randn(batch, n_slots, n_kv, head_dim)).to(dtype)
     args = [q, k_text, v_cache, image_logits, int32(list(map(len, image_rows))), image_slots,
             int32(list(map(len, text_rows))), text_slots]
     offset = torch.randn(n_heads) if with_offset else None
-    return args, dict(scale=head_dim**-0.5, offset=offset)
+    return anchor_q, anchor_k, args, dict(scale=scale, offset=offset)
 
 
 def fp32(args):
@@ -76,11 +86,13 @@ def test_cpu_path_matches_reference(name, with_offset):
 @pytest.mark.parametrize("with_offset", [False, True], ids=["plain", "offset"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_reference_equals_two_passes_merged(name, with_offset):
-    """The inherited pass over the image keys and the own pass over the text keys, merged with the offset."""
-    args, kwargs = make_case(name, with_offset=with_offset)
-    q, k_text, v_cache, image_logits, n_img, image_slots, n_text, text_slots = args
-    o_img, lse_img = decode_attention_from_logits_ref(image_logits, v_cache, n_img, key_slots=image_slots)
-    o_txt, lse_txt = decode_attention_ref(q, k_text, v_cache, n_text, scale=kwargs["scale"], key_slots=text_slots,
+    """The anchor's query over its image keys and the layer's own query over its text keys, merged by
+    log-sum-exp with the offset on the first: the two passes the op replaces."""
+    anchor_q, anchor_k, args, kwargs = anchor_case(name, with_offset=with_offset)
+    q, k_text, v_cache, _, n_img, image_slots, n_text, text_slots = args
+    scale = kwargs["scale"]
+    o_img, lse_img = decode_attention_ref(anchor_q, anchor_k, v_cache, n_img, scale=scale, key_slots=image_slots)
+    o_txt, lse_txt = decode_attention_ref(q, k_text, v_cache, n_text, scale=scale, key_slots=text_slots,
                                           k_compact=True)
     merged = merge_attention_ref(o_img, lse_img, o_txt, lse_txt, kwargs["offset"])
     o = lazy_decode_attention_ref(*args, **kwargs)
@@ -89,17 +101,27 @@ def test_reference_equals_two_passes_merged(name, with_offset):
         assert (o[1] == 0).all()
 
 
-def test_cpu_path_shares_the_image_logits_until_they_are_rewritten():
-    """The lazy layers of one anchor read its logits with their own offsets; the anchor's rewrite in place is seen."""
+@pytest.mark.parametrize("run_mode, logits_mode", [(False, False), (True, False), (True, True)],
+                         ids=["normal", "normal logits in inference mode", "inference"])
+def test_cpu_path_weighs_the_image_logits_once_per_rewrite(run_mode, logits_mode, monkeypatch):
+    """The lazy layers of one anchor (each with its own offset) share one softmax of its image logits; the
+    anchor's rewrite in place is seen. Generation runs in inference mode on logits allocated as a normal tensor
+    (LazyState); an inference tensor has no version counter and is never remembered."""
+    calls = []
+    image_weights = decode.image_weights
+    monkeypatch.setattr(decode, "image_weights", lambda *a: calls.append(1) or image_weights(*a))
     args, kwargs = make_case("gqa_span_ragged")
+    with torch.inference_mode(logits_mode):
+        args[3] = args[3].clone()
     ops = CpuOps()
-    for offset in (kwargs["offset"], None, -kwargs["offset"]):
-        assert_close(ops.lazy_decode_attention(*args, scale=kwargs["scale"], offset=offset),
-                     lazy_decode_attention_ref(*args, scale=kwargs["scale"], offset=offset), 1e-5, 1e-5, what="o")
-    image_logits = args[3]
-    image_logits.mul_(-1)  # the anchor's next step, in place: its version counter moves
-    assert_close(ops.lazy_decode_attention(*args, **kwargs), lazy_decode_attention_ref(*args, **kwargs),
-                 1e-5, 1e-5, what="o after the rewrite")
+    with torch.inference_mode(run_mode):
+        for offset in (kwargs["offset"], None, -kwargs["offset"]):
+            assert_close(ops.lazy_decode_attention(*args, scale=kwargs["scale"], offset=offset),
+                         lazy_decode_attention_ref(*args, scale=kwargs["scale"], offset=offset), 1e-5, 1e-5, what="o")
+        assert len(calls) == (3 if logits_mode else 1)
+        args[3].mul_(-1)  # the anchor's next step, in place: its version counter moves
+        o = ops.lazy_decode_attention(*args, **kwargs)
+    assert_close(o, lazy_decode_attention_ref(*args, **kwargs), 1e-5, 1e-5, what="o after the rewrite")
 
 
 def test_rejects_bad_arguments():
@@ -108,7 +130,7 @@ def test_rejects_bad_arguments():
     with pytest.raises(ValueError, match="offset"):
         op(*args, scale=kwargs["scale"], offset=torch.zeros(5))
     bad = list(args)
-    bad[3] = args[3][:, :, :-1].contiguous()  # one image logit column short
+    bad[3] = args[3][:, :-1].contiguous()  # one head short
     with pytest.raises(ValueError, match="image_logits"):
         op(*bad, **kwargs)
     bad = list(args)

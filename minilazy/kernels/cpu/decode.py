@@ -1,4 +1,4 @@
-"""Decode attention on the CPU: one query per sequence over its key list, and the lazy fast path's read of stored logits.
+"""Decode attention on the CPU: one query per sequence over its key list, and a lazy layer's decode attention.
 
 `decode_attention` computes what `kernels.decode_attention.decode_attention_ref` does in one of two ways:
 
@@ -9,15 +9,12 @@
 - with `logits_out`, the logits are written out, so they are computed by a matmul, then softmaxed
   and multiplied by the values by hand.
 
-`decode_attention_from_logits` (a lazy layer's image pass) reads such logits: every lazy layer of
-one anchor reads the same logits in a decode step, so their softmax is remembered until the
-anchor rewrites them in place at the next step (which bumps their version and misses the memo).
-
 `lazy_decode_attention` (a lazy layer's whole decode attention) lays both of its key lists out by
-cache slot: the anchor's image logits scattered to their slots (once per anchor and step), the
-layer's own text logits scattered over a copy, one softmax over the slots, and one product with
-the value cache read in place, where the two passes and their merge would gather the text values
-and run three ops' worth of small calls.
+cache slot: the softmax weights of the anchor's image logits (stored by slot) are made once per
+anchor and step; each lazy layer rescales them to the peak it shares with its own text logits,
+writes its text weights at their slots, and multiplies the value cache, read in place, once. No
+pass over the slots but that rescale and the product, where two passes and their merge would
+gather the text values and run three ops' worth of small calls.
 """
 
 from __future__ import annotations
@@ -25,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from minilazy.kernels.cpu.attention import flash_attend, mask_bias
 from minilazy.kernels.cpu.key_list import KeyLayout, bucket, key_list
@@ -59,55 +57,56 @@ def decode_attention(layouts: Recent, masks: Recent, q, k_cache, v_cache, kv_len
     return weighted_values(weights, keys.v).to(q.dtype), lse
 
 
-def decode_attention_from_logits(layouts: Recent, masks: Recent, softmaxes: Recent, logits, v_cache, kv_len, *,
-                                 key_slots=None):
-    """`decode_attention_from_logits_ref`'s result.
-
-    The softmax of `logits` is remembered in `softmaxes` for all the calls that share them (the lazy
-    layers of one anchor in one decode step) unless `logits` is an inference tensor, which has no
-    version counter to tell a rewrite in place.
-    """
-    n_kv = v_cache.shape[2]
-    keys = key_list(layouts, v_cache, v_cache, key_slots, False, kv_len)
-
-    def image_weights():
-        return softmax_weights(masks, slot_order_logits(masks, logits, keys.layout, keys.v.shape[1], n_kv), kv_len)
-
-    if logits.is_inference():
-        weights, lse = image_weights()
-    else:
-        weights, lse = softmaxes.get((logits, kv_len, key_slots), ("weights", n_kv, keys.v.shape[1]), image_weights)
-    return weighted_values(weights, keys.v).to(v_cache.dtype), lse
-
-
 def lazy_decode_attention(layouts: Recent, bases: Recent, q, k_text, v_cache, image_logits, n_img, image_slots,
                           n_text, text_slots, *, scale, offset=None):
     """`lazy_decode_attention_ref`'s result (fp32 math). The slot columns are remembered in `layouts` per
-    step, the image logits by slot in `bases` per anchor and step (the lazy layers of one anchor share them)."""
+    step, the image logits' softmax weights in `bases` per anchor and step (its lazy layers share them)."""
     batch, n_heads, head_dim = q.shape
     n_kv = v_cache.shape[2]
     columns = layouts.get((image_slots, n_img, text_slots, n_text), ("lazy", n_heads, k_text.shape[1], v_cache.shape[1]),
                           lambda: slot_columns(n_heads, k_text.shape[1], v_cache.shape[1], image_slots, n_img,
                                                text_slots, n_text))
     n, n_text_keys = columns.n, columns.text.shape[2]
-
-    def image_by_slot():  # [B, H, n + 1]: column n is the spare one unlisted keys are written to
-        by_slot = torch.full((batch, n_heads, n + 1), float("-inf"), device=q.device)
-        return by_slot.scatter_(2, columns.image, image_logits)
-
     if image_logits.is_inference():  # no version counter to tell the anchor's rewrite: not remembered
-        base = image_by_slot()
+        image = image_weights(image_logits, columns)
     else:
-        base = bases.get((image_logits, n_img, image_slots), ("by slot", n), image_by_slot)
-    logits = base.clone() if offset is None else base + offset[None, :, None]  # [B, H, n + 1]
+        image = bases.get((image_logits, n_img, image_slots), ("weights", n), lambda: image_weights(image_logits, columns))
     qg = q.float().view(batch, n_kv, n_heads // n_kv, head_dim)  # [B, H, d] -> [B, G, R, d]
     text = torch.matmul(qg, k_text[:, :n_text_keys].float().permute(0, 2, 3, 1)) * scale  # [B, G, R, Nt]
-    logits.scatter_(2, columns.text, text.view(batch, n_heads, n_text_keys))
-    weights = torch.softmax(logits[:, :, :n], dim=-1)  # [B, H, n]
-    if columns.has_key is not None:  # a sequence with no key: its all -inf row gives NaN, made 0
-        weights = torch.where(columns.has_key, weights, 0.0)
-    o = torch.matmul(weights.view(batch, n_kv, -1, n), v_cache[:, :n].float().permute(0, 2, 1, 3))  # [B, G, R, d]
-    return o.view(batch, n_heads, head_dim).to(q.dtype)
+    text = text.view(batch, n_heads, n_text_keys).masked_fill(columns.text_padding, float("-inf"))  # [B, H, Nt]
+    # one softmax over both lists from the image part's weights: rescale them to the joint peak
+    image_peak = image.peak if offset is None else image.peak + offset[None, :, None]  # [B, H, 1]
+    peak = torch.maximum(image_peak, text.amax(-1, keepdim=True))  # [B, H, 1]
+    image_share = torch.exp(image_peak - peak)  # [B, H, 1], at most 1
+    text_weights = torch.exp(text - peak)  # [B, H, Nt], 0 at padding
+    total = image_share * image.total + text_weights.sum(-1, keepdim=True)  # [B, H, 1]; 0 only without keys
+    weights = image.weights * image_share  # [B, H, n + 1], unnormalised
+    weights.scatter_(2, columns.text, text_weights)  # padding lands in the spare column n
+    o = torch.matmul(weights[:, :, :n].view(batch, n_kv, -1, n), v_cache[:, :n].float().permute(0, 2, 1, 3))
+    o = o.view(batch, n_heads, head_dim) / total  # [B, G, R, d] -> [B, H, d], normalised
+    if columns.has_key is not None:  # a sequence with no key: 0 / 0 above, made 0
+        o = torch.where(columns.has_key, o, 0.0)
+    return o.to(q.dtype)
+
+
+@dataclass
+class ImageWeights:
+    """An anchor's image logits as softmax weights by slot, before normalising: shared by its lazy layers."""
+
+    weights: torch.Tensor  # [B, H, n + 1] exp(logit - peak) at the image slots, 0 elsewhere (column n is spare)
+    peak: torch.Tensor  # [B, H, 1] the largest image logit (0 for a sequence without image keys)
+    total: torch.Tensor  # [B, H, 1] the weights' sum
+
+
+def image_weights(image_logits, columns: SlotColumns) -> ImageWeights:
+    """`image_logits [B, H, S]` (by slot) at the image slots as `ImageWeights`."""
+    n = columns.n
+    m = min(n, image_logits.shape[2])  # no image key sits past the logits' slots
+    logits = torch.where(columns.is_image[:, :, :m], image_logits[:, :, :m], float("-inf"))  # [B, H, m]
+    peak = logits.amax(-1, keepdim=True)  # [B, H, 1]
+    peak = torch.where(torch.isneginf(peak), 0.0, peak)
+    weights = F.pad(torch.exp(logits - peak), (0, n + 1 - m))  # [B, H, n + 1]
+    return ImageWeights(weights, peak, weights.sum(-1, keepdim=True))
 
 
 @dataclass
@@ -115,8 +114,9 @@ class SlotColumns:
     """Where a lazy layer's two key lists go among the first n cache slots (from the step's tables alone)."""
 
     n: int  # slot columns read
-    image: torch.Tensor  # [B, H, W] int64 column of image key i, expanded over heads; n (spare) past n_img
-    text: torch.Tensor  # [B, H, Nt] the same for the text keys read, Nt rounded up to a bucket
+    is_image: torch.Tensor  # [B, 1, n] bool: the column is the slot of a listed image key
+    text: torch.Tensor  # [B, H, Nt] int64 column of text key j, expanded over heads; n (spare) past n_text
+    text_padding: torch.Tensor  # [B, 1, Nt] bool: j >= n_text (Nt is rounded up to a bucket)
     has_key: torch.Tensor | None  # [B, 1, 1] whether a sequence has a key; None: every one has
 
 
@@ -128,10 +128,12 @@ def slot_columns(n_heads, k_rows, n_slots, image_slots, n_img, text_slots, n_tex
     text_listed = torch.arange(n_text_keys, device=device)[None, :] < n_text[:, None]  # [B, Nt]
     listed_slots = torch.cat([torch.where(image_listed, image_slots, -1), torch.where(text_listed, text_slots, -1)], 1)
     n = min(bucket(int(listed_slots.max()) + 1), n_slots)  # [B, W + Nt] above: -1 where unlisted
-    image = torch.where(image_listed, image_slots.long(), n)[:, None, :].expand(-1, n_heads, -1)  # [B, H, W]
+    is_image = torch.zeros(len(n_img), n + 1, dtype=torch.bool, device=device)
+    is_image.scatter_(1, torch.where(image_listed, image_slots.long(), n), True)  # unlisted keys mark spare column n
     text = torch.where(text_listed, text_slots, n)[:, None, :].expand(-1, n_heads, -1)  # [B, H, Nt]
     has_key = (n_img + n_text) > 0
-    return SlotColumns(n, image, text, None if bool(has_key.all()) else has_key.view(-1, 1, 1))
+    return SlotColumns(n, is_image[:, None, :n], text, ~text_listed[:, None, :],
+                       None if bool(has_key.all()) else has_key.view(-1, 1, 1))
 
 
 def same_length(masks: Recent, kv_len: torch.Tensor) -> int:
@@ -185,17 +187,3 @@ def write_listed_logits(logits_out, logits, layout: KeyLayout) -> None:
     n = min(logits_out.shape[2], logits.shape[2])
     written = logits_out[:, :, :n]
     written.copy_(torch.where(listed[:, None, :n], logits[:, :, :n], written))
-
-
-def slot_order_logits(masks: Recent, logits, layout: KeyLayout, n_cols: int, n_kv: int) -> torch.Tensor:
-    """The logits `[B, H, n]` of a key list as `[B, G, R, N]` over the N value rows read, -inf where no key is."""
-    batch, n_heads, _ = logits.shape
-    if layout.by_slot:  # key i's logit goes to column key_slots[b, i]; columns no key names stay -inf
-        n = layout.list_column.shape[1]
-        columns = layout.list_column[:, None, :].expand(-1, n_heads, -1)  # [B, H, n]
-        by_column = torch.full((batch, n_heads, n_cols + 1), float("-inf"), device=logits.device)
-        by_column = by_column.scatter_(2, columns, logits[:, :, :n].float())[:, :, :n_cols]  # [B, H, N]; N is spare
-    else:
-        by_column = logits[:, :, :n_cols].float().masked_fill(unlisted(masks, layout.listed)[:, None, :],
-                                                              float("-inf"))
-    return by_column.view(batch, n_kv, n_heads // n_kv, n_cols)  # [B, H, N] -> [B, G, R, N]

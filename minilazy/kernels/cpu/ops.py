@@ -20,14 +20,13 @@ class CpuOps:
     """
 
     TUNED = ("linear", "rms_norm", "rope", "kv_write", "attention", "decode_attention",
-             "decode_attention_from_logits", "lazy_decode_attention", "merge_attention")
+             "lazy_decode_attention", "merge_attention")
 
     def __init__(self):
         self.packed = onednn.PackedWeights()  # oneDNN's copy of each weight multiplied
         self.key_layouts = Recent(size=4)  # every layer of a step reads its keys by the same key_slots, kv_len
         self.masks = Recent(size=4)  # and masks the same key lists
-        self.softmaxes = Recent(size=8)  # the lazy layers of one anchor share its logits' softmax in a step
-        self.image_logits = Recent(size=8)  # and its logits laid out by slot
+        self.image_logits = Recent(size=8)  # the lazy layers of one anchor share its image logits in a step
         self.angles = Recent(size=2)  # every layer rotates by the step's positions (a lazy layer's text keys by a second)
         self.rows = Recent(size=4)  # every layer writes its keys and values at the step's slots
         self.linear = partial(onednn.linear, self.packed)
@@ -36,8 +35,6 @@ class CpuOps:
         self.kv_write = partial(pointwise.kv_write, self.rows)
         self.attention = partial(attention.attention, self.key_layouts)
         self.decode_attention = partial(decode.decode_attention, self.key_layouts, self.masks)
-        self.decode_attention_from_logits = partial(decode.decode_attention_from_logits, self.key_layouts,
-                                                    self.masks, self.softmaxes)
         self.lazy_decode_attention = partial(decode.lazy_decode_attention, self.key_layouts, self.image_logits)
         self.merge_attention = pointwise.merge_attention
 
