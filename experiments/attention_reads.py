@@ -8,8 +8,8 @@ per layer, laid out as minilazy/kv_cache.py allocates them, so that they do not 
 caches), best of a few passes:
 
 - `read`: a sum over the keys and values, the bandwidth any reader of these bytes could reach;
-- `decode attention`: `CpuOps.decode_attention` (minilazy/kernels/cpu/), as a full-attention layer's decode step calls it
-  (torch's fused CPU attention), over the same keys and values;
+- `decode attention`: `CpuOps.decode_attention` (minilazy/kernels/cpu/), as a full-attention layer's decode step
+  calls it (torch's fused CPU attention), over the same keys and values;
 - `lazy decode attention`: `CpuOps.lazy_decode_attention`, a lazy layer's decode step, over the values
   (the key bucket's rows, `minilazy/kernels/cpu/key_list.py`) and the keys of its TEXT_TOKENS text
   tokens, the others being image tokens whose logits it reads: every layer here shares one anchor's

@@ -97,7 +97,7 @@ def _decode_split_kernel(
         m_i, l_i, acc = online_softmax_step(s, v, m_i, l_i, acc)
 
     o, lse = online_softmax_finish(m_i, l_i, acc)
-    part = b64 * stride_pb + head * stride_ph + (split_base + split) * stride_ps  # [BLOCK_H] offsets into [B, H, splits]
+    part = b64 * stride_pb + head * stride_ph + (split_base + split) * stride_ps  # [BLOCK_H] into [B, H, splits]
     tl.store(part_o_ptr + part[:, None] * head_dim + offs_d[None, :], o, mask=row_valid[:, None] & d_valid[None, :])
     tl.store(part_lse_ptr + part, lse, mask=row_valid)
 

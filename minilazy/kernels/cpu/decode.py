@@ -63,14 +63,15 @@ def lazy_decode_attention(layouts: Recent, bases: Recent, q, k_text, v_cache, im
     step, the image logits' softmax weights in `bases` per anchor and step (its lazy layers share them)."""
     batch, n_heads, head_dim = q.shape
     n_kv = v_cache.shape[2]
-    columns = layouts.get((image_slots, n_img, text_slots, n_text), ("lazy", n_heads, k_text.shape[1], v_cache.shape[1]),
-                          lambda: slot_columns(n_heads, k_text.shape[1], v_cache.shape[1], image_slots, n_img,
-                                               text_slots, n_text))
+    shapes = (n_heads, k_text.shape[1], v_cache.shape[1])
+    columns = layouts.get((image_slots, n_img, text_slots, n_text), ("lazy", *shapes),
+                          lambda: slot_columns(*shapes, image_slots, n_img, text_slots, n_text))
     n, n_text_keys = columns.n, columns.text.shape[2]
     if image_logits.is_inference():  # no version counter to tell the anchor's rewrite: not remembered
         image = image_weights(image_logits, columns)
     else:
-        image = bases.get((image_logits, n_img, image_slots), ("weights", n), lambda: image_weights(image_logits, columns))
+        image = bases.get((image_logits, n_img, image_slots), ("weights", n),
+                          lambda: image_weights(image_logits, columns))
     qg = q.float().view(batch, n_kv, n_heads // n_kv, head_dim)  # [B, H, d] -> [B, G, R, d]
     text = torch.matmul(qg, k_text[:, :n_text_keys].float().permute(0, 2, 3, 1)) * scale  # [B, G, R, Nt]
     text = text.view(batch, n_heads, n_text_keys).masked_fill(columns.text_padding, float("-inf"))  # [B, H, Nt]
