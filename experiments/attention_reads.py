@@ -56,11 +56,13 @@ def read_speeds(config, batch: int, tokens: int, passes: int = 10) -> dict[str, 
     with torch.inference_mode(False):  # a normal tensor even for a caller in inference mode, as the lazy state makes
         logits = torch.randn(batch, t.num_attention_heads, cache[0].v.shape[1])  # one per slot, as the kernels take
     scale = t.head_dim**-0.5
-    n_image = max(1, tokens - TEXT_TOKENS)
-    image_slots = torch.arange(n_image, dtype=torch.int32).expand(batch, -1).contiguous()  # [B, N_img]
-    text_slots = torch.arange(n_image, tokens + 1, dtype=torch.int32).expand(batch, -1).contiguous()  # [B, N_text]
-    k_text = torch.randn(batch, text_slots.shape[1], t.num_key_value_heads, t.head_dim)  # a lazy layer's text keys
-    n_img, n_text = (torch.full((batch,), n, dtype=torch.int32) for n in (n_image, text_slots.shape[1]))
+    text_keys = max(1, min(TEXT_TOKENS, tokens - 1))  # at least one key of each kind
+    image_keys = max(1, tokens - text_keys)
+    image_slots = torch.arange(image_keys, dtype=torch.int32).expand(batch, -1).contiguous()  # [B, N_img]
+    text_slots = torch.arange(image_keys, image_keys + text_keys, dtype=torch.int32)
+    text_slots = text_slots.expand(batch, -1).contiguous()  # [N_text] -> [B, N_text]
+    k_text = torch.randn(batch, text_keys, t.num_key_value_heads, t.head_dim)  # a lazy layer's text-only keys
+    n_img, n_text = (torch.full((batch,), n, dtype=torch.int32) for n in (image_keys, text_keys))
     ops = CpuOps()
     # each reader with the cache rows it reads per layer: keys and values, or the values' key bucket
     readers = {

@@ -30,7 +30,7 @@ NO_LOGITS, WRITE_LOGITS, READ_LOGITS = 0, 1, 2
 GPU_BLOCK_H = 16  # query heads per kv group one GPU program holds (compiled for exactly this)
 
 
-@triton.jit(do_not_specialize=["has_slots", "k_compact"])  # one compiled variant for both values
+@triton.jit(do_not_specialize=["split_base", "has_slots", "k_compact"])  # one compiled variant for all their values
 def _decode_split_kernel(
     q_ptr, k_ptr, v_ptr, logits_ptr, kv_len_ptr, slots_ptr, part_o_ptr, part_lse_ptr,
     head_dim, group_size, keys_per_split, split_base, scale,
@@ -102,7 +102,7 @@ def _decode_split_kernel(
     tl.store(part_lse_ptr + part, lse, mask=row_valid)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_shifted"])
 def _decode_reduce_kernel(
     part_o_ptr, part_lse_ptr, o_ptr, lse_ptr, offset_ptr,
     head_dim, n_splits, n_shifted,

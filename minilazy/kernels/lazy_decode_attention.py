@@ -44,7 +44,8 @@ def lazy_decode_attention(q, k_text, v_cache, image_logits, n_img, image_slots, 
     """One query per sequence, `q [B, H, d]`, over two key lists in one softmax; returns o `[B, H, d]` in q's dtype.
 
     Image key i < n_img[b] sits at slot s = image_slots[b, i]: logit `image_logits[b, h, s]` (fp32, already
-    scaled; `image_logits [B, H, S]` by cache slot, S past every image slot) plus `offset[h]` when given,
+    scaled; `image_logits [B, H, S]` by cache slot, S past every image slot: an anchor's `decode_attention`
+    `logits_out` without key_slots, whose list positions are its slots) plus `offset[h]` when given,
     value `v_cache[b, s]`. Text key j < n_text[b]: logit `scale * q . k_text[b, j]`, value
     `v_cache[b, text_slots[b, j]]`. A sequence with no key gets o = 0.
     """

@@ -38,6 +38,7 @@ class AnchorAttention(FullAttention):
         self.ops.kv_write(cache.k, k, step.slots)
         self.ops.kv_write(cache.v, v, step.slots)
         # decode fast path: keep this layer's logits over every slot for its lazy layers to read the image ones
+        # (no key_slots: the logits' list positions are the slots lazy_decode_attention reads them at)
         logits = state.image_logits.get(self.layer) if step.is_decode else None
         o, _ = self.attend(q, cache.k, cache.v, step, logits_out=logits)
         return self.output(o)

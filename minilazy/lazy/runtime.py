@@ -140,7 +140,7 @@ class LazyRuntime:
                 Segment(range(self.fastv.layer, num_layers), pruned_total, int((pruned_total - kept).max()), kept)]
 
     def fast_decode_anchors(self, plan: LayerPlan, layers: range) -> list[int]:
-        """The anchors among `layers` that keep their decode logits over the image keys for their lazy layers."""
+        """The anchors among `layers` that keep their decode logits over every slot for their lazy layers."""
         fast = self.fast_decode and plan.scope == "visual"
         return [a for a in plan.anchor_layers if a in layers] if fast else []
 

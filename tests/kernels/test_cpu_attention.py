@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from minilazy.kernels.attention import attention_ref
-from minilazy.kernels.cpu import CpuOps, decode
+from minilazy.kernels.cpu import CpuOps
 from minilazy.kernels.cpu.key_list import key_list
 from minilazy.kernels.cpu.memo import Recent
 from minilazy.kernels.decode_attention import decode_attention_ref

@@ -21,6 +21,11 @@ CASES = {
     "gqa_empty_row": (2, 6, 3, 32, [90, 0], "span", [70, 0]),  # the second sequence has no key: o = 0
 }
 
+# GPU-sized: a decode batch of 64 with about 4,100 keys, 4,096 of them image keys; only with --device cuda
+GPU_CASES = {
+    "gpu_batch64_image4096": (64, 9, 3, 64, [4160] * 62 + [1, 2000], "span", [4096] * 62 + [0, 1500]),
+}
+
 
 def make_case(name, dtype=torch.float32, with_offset=True):
     """(args, kwargs) of the op: each sequence's first kv_len slots split into image and text keys; the image
@@ -37,7 +42,7 @@ def make_case(name, dtype=torch.float32, with_offset=True):
 def anchor_case(name, dtype=torch.float32, with_offset=True):
     """An anchor's query and keys `(q_a [B, H, d], k_a [B, S, G, d])` and the op's arguments, whose image logits
     `[B, H, S]` are the ones the anchor's decode step writes over its keys (NaN past kv_len)."""
-    batch, n_heads, n_kv, head_dim, kv_len, layout, n_img = CASES[name]
+    batch, n_heads, n_kv, head_dim, kv_len, layout, n_img = CASES[name] if name in CASES else GPU_CASES[name]
     n_slots = max(kv_len) + 7
     image_rows, text_rows = [], []
     for length, n_image in zip(kv_len, n_img):
@@ -73,6 +78,23 @@ def test_kernel_matches_reference(name, dtype, atol, rtol, with_offset):
     expected = lazy_decode_attention_ref(*fp32(args), **kwargs)
     assert o.dtype == dtype
     assert_close(o, expected, atol, rtol, what="o")
+
+
+@pytest.mark.gpu_sized
+@pytest.mark.parametrize("dtype, atol, rtol", TOLERANCES)
+@pytest.mark.parametrize("name", list(GPU_CASES))
+def test_kernel_matches_reference_gpu_sized(name, dtype, atol, rtol):
+    test_kernel_matches_reference(name, dtype, atol, rtol, with_offset=True)
+
+
+@pytest.mark.parametrize("op", [lazy_decode_attention, CpuOps().lazy_decode_attention], ids=["triton", "cpu"])
+def test_a_large_offset_without_image_keys_leaves_the_text_part_whole(op):
+    """Sequences with no image key weigh their text keys alone, whatever the offset of the (absent) image part."""
+    args, kwargs = make_case("one_kv_head_text_only")
+    offset = torch.full_like(kwargs["offset"], 200.0)  # far above every text logit
+    o = op(*args, scale=kwargs["scale"], offset=offset)
+    assert torch.isfinite(o).all()
+    assert_close(o, lazy_decode_attention_ref(*args, scale=kwargs["scale"], offset=None), 1e-5, 1e-5, what="o")
 
 
 @pytest.mark.parametrize("with_offset", [False, True], ids=["plain", "offset"])

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from minilazy.kernels.cpu.attention import flash_attend, mask_bias
 from minilazy.kernels.cpu.key_list import KeyLayout, bucket, key_list
 from minilazy.kernels.cpu.memo import Recent
+from minilazy.kernels.lazy_decode_attention import check_lazy_decode
 
 
 def decode_attention(layouts: Recent, masks: Recent, q, k_cache, v_cache, kv_len, *, scale, key_slots=None,
@@ -61,6 +62,7 @@ def lazy_decode_attention(layouts: Recent, bases: Recent, q, k_text, v_cache, im
                           n_text, text_slots, *, scale, offset=None):
     """`lazy_decode_attention_ref`'s result (fp32 math). The slot columns are remembered in `layouts` per
     step, the image logits' softmax weights in `bases` per anchor and step (its lazy layers share them)."""
+    check_lazy_decode(q, k_text, v_cache, image_logits, n_img, image_slots, n_text, text_slots, offset)
     batch, n_heads, head_dim = q.shape
     n_kv = v_cache.shape[2]
     shapes = (n_heads, k_text.shape[1], v_cache.shape[1])
@@ -78,7 +80,7 @@ def lazy_decode_attention(layouts: Recent, bases: Recent, q, k_text, v_cache, im
     # one softmax over both lists from the image part's weights: rescale them to the joint peak
     image_peak = image.peak if offset is None else image.peak + offset[None, :, None]  # [B, H, 1]
     peak = torch.maximum(image_peak, text.amax(-1, keepdim=True))  # [B, H, 1]
-    image_share = torch.exp(image_peak - peak)  # [B, H, 1], at most 1
+    image_share = torch.exp(image_peak - peak)  # [B, H, 1], at most 1 (0 without image keys)
     text_weights = torch.exp(text - peak)  # [B, H, Nt], 0 at padding
     total = image_share * image.total + text_weights.sum(-1, keepdim=True)  # [B, H, 1]; 0 only without keys
     weights = image.weights * image_share  # [B, H, n + 1], unnormalised
@@ -95,7 +97,7 @@ class ImageWeights:
     """An anchor's image logits as softmax weights by slot, before normalising: shared by its lazy layers."""
 
     weights: torch.Tensor  # [B, H, n + 1] exp(logit - peak) at the image slots, 0 elsewhere (column n is spare)
-    peak: torch.Tensor  # [B, H, 1] the largest image logit (0 for a sequence without image keys)
+    peak: torch.Tensor  # [B, H, 1] the largest image logit (-inf for a sequence without image keys)
     total: torch.Tensor  # [B, H, 1] the weights' sum
 
 
@@ -105,8 +107,8 @@ def image_weights(image_logits, columns: SlotColumns) -> ImageWeights:
     m = min(n, image_logits.shape[2])  # no image key sits past the logits' slots
     logits = torch.where(columns.is_image[:, :, :m], image_logits[:, :, :m], float("-inf"))  # [B, H, m]
     peak = logits.amax(-1, keepdim=True)  # [B, H, 1]
-    peak = torch.where(torch.isneginf(peak), 0.0, peak)
-    weights = F.pad(torch.exp(logits - peak), (0, n + 1 - m))  # [B, H, n + 1]
+    weights = torch.exp(logits - torch.where(torch.isneginf(peak), 0.0, peak))  # [B, H, m]; 0 for no image key
+    weights = F.pad(weights, (0, n + 1 - m))  # [B, H, n + 1]
     return ImageWeights(weights, peak, weights.sum(-1, keepdim=True))
 
 
