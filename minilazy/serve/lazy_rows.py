@@ -2,9 +2,9 @@
 
 A lazy plan needs, per sequence, more than keys and values: which of its slots hold image tokens, the
 slots of its text keys (lazy layers keep keys of text slots only), how many there are, and, for the
-decode fast path, each anchor's logits over every slot (its lazy layers read the image slots'). FastV and VTW split the layers in two
-segments (before and from their layer), each with its own token set and tables, and remember how many
-tokens each sequence dropped. `LazyRows` keeps all of these as per-row tables, allocated once beside
+decode fast path, each anchor's logits over every slot (its lazy layers read the image slots' ones).
+FastV and VTW split the layers in two segments (before and from their layer), each with its own token
+set and tables, and remember how many tokens each sequence dropped. `LazyRows` keeps all of these as per-row tables, allocated once beside
 the KV storage and the Q Cache ring:
 
 - a prefill builds the runtime's own one-row setup (`LazyRuntime.__call__`, exactly what `generate()`
