@@ -12,13 +12,14 @@ from tests.helpers import TOLERANCES, assert_close
 from tests.kernels.test_attention import head_major, int32
 
 # name: (B, H, G, d, kv_len, image layout, n_img); image layout "span": image tokens at slots 3..3+n_img-1,
-# "scattered": every third slot (FastV's kept tokens), "none": a text-only row. 150 keys span three splits
-# when interpreting.
+# "scattered": every third slot (FastV's kept tokens), "all": every slot (no text key), "none": a text-only
+# row. 150 keys span three splits when interpreting.
 CASES = {
     "gqa_span_ragged": (3, 6, 2, 32, [150, 40, 9], "span", [130, 20, 0]),
     "mha_scattered_odd_d": (2, 4, 4, 24, [100, 61], "scattered", [33, 20]),
     "one_kv_head_text_only": (2, 8, 1, 16, [70, 5], "none", [0, 0]),
     "gqa_empty_row": (2, 6, 3, 32, [90, 0], "span", [70, 0]),  # the second sequence has no key: o = 0
+    "mha_image_only": (2, 4, 4, 16, [70, 33], "all", [70, 33]),
 }
 
 # GPU-sized: a decode batch of 64 with about 4,100 keys, 4,096 of them image keys; only with --device cuda
@@ -46,7 +47,8 @@ def anchor_case(name, dtype=torch.float32, with_offset=True):
     n_slots = max(kv_len) + 7
     image_rows, text_rows = [], []
     for length, n_image in zip(kv_len, n_img):
-        image = list(range(3, 3 + n_image)) if layout == "span" else list(range(0, length, 3))[:n_image]
+        step = 1 if layout == "all" else 3
+        image = list(range(3, 3 + n_image)) if layout == "span" else list(range(0, length, step))[:n_image]
         image_rows.append(image)
         text_rows.append([s for s in range(length) if s not in set(image)])
     width, capacity = max(1, max(map(len, image_rows))), max(1, max(map(len, text_rows))) + 5
