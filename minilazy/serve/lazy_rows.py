@@ -4,8 +4,8 @@ A lazy plan needs, per sequence, more than keys and values: which of its slots h
 slots of its text keys (lazy layers keep keys of text slots only), how many there are, and, for the
 decode fast path, each anchor's logits over every slot (its lazy layers read the image slots' ones).
 FastV and VTW split the layers in two segments (before and from their layer), each with its own token
-set and tables, and remember how many tokens each sequence dropped. `LazyRows` keeps all of these as per-row tables, allocated once beside
-the KV storage and the Q Cache ring:
+set and tables, and remember how many tokens each sequence dropped. `LazyRows` keeps all of these as
+per-row tables, allocated once beside the KV storage and the Q Cache ring:
 
 - a prefill builds the runtime's own one-row setup (`LazyRuntime.__call__`, exactly what `generate()`
   builds) over views of its row's KV storage and the shared Q Cache, and once its last chunk is done

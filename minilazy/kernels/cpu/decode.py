@@ -58,10 +58,10 @@ def decode_attention(layouts: Recent, masks: Recent, q, k_cache, v_cache, kv_len
     return weighted_values(weights, keys.v).to(q.dtype), lse
 
 
-def lazy_decode_attention(layouts: Recent, bases: Recent, q, k_text, v_cache, image_logits, n_img, image_slots,
+def lazy_decode_attention(layouts: Recent, shared_weights: Recent, q, k_text, v_cache, image_logits, n_img, image_slots,
                           n_text, text_slots, *, scale, offset=None):
     """`lazy_decode_attention_ref`'s result (fp32 math). The slot columns are remembered in `layouts` per
-    step, the image logits' softmax weights in `bases` per anchor and step (its lazy layers share them)."""
+    step, the image logits' softmax weights in `shared_weights` per anchor and step (its lazy layers share them)."""
     check_lazy_decode(q, k_text, v_cache, image_logits, n_img, image_slots, n_text, text_slots, offset)
     batch, n_heads, head_dim = q.shape
     n_kv = v_cache.shape[2]
@@ -72,7 +72,7 @@ def lazy_decode_attention(layouts: Recent, bases: Recent, q, k_text, v_cache, im
     if image_logits.is_inference():  # no version counter to tell the anchor's rewrite: not remembered
         image = image_weights(image_logits, columns)
     else:
-        image = bases.get((image_logits, n_img, image_slots), ("weights", n),
+        image = shared_weights.get((image_logits, n_img, image_slots), ("weights", n),
                           lambda: image_weights(image_logits, columns))
     qg = q.float().view(batch, n_kv, n_heads // n_kv, head_dim)  # [B, H, d] -> [B, G, R, d]
     text = torch.matmul(qg, k_text[:, :n_text_keys].float().permute(0, 2, 3, 1)) * scale  # [B, G, R, Nt]

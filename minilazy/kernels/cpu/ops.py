@@ -26,7 +26,7 @@ class CpuOps:
         self.packed = onednn.PackedWeights()  # oneDNN's copy of each weight multiplied
         self.key_layouts = Recent(size=4)  # every layer of a step reads its keys by the same key_slots, kv_len
         self.masks = Recent(size=4)  # and masks the same key lists
-        self.image_logits = Recent(size=8)  # the lazy layers of one anchor share its image logits in a step
+        self.image_weights = Recent(size=8)  # the lazy layers of one anchor share its image weights in a step
         self.angles = Recent(size=2)  # every layer rotates by the step's positions (a lazy layer's text keys by a second)
         self.rows = Recent(size=4)  # every layer writes its keys and values at the step's slots
         self.linear = partial(onednn.linear, self.packed)
@@ -35,7 +35,7 @@ class CpuOps:
         self.kv_write = partial(pointwise.kv_write, self.rows)
         self.attention = partial(attention.attention, self.key_layouts)
         self.decode_attention = partial(decode.decode_attention, self.key_layouts, self.masks)
-        self.lazy_decode_attention = partial(decode.lazy_decode_attention, self.key_layouts, self.image_logits)
+        self.lazy_decode_attention = partial(decode.lazy_decode_attention, self.key_layouts, self.image_weights)
         self.merge_attention = pointwise.merge_attention
 
     def __repr__(self) -> str:
