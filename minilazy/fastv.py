@@ -2,7 +2,7 @@
 is compared with.
 
 FastV: in prefill, layer K-1 scores every image token by the attention the last
-prompt token gives it (averaged over heads); before layer K, only the top
+prompt token (or a chosen position) gives it, averaged over heads; before layer K, only the top
 `round(n_img * (1 - R))` image tokens and every text token are kept, in their
 original order and with their original RoPE positions (all three with
 multimodal RoPE). Layers K and later see and cache only the kept tokens; decode
@@ -59,10 +59,11 @@ class VTW(FastV):
 
 
 class FastVScorer:
-    """Wraps the attention of layer K-1: in prefill it also scores every key by the last prompt token's attention."""
+    """Wraps the attention of layer K-1: in prefill it also scores every key by the attention of the last prompt
+    token, or of the token at prompt position `position` when given."""
 
-    def __init__(self, inner):
-        self.inner = inner
+    def __init__(self, inner, position: int | None = None):
+        self.inner, self.position = inner, position
         self.scores: torch.Tensor | None = None  # [B, S]
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
@@ -71,9 +72,10 @@ class FastVScorer:
         if step.is_decode:
             return out
         batch = torch.arange(x.shape[0], device=x.device)
-        last = step.q_len.long() - 1
+        last = step.q_len.long() - 1 if self.position is None else torch.full_like(batch, self.position)
+        seen = torch.minimum(step.kv_len, step.q_start + last + 1)  # [B] the keys up to the ranking token
         logits = self.inner.cached_logits(x[batch, last][:, None], step.positions[batch, last][:, None],
-                                          ctx.cache[self.inner.layer].k, step.kv_len)  # [B, H, 1, S]
+                                          ctx.cache[self.inner.layer].k, seen)  # [B, H, 1, S]
         self.scores = logits[:, :, 0].softmax(-1).mean(1)  # [B, S]
         return out
 
@@ -120,3 +122,11 @@ class FastVPruning:
         pruned = Step(zero_padding(take_tokens(step.positions, order), inside), torch.where(inside, columns, -1),
                       torch.zeros_like(step.q_start), n_kept.int(), n_kept.int())
         return take_tokens(h, order), take_tokens(residual, order), ctx.with_step(pruned)
+
+    def placed(self, values: torch.Tensor, width: int) -> torch.Tensor:
+        """Per-token `values [B, T', ...]` of the kept tokens, in order, back at their prompt positions:
+        `[B, width, ...]`, NaN where a token was dropped."""
+        rows, columns = (self.kept_slots >= 0).nonzero(as_tuple=True)
+        placed = values.new_full((values.shape[0], width, *values.shape[2:]), float("nan"))  # [B, width, ...]
+        placed[rows, self.kept_slots[rows, columns]] = values[rows, columns]
+        return placed

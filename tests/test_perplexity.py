@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from cli import main
+from minilazy.fastv import VTW, FastV
 from minilazy.lazy.calibrate import divergence_matrix, js_divergence, plan_for_ratio
 from minilazy.lazy.plan import LayerPlan
 from minilazy.model import Model
 from minilazy.perplexity.corpus import build_corpus, docstrings
-from minilazy.perplexity.study import calibrate, kv_bytes, perplexity
+from minilazy.perplexity.study import calibrate, kv_bytes, matched_baselines, perplexity
 from tests.runtime.tiny_models import TOKENIZER_VOCAB, save_llama, save_tokenizer
 
 LAYERS, SPAN, TAIL = 4, 24, 8
@@ -51,8 +52,9 @@ def test_full_attention_perplexity_is_exp_mean_nll_of_transformers(tiny):
     windows, _ = corpus.splits(5, 1)
     with torch.no_grad():
         logits = reference(windows).logits  # [N, T, V]
-    nll = torch.nn.functional.cross_entropy(logits[:, SPAN - 1 : -1].reshape(-1, logits.shape[-1]).double(),
-                                            windows[:, SPAN:].reshape(-1))
+    # the tail's tokens from its second on, each predicted at the tail position before it
+    nll = torch.nn.functional.cross_entropy(logits[:, SPAN:-1].reshape(-1, logits.shape[-1]).double(),
+                                            windows[:, SPAN + 1 :].reshape(-1))
     expected = math.exp(float(nll))
     got = perplexity(model, windows, SPAN, None, batch_size=2, progress=False)
     assert got == pytest.approx(expected, rel=1e-4)
@@ -85,7 +87,7 @@ def test_command_writes_table_json_and_plots(tiny, tmp_path, capsys):
     result = json.loads((tmp_path / "perplexity.json").read_text())
     for field in ("model", "command", "corpus", "span", "tail", "full", "plans", "divergence", "seconds"):
         assert field in result
-    assert result["span"] == SPAN and result["tail"] == TAIL and result["scored_tokens"] == 4 * TAIL
+    assert result["span"] == SPAN and result["tail"] == TAIL and result["scored_tokens"] == 4 * (TAIL - 1)
     assert [(p["scope"], p["ratio"]) for p in result["plans"]] == [
         ("visual", 0.25), ("visual", 0.5), ("all", 0.25), ("all", 0.5)]
     for plan in result["plans"]:
@@ -95,6 +97,72 @@ def test_command_writes_table_json_and_plots(tiny, tmp_path, capsys):
         assert plan["increase"] == pytest.approx(plan["perplexity"] / result["full"]["perplexity"] - 1)
     for name in ("perplexity.png", "divergence.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("layer", [1, 3])
+def test_vtw_perplexity_equals_transformers_on_the_tail_alone_from_layer_k(tiny, layer):
+    """VTW from layer K: transformers' layers before K on the whole window, then layers K on over the tail's
+    hidden states alone, at their own positions."""
+    _, reference, model, corpus = tiny
+    windows, _ = corpus.splits(3, 1)
+    layers = reference.model.layers
+    with torch.no_grad():
+        hidden = reference.model(windows, output_hidden_states=True).hidden_states[layer][:, SPAN:]  # [N, tail, D]
+        reference.model.layers = torch.nn.ModuleList(list(layers)[layer:])
+        try:
+            positions = torch.arange(SPAN, SPAN + TAIL)[None].expand(windows.shape[0], -1)  # [N, tail]
+            logits = reference(inputs_embeds=hidden, position_ids=positions).logits  # [N, tail, V]
+        finally:
+            reference.model.layers = layers
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).double(),
+                                            windows[:, SPAN + 1 :].reshape(-1))
+    got = perplexity(model, windows, SPAN, None, batch_size=2, progress=False, fastv=VTW(layer))
+    assert got == pytest.approx(math.exp(float(nll)), rel=1e-4)
+
+
+def test_withdrawing_nothing_is_full_attention(tiny):
+    _, _, model, corpus = tiny
+    windows, _ = corpus.splits(3, 1)
+    full = perplexity(model, windows, SPAN, None, progress=False)
+    assert perplexity(model, windows, SPAN, None, progress=False, fastv=VTW(LAYERS)) == pytest.approx(full, rel=1e-6)
+    assert perplexity(model, windows, SPAN, None, progress=False, fastv=FastV(2, 0.0)) == pytest.approx(full, rel=1e-6)
+    assert perplexity(model, windows, SPAN, None, progress=False, fastv=FastV(2, 0.5)) != pytest.approx(full, rel=1e-3)
+
+
+def test_matched_baselines_save_what_the_lazy_plan_saves(tiny):
+    model = tiny[2]
+    lazy = LayerPlan((0, 0, 2, 2))  # 2 of 4 layers lazy
+
+    def planner(ratio, scope, fastv_layer):  # the plan of ratio 0.25 that FastV at layer 2 allows
+        assert (ratio, scope, fastv_layer) == (0.25, "visual", 2)
+        return LayerPlan((0, 1, 2, 2)), None
+
+    runs = matched_baselines(len(lazy.lazy_layers), 0.5, planner, LAYERS, 2)
+    assert [(name, kind) for name, kind, _, _ in runs] == [
+        ("FastV K=2 R=0.5", "fastv"), ("VTW K=3", "vtw"), ("lazy 0.25 + FastV K=2 R=0.3333", "lazy+fastv")]
+    window = SPAN + TAIL
+    saved = kv_bytes(model, LayerPlan.full(LAYERS), SPAN, window) - kv_bytes(model, lazy, SPAN, window)
+    for _, _, plan, fastv in runs:
+        full = kv_bytes(model, LayerPlan.full(LAYERS), SPAN, window)
+        assert full - kv_bytes(model, plan, SPAN, window, fastv) == saved > 0
+    assert [len(r[2].lazy_layers) for r in runs if r[2] is not None] == [1]
+
+
+def test_command_with_baselines_adds_their_rows(tiny, tmp_path, capsys):
+    argv = ["perplexity", "--model", str(tiny[0]), "--windows", "2", "--calib", "2", "--span", str(SPAN), "--tail",
+            str(TAIL), "--ratios", "0.5", "--scopes", "visual", "--lazy-method", "rank", "--baselines", "--out", str(tmp_path),
+            "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "VTW K=3" in printed and "FastV K=2 R=0.5" in printed and "lazy 0.25 + FastV K=2" in printed
+    result = json.loads((tmp_path / "perplexity.json").read_text())
+    lazy = result["plans"][0]
+    assert len(lazy["lazy_layers"]) == 2
+    assert [b["kind"] for b in result["baselines"]] == ["fastv", "vtw", "lazy+fastv"]
+    for baseline in result["baselines"]:
+        assert baseline["kv_saved"] == pytest.approx(lazy["kv_saved"]) and baseline["matches"] == 0.5
+        assert math.isfinite(baseline["perplexity"]) and baseline["perplexity"] != pytest.approx(lazy["perplexity"])
+    assert (tmp_path / "perplexity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("method", ["rank", "greedy"])
@@ -114,6 +182,8 @@ def test_command_with_plans_chosen_by_their_effect(tiny, tmp_path, capsys, metho
     (["--per-head", "--lazy-method", "rank"], "--per-head only applies with --lazy-method js"),
     (["--ratios", "1.0"], "--ratios must each be in [0, 1)"),
     (["--windows", "100000"], "do not fit"),
+    (["--tail", "1"], "--tail must be at least 2"),
+    (["--baselines", "--fastv-layer", "4", "--ratios", "0.5"], "the FastV layer must be in [1, 3]"),
 ])
 def test_bad_input_is_one_line_error(tiny, tmp_path, capsys, flags, message):
     argv = ["perplexity", "--model", str(tiny[0]), "--calib", "1", "--out", str(tmp_path), "--no-progress", *flags]

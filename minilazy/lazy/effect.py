@@ -82,15 +82,15 @@ def answer_batches(pipeline, samples, max_new_tokens: int = ANSWER_NEW_TOKENS, b
 
 
 def window_batches(windows: torch.Tensor, span: int, batch_size: int = 8) -> list[ScoredBatch]:
-    """Text windows `[N, T]` whose leading `span` tokens stand in for an image; the positions that
-    predict the tail's tokens are scored."""
+    """Text windows `[N, T]` whose leading `span` tokens stand in for an image; the tail's positions, which
+    predict the tail's tokens from its second on, are scored (as in minilazy/perplexity/study.py)."""
     batches = []
     for start in range(0, windows.shape[0], batch_size):
         ids = windows[start : start + batch_size]
         batch, width = ids.shape
         columns = torch.arange(width, device=ids.device)[None, :].expand(batch, width)  # [B, T]
         batches.append(ScoredBatch(ids, torch.full((batch,), width, device=ids.device),
-                                   (columns >= span - 1) & (columns < width - 1), image_mask=columns < span))
+                                   (columns >= span) & (columns < width - 1), image_mask=columns < span))
     return batches
 
 
@@ -112,12 +112,8 @@ class OutputDivergence:
         positions that FastV or VTW dropped."""
         logits = self.model.forward_logits(batch.ids, batch.pixel_values, batch.lengths, decoder_setup=runtime,
                                            image_grid=batch.image_grid)
-        kept = None if runtime is None or runtime.pruning is None else runtime.pruning.kept_slots
-        if kept is not None:  # tokens were dropped: the logits `[B, T', V]` are those of the kept tokens, in order
-            rows, columns = (kept >= 0).nonzero(as_tuple=True)
-            placed = logits.new_full((*batch.ids.shape, logits.shape[-1]), float("nan"))  # [B, T, V]
-            placed[rows, kept[rows, columns]] = logits[rows, columns]
-            logits = placed
+        if runtime is not None and runtime.pruning is not None:  # the logits `[B, T', V]` of the kept tokens
+            logits = runtime.pruning.placed(logits, batch.ids.shape[1])  # [B, T, V]
         return logits[batch.scored].log_softmax(-1)
 
     def __call__(self, plan: LayerPlan | None = None, fastv=None) -> float:

@@ -68,12 +68,13 @@ def check_fastv_plan(plan: LayerPlan, fastv: FastV) -> None:
 
 class LazyRuntime:
     def __init__(self, plan: LayerPlan | None = None, fast_decode: bool = True, image_mask: torch.Tensor | None = None,
-                 fastv: FastV | None = None, exact_image_rows: bool = False):
-        """`image_mask [B, T]` overrides which prompt tokens count as image tokens (default: the image token id);
-        `exact_image_rows`: lazy visual layers give image tokens their own attention in prefill. The plan's
-        mass offsets, when it has them, apply."""
+                 fastv: FastV | None = None, exact_image_rows: bool = False, fastv_rank_position: int | None = None):
+        """`image_mask [B or 1, T]` overrides which prompt tokens count as image tokens (default: the image token
+        id); `exact_image_rows`: lazy visual layers give image tokens their own attention in prefill;
+        `fastv_rank_position`: the prompt position whose attention ranks the image tokens for FastV (default: the
+        prompt's last token). The plan's mass offsets, when it has them, apply."""
         self.plan, self.fast_decode, self.image_mask, self.fastv = plan, fast_decode, image_mask, fastv
-        self.exact_image_rows = exact_image_rows
+        self.exact_image_rows, self.fastv_rank_position = exact_image_rows, fastv_rank_position
         self.state: LazyState | None = None  # the state of the first segment (before FastV's layer)
         self.states: list[LazyState] = []
         self.pruning: FastVPruning | None = None
@@ -122,7 +123,7 @@ class LazyRuntime:
         if self.fastv is not None:
             k, scorer = self.fastv.layer, None
             if self.fastv.scores_tokens:
-                attention[k - 1] = scorer = FastVScorer(attention[k - 1])
+                attention[k - 1] = scorer = FastVScorer(attention[k - 1], self.fastv_rank_position)
             self.pruning = FastVPruning(self.fastv, is_image, scorer, on_prune=self.states[1].place_image_tokens)
         return DecoderSetup(cache, attention, self.pruning, prefill_chunk=chunk)
 

@@ -1,10 +1,21 @@
-"""The perplexity study as a picture: perplexity against the lazy ratio, one line per scope."""
+"""The perplexity study as a picture: perplexity against the KV cache saved, one line per method."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-SCOPE_LABELS = {"visual": "lazy, scope visual (inherit over span keys)", "all": "lazy, scope all (inherit over every key)"}
+LABELS = {"visual": "lazy, scope visual (inherit over span keys)", "all": "lazy, scope all (inherit over every key)",
+          "fastv": "FastV", "vtw": "VTW", "lazy+fastv": "lazy + FastV"}
+
+
+def curves(result: dict) -> dict[str, list[tuple[float, float]]]:
+    """`(KV saved %, perplexity)` points per line: the lazy plans by scope, the baselines by kind."""
+    lines: dict[str, list[tuple[float, float]]] = {}
+    for p in result["plans"]:
+        lines.setdefault(p["scope"], []).append((100 * p["kv_saved"], p["perplexity"]))
+    for b in result.get("baselines", []):
+        lines.setdefault(b["kind"], []).append((100 * b["kv_saved"], b["perplexity"]))
+    return {name: sorted(points) for name, points in lines.items()}
 
 
 def plot_perplexity(result: dict, path: str | Path, title: str = "") -> None:
@@ -17,16 +28,14 @@ def plot_perplexity(result: dict, path: str | Path, title: str = "") -> None:
     full = result["full"]["perplexity"]
     ax.axhline(full, color="black", linestyle="--", linewidth=1, label=f"full attention ({full:.2f})")
     values = [full]
-    for scope in dict.fromkeys(p["scope"] for p in result["plans"]):
-        plans = sorted((p for p in result["plans"] if p["scope"] == scope), key=lambda p: p["ratio"])
-        x = [len(p["lazy_layers"]) / result["num_layers"] for p in plans]  # the plan's ratio, not the one asked for
-        y = [p["perplexity"] for p in plans]
+    for name, points in curves(result).items():
+        x, y = zip(*points)
         values += y
-        ax.plot(x, y, marker="o", label=SCOPE_LABELS.get(scope, scope))
+        ax.plot(x, y, marker="o", label=LABELS.get(name, name))
     if max(values) > 10 * min(values):  # a collapse would flatten every other point on a linear axis
         ax.set_yscale("log")
-    ax.set_xlabel("share of lazy layers")
-    ax.set_ylabel(f"perplexity of the last {result['tail']} tokens")
+    ax.set_xlabel("KV cache saved (%)")
+    ax.set_ylabel(f"perplexity of the last {result['tail'] - 1} tokens")
     ax.set_title(title or f"{result['evaluation_windows']} windows of {result['window']} tokens, "
                  f"span of {result['span']} keys")
     ax.grid(alpha=0.3)

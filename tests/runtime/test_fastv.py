@@ -31,11 +31,12 @@ def image_mask(batch=1, width=N):
     return mask
 
 
-@pytest.mark.parametrize("ratio", [0.25, 0.5, 0.75])
-def test_keeps_the_requested_image_tokens_ranked_by_transformers_attention(models, ratio):
+@pytest.mark.parametrize("ratio, position", [(0.25, None), (0.5, None), (0.75, None), (0.5, 16)])
+def test_keeps_the_requested_image_tokens_ranked_by_transformers_attention(models, ratio, position):
+    """Ranked by the attention of the prompt's last token, or of the token at `position` when given."""
     ref, model = models
     prompt = torch.randint(3, 96, (N,))
-    runtime = LazyRuntime(fastv=FastV(2, ratio), image_mask=image_mask())
+    runtime = LazyRuntime(fastv=FastV(2, ratio), image_mask=image_mask(), fastv_rank_position=position)
     generate(model, [Request(prompt.tolist())], SamplingParams(max_new_tokens=1), decoder_setup=runtime)
     kept = runtime.pruning.kept_slots[0]
     kept_image = sorted(s for s in kept.tolist() if IMAGE.start <= s < IMAGE.stop)
@@ -44,7 +45,7 @@ def test_keeps_the_requested_image_tokens_ranked_by_transformers_attention(model
     with torch.no_grad():
         ref.config._attn_implementation = "eager"
         attn = ref(prompt[None], output_attentions=True).attentions[1][0]  # layer K-1 = 1: [H, T, T]
-    scores = attn.mean(0)[-1, IMAGE]
+    scores = attn.mean(0)[-1 if position is None else position, IMAGE]
     expected = sorted((scores.topk(len(kept_image)).indices + IMAGE.start).tolist())
     assert kept_image == expected
 
