@@ -128,24 +128,39 @@ def test_reference_equals_two_passes_merged(name, with_offset):
 @pytest.mark.parametrize("run_mode, logits_mode", [(False, False), (True, False), (True, True)],
                          ids=["normal", "normal logits in inference mode", "inference"])
 def test_cpu_path_weighs_the_image_logits_once_per_rewrite(run_mode, logits_mode, monkeypatch):
-    """The lazy layers of one anchor (each with its own offset) share one softmax of its image logits; the
-    anchor's rewrite in place is seen. Generation runs in inference mode on logits allocated as a normal tensor
-    (LazyState); an inference tensor has no version counter and is never remembered."""
+    """The lazy layers of one anchor (each with its own query, text keys and offset; one whose text logits stand
+    far above the image peak) share one softmax of its image logits, each writing its text weights over the last
+    one's; the anchor's rewrite in place is seen. Generation runs in inference mode on logits allocated as a
+    normal tensor (LazyState); an inference tensor has no version counter and is never remembered."""
     calls = []
     image_weights = decode.image_weights
     monkeypatch.setattr(decode, "image_weights", lambda *a: calls.append(1) or image_weights(*a))
-    args, kwargs = make_case("gqa_span_ragged")
+    args, kwargs = make_case("mha_scattered_odd_d")  # every sequence has image keys
     with torch.inference_mode(logits_mode):
         args[3] = args[3].clone()
     ops = CpuOps()
+    q, k_text = args[:2]
+    layers = [(q, k_text, kwargs["offset"]), (100 * torch.randn_like(q), torch.randn_like(k_text), None),
+              (torch.randn_like(q), torch.randn_like(k_text), -kwargs["offset"]), (q, k_text, kwargs["offset"])]
     with torch.inference_mode(run_mode):
-        for offset in (kwargs["offset"], None, -kwargs["offset"]):
-            assert_close(ops.lazy_decode_attention(*args, scale=kwargs["scale"], offset=offset),
-                         lazy_decode_attention_ref(*args, scale=kwargs["scale"], offset=offset), 1e-5, 1e-5, what="o")
-        assert len(calls) == (3 if logits_mode else 1)
+        for q, k_text, offset in layers:
+            layer = [q, k_text, *args[2:]]
+            assert_close(ops.lazy_decode_attention(*layer, scale=kwargs["scale"], offset=offset),
+                         lazy_decode_attention_ref(*layer, scale=kwargs["scale"], offset=offset), 1e-5, 1e-5, what="o")
+        assert len(calls) == (4 if logits_mode else 1)
         args[3].mul_(-1)  # the anchor's next step, in place: its version counter moves
         o = ops.lazy_decode_attention(*args, **kwargs)
     assert_close(o, lazy_decode_attention_ref(*args, **kwargs), 1e-5, 1e-5, what="o after the rewrite")
+
+
+def test_cpu_path_rescales_text_logits_far_above_the_image_peak(monkeypatch):
+    """Text logits ~200 above the image peak: weighted relative to the image peak, they would overflow fp32."""
+    args, kwargs = make_case("mha_scattered_odd_d")  # every sequence has image keys
+    args[0] = 100 * args[0]
+    expected = lazy_decode_attention_ref(*args, **kwargs)
+    assert_close(CpuOps().lazy_decode_attention(*args, **kwargs), expected, 1e-5, 1e-5, what="o")
+    monkeypatch.setattr(decode, "TEXT_HEADROOM", float("inf"))  # never rescale
+    assert not torch.isfinite(CpuOps().lazy_decode_attention(*args, **kwargs)).all()
 
 
 def test_rejects_bad_arguments():

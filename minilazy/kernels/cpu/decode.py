@@ -11,10 +11,13 @@
 
 `lazy_decode_attention` (a lazy layer's whole decode attention) lays both of its key lists out by
 cache slot: the softmax weights of the anchor's image logits (stored by slot) are made once per
-anchor and step; each lazy layer rescales them to the peak it shares with its own text logits,
-writes its text weights at their slots, and multiplies the value cache, read in place, once. No
-pass over the slots but that rescale and the product, where two passes and their merge would
-gather the text values and run three ops' worth of small calls.
+anchor and step, relative to their peak; each lazy layer writes its own text weights, relative to
+the same peak (moved by its mass offset), at their slots of that one buffer, and multiplies the
+value cache, read in place, once. Every lazy layer of the anchor writes the same slots, so each
+overwrites the last one's. Only when a text logit stands more than `TEXT_HEADROOM` above the
+image peak (its weight could overflow fp32), or a sequence has no image key, are the image weights
+rescaled to the joint peak, in a copy. No pass over the slots but the product, where two passes and their merge would gather the
+text values and run three ops' worth of small calls.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from minilazy.kernels.cpu.attention import flash_attend, mask_bias
 from minilazy.kernels.cpu.key_list import KeyLayout, bucket, key_list
 from minilazy.kernels.cpu.memo import Recent
 from minilazy.kernels.lazy_decode_attention import check_lazy_decode
+
+TEXT_HEADROOM = 60.0  # text logits up to this far above the image peak are weighted relative to it: exp(60) ~ 1e26
 
 
 def decode_attention(layouts: Recent, masks: Recent, q, k_cache, v_cache, kv_len, *, scale, key_slots=None,
@@ -70,21 +75,25 @@ def lazy_decode_attention(layouts: Recent, shared_weights: Recent, q, k_text, v_
                           lambda: slot_columns(*shapes, image_slots, n_img, text_slots, n_text))
     n, n_text_keys = columns.n, columns.text.shape[2]
     if image_logits.is_inference():  # no version counter to tell the anchor's rewrite: not remembered
-        image = image_weights(image_logits, columns)
+        image = image_weights(image_logits, n_img, columns)
     else:
         image = shared_weights.get((image_logits, n_img, image_slots), ("weights", n),
-                          lambda: image_weights(image_logits, columns))
+                          lambda: image_weights(image_logits, n_img, columns))
     qg = q.float().view(batch, n_kv, n_heads // n_kv, head_dim)  # [B, H, d] -> [B, G, R, d]
     text = torch.matmul(qg, k_text[:, :n_text_keys].float().permute(0, 2, 3, 1)) * scale  # [B, G, R, Nt]
     text = text.view(batch, n_heads, n_text_keys).masked_fill(columns.text_padding, float("-inf"))  # [B, H, Nt]
-    # one softmax over both lists from the image part's weights: rescale them to the joint peak
-    image_peak = image.peak if offset is None else image.peak + offset[None, :, None]  # [B, H, 1]
-    peak = torch.maximum(image_peak, text.amax(-1, keepdim=True))  # [B, H, 1]
-    image_share = torch.exp(image_peak - peak)  # [B, H, 1], at most 1 (0 without image keys)
+    # one softmax over both lists, weighted relative to the image peak (moved by the offset)
+    peak = image.peak if offset is None else image.peak + offset[None, :, None]  # [B, H, 1]
+    text_peak = text.amax(-1, keepdim=True)  # [B, H, 1]
+    weights, image_total = image.weights, image.total  # [B, H, n + 1] unnormalised; [B, H, 1]
+    if not (image.every_row and bool((text_peak - peak <= TEXT_HEADROOM).all())):
+        joint = torch.maximum(peak, text_peak)  # [B, H, 1]
+        joint = torch.where(torch.isneginf(joint), 0.0, joint)  # a sequence with no key: any finite value
+        share = torch.exp(peak - joint)  # [B, H, 1]: at most 1, 0 without image keys
+        weights, image_total, peak = weights * share, image_total * share, joint  # a copy: the shared one stays
     text_weights = torch.exp(text - peak)  # [B, H, Nt], 0 at padding
-    total = image_share * image.total + text_weights.sum(-1, keepdim=True)  # [B, H, 1]; 0 only without keys
-    weights = image.weights * image_share  # [B, H, n + 1], unnormalised
-    weights.scatter_(2, columns.text, text_weights)  # padding lands in the spare column n
+    total = image_total + text_weights.sum(-1, keepdim=True)  # [B, H, 1]; 0 only without keys
+    weights.scatter_(2, columns.text, text_weights)  # over the previous lazy layer's; padding lands in column n
     o = torch.matmul(weights[:, :, :n].view(batch, n_kv, -1, n), v_cache[:, :n].float().permute(0, 2, 1, 3))
     o = o.view(batch, n_heads, head_dim) / total  # [B, G, R, d] -> [B, H, d], normalised
     if columns.has_key is not None:  # a sequence with no key: 0 / 0 above, made 0
@@ -99,9 +108,10 @@ class ImageWeights:
     weights: torch.Tensor  # [B, H, n + 1] exp(logit - peak) at the image slots, 0 elsewhere (column n is spare)
     peak: torch.Tensor  # [B, H, 1] the largest image logit (-inf for a sequence without image keys)
     total: torch.Tensor  # [B, H, 1] the weights' sum
+    every_row: bool  # whether every sequence has an image key
 
 
-def image_weights(image_logits, columns: SlotColumns) -> ImageWeights:
+def image_weights(image_logits, n_img, columns: SlotColumns) -> ImageWeights:
     """`image_logits [B, H, S]` (by slot) at the image slots as `ImageWeights`."""
     n = columns.n
     m = min(n, image_logits.shape[2])  # no image key sits past the logits' slots
@@ -109,7 +119,7 @@ def image_weights(image_logits, columns: SlotColumns) -> ImageWeights:
     peak = logits.amax(-1, keepdim=True)  # [B, H, 1]
     weights = torch.exp(logits - torch.where(torch.isneginf(peak), 0.0, peak))  # [B, H, m]; 0 for no image key
     weights = F.pad(weights, (0, n + 1 - m))  # [B, H, n + 1]
-    return ImageWeights(weights, peak, weights.sum(-1, keepdim=True))
+    return ImageWeights(weights, peak, weights.sum(-1, keepdim=True), bool((n_img > 0).all()))
 
 
 @dataclass
