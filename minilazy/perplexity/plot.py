@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-LABELS = {"visual": "lazy, scope visual (inherit over span keys)", "all": "lazy, scope all (inherit over every key)",
-          "fastv": "FastV", "vtw": "VTW", "lazy+fastv": "lazy + FastV"}
+from minilazy.study.report import KIND_STYLES
+
+SCOPE_KINDS = {"visual": "lazy", "all": "lazy-all"}  # a lazy plan's scope -> its kind in the study's styles
 
 
 def curves(result: dict) -> dict[str, list[tuple[float, float]]]:
-    """`(KV saved %, perplexity)` points per line: the lazy plans by scope, the baselines by kind."""
+    """`(KV saved %, perplexity)` points per kind of run (the study's kinds: a lazy plan's by its scope)."""
     lines: dict[str, list[tuple[float, float]]] = {}
     for p in result["plans"]:
-        lines.setdefault(p["scope"], []).append((100 * p["kv_saved"], p["perplexity"]))
+        lines.setdefault(SCOPE_KINDS[p["scope"]], []).append((100 * p["kv_saved"], p["perplexity"]))
     for b in result.get("baselines", []):
         lines.setdefault(b["kind"], []).append((100 * b["kv_saved"], b["perplexity"]))
     return {name: sorted(points) for name, points in lines.items()}
@@ -28,10 +29,11 @@ def plot_perplexity(result: dict, path: str | Path, title: str = "") -> None:
     full = result["full"]["perplexity"]
     ax.axhline(full, color="black", linestyle="--", linewidth=1, label=f"full attention ({full:.2f})")
     values = [full]
-    for name, points in curves(result).items():
+    for kind, points in curves(result).items():
         x, y = zip(*points)
         values += y
-        ax.plot(x, y, marker="o", label=LABELS.get(name, name))
+        marker, colour, label = KIND_STYLES[kind]
+        ax.plot(x, y, marker=marker, color=colour, label=label)
     if max(values) > 10 * min(values):  # a collapse would flatten every other point on a linear axis
         ax.set_yscale("log")
     ax.set_xlabel("KV cache saved (%)")
