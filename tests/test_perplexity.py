@@ -183,6 +183,8 @@ def test_command_with_plans_chosen_by_their_effect(tiny, tmp_path, capsys, metho
     (["--ratios", "1.0"], "--ratios must each be in [0, 1)"),
     (["--windows", "100000"], "do not fit"),
     (["--tail", "1"], "--tail must be at least 2"),
+    (["--fastv-layer", "1"], "--fastv-layer only applies with --baselines"),
+    (["--baselines", "--fastv-layer", "0", "--ratios", "0.5"], "the FastV layer must be in [1, 3]"),
     (["--baselines", "--fastv-layer", "4", "--ratios", "0.5"], "the FastV layer must be in [1, 3]"),
 ])
 def test_bad_input_is_one_line_error(tiny, tmp_path, capsys, flags, message):

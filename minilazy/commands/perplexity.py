@@ -64,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
                         "share of span tokens that saves as much, VTW from the layer that saves as much, and lazy "
                         "layers at half the ratio with FastV making up the rest (about three more perplexity "
                         "passes per ratio)")
-    p.add_argument("--fastv-layer", type=int, default=2, metavar="K",
+    p.add_argument("--fastv-layer", type=int, metavar="K",
                    help="with --baselines: FastV's layer; the span is ranked there by the attention of the first "
                         "tail token (default: 2)")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="windows per forward pass (default: 8)")
@@ -90,7 +90,7 @@ def format_table(result: dict) -> str:
 
 
 def check_args(args) -> None:
-    for name in ("windows", "calib", "span", "depth", "batch_size", "fastv_layer"):
+    for name in ("windows", "calib", "span", "depth", "batch_size"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.tail < 2:
@@ -98,6 +98,8 @@ def check_args(args) -> None:
     for ratio in args.ratios:
         if not 0 <= ratio < 1:
             raise InputError(f"--ratios must each be in [0, 1), got {ratio}")
+    if args.fastv_layer is not None and not args.baselines:
+        raise InputError("--fastv-layer only applies with --baselines")
     if args.per_head and args.lazy_method != "js":
         raise InputError("--per-head only applies with --lazy-method js")
 
@@ -127,7 +129,7 @@ def run(args) -> int:
                                   args.depth, args.batch_size, progress=not args.no_progress, per_head=args.per_head,
                                   method=args.lazy_method, mass_correction=args.mass_correction,
                                   exact_image_rows=args.exact_image_rows, baselines=args.baselines,
-                                  fastv_layer=args.fastv_layer)
+                                  fastv_layer=2 if args.fastv_layer is None else args.fastv_layer)
     command = command_line("perplexity", args)
     result = {"model": str(model_dir), "backend": args.backend, "dtype": args.dtype, "command": command,
               "corpus": corpus.describe(), **result}

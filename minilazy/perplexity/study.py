@@ -142,7 +142,7 @@ def matched_baselines(lazy_layers: int, ratio: float, planner, num_layers: int,
     layer by `planner(ratio, scope, fastv_layer)`, which gives a plan and its threshold) with FastV making up
     the rest: R = (n - n') / (2 (L - K) - n'_K), where n' of its lazy layers, n'_K of them from K on, keep no
     keys for the tokens FastV keeps."""
-    per_layer = 2 * (num_layers - fastv_layer)  # lazy layers whose saving equals dropping the span in all of them
+    per_layer = 2 * (num_layers - fastv_layer)  # lazy layers that save what dropping the span from K on saves
     runs = []
     if lazy_layers <= per_layer:
         ratio_fastv = round(lazy_layers / per_layer, 4)

@@ -30,7 +30,8 @@ from minilazy.lazy.runtime import LazyRuntime
 LAZY_RATIOS = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9)
 ALL_SCOPE_RATIOS = (0.25, 0.5)
 FASTV_LAYER = 2
-FASTV_RATIOS = (0.5, 0.75)
+FASTV_RATIOS = (0.5, 0.75)  # the paper's; FastV also runs at the KV savings of these lazy ratios' plans:
+MATCHED_LAZY_RATIOS = (0.25, 0.5, 0.75)
 KINDS = ("full", "lazy", "lazy-all", "fastv", "lazy+fastv", "vtw")  # the plot draws the runs of each kind alike
 
 
@@ -47,14 +48,23 @@ class RunSpec:
     vtw_layer: int | None = None
 
 
+def fastv_ratios(num_layers: int) -> list[float]:
+    """FastV's shares of image tokens dropped: the paper's, and those that save what `round(r L)` lazy visual
+    layers save for r in MATCHED_LAZY_RATIOS. A lazy visual layer drops the image keys, half of its image bytes;
+    FastV drops a share R of the image keys and values in the L - K layers from K on: R = n / (2 (L - K))."""
+    later = num_layers - FASTV_LAYER
+    matched = [round(round(r * num_layers) / (2 * later), 2) for r in MATCHED_LAZY_RATIOS] if later > 0 else []
+    return sorted({r for r in [*matched, *FASTV_RATIOS] if 0 < r <= 1})
+
+
 def default_runs(num_layers: int) -> list[RunSpec]:
-    """Full attention, the lazy sweep, the scope-`all` ablation, FastV, Lazy Attention with FastV, and VTW
-    from half, three quarters and all but one of the `num_layers` layers on."""
+    """Full attention, the lazy sweep, the scope-`all` ablation, FastV (`fastv_ratios`), Lazy Attention with
+    FastV, and VTW from half, three quarters and all but one of the `num_layers` layers on."""
     runs = [RunSpec("full attention", "full")]
     runs += [RunSpec(f"lazy {r:g}", "lazy", r) for r in LAZY_RATIOS]
     runs += [RunSpec(f"lazy-all {r:g}", "lazy-all", r, scope="all") for r in ALL_SCOPE_RATIOS]
     runs += [RunSpec(f"FastV K={FASTV_LAYER} R={r:g}", "fastv", fastv_layer=FASTV_LAYER, fastv_ratio=r)
-             for r in FASTV_RATIOS]
+             for r in fastv_ratios(num_layers)]
     runs.append(RunSpec(f"lazy 0.5 + FastV K={FASTV_LAYER} R=0.5", "lazy+fastv", 0.5, fastv_layer=FASTV_LAYER,
                         fastv_ratio=0.5))
     runs += [RunSpec(f"VTW K={k}", "vtw", vtw_layer=k)
