@@ -141,9 +141,9 @@ def test_matched_baselines_save_what_the_lazy_plan_saves(tiny):
     assert [(name, kind) for name, kind, _, _ in runs] == [
         ("FastV K=2 R=0.5", "fastv"), ("VTW K=3", "vtw"), ("lazy 0.25 + FastV K=2 R=0.3333", "lazy+fastv")]
     window = SPAN + TAIL
-    saved = kv_bytes(model, LayerPlan.full(LAYERS), SPAN, window) - kv_bytes(model, lazy, SPAN, window)
+    full = kv_bytes(model, LayerPlan.full(LAYERS), SPAN, window)
+    saved = full - kv_bytes(model, lazy, SPAN, window)
     for _, _, plan, fastv in runs:
-        full = kv_bytes(model, LayerPlan.full(LAYERS), SPAN, window)
         assert full - kv_bytes(model, plan, SPAN, window, fastv) == saved > 0
     assert [len(r[2].lazy_layers) for r in runs if r[2] is not None] == [1]
 

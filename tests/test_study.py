@@ -23,6 +23,7 @@ from minilazy.demo.scenes import make_scene, render
 from minilazy.kv_cache import full_attention_bytes
 from minilazy.pipeline import Pipeline
 from minilazy.study import default_runs
+from minilazy.study.sweep import fastv_ratios
 from tests.runtime.tiny_models import save_tiny_vlm
 
 pytestmark = pytest.mark.slow
@@ -150,3 +151,10 @@ def test_per_layer_ablation_makes_each_layer_lazy_alone(model, tmp_path, capsys)
     assert 0 <= data["full"]["accuracy"] <= 1 and "--per-layer" in data["command"]
     assert (tmp_path / "per_layer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "layer  1 lazy:" in capsys.readouterr().out
+
+
+def test_fastv_runs_at_the_kv_savings_of_a_quarter_half_and_three_quarters_of_the_layers_lazy():
+    # n lazy visual layers save what FastV at layer 2 saves with R = n / (2 (L - 2)); then the paper's 0.5, 0.75
+    assert fastv_ratios(12) == [0.15, 0.3, 0.45, 0.5, 0.75]
+    assert fastv_ratios(30) == [0.14, 0.27, 0.39, 0.5, 0.75]
+    assert fastv_ratios(2) == [0.5, 0.75]  # no layer after FastV's

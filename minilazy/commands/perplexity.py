@@ -61,9 +61,9 @@ def parser() -> argparse.ArgumentParser:
                         f"unchanged (default: {EXACT_IMAGE_ROWS})")
     p.add_argument("--baselines", action="store_true",
                    help="also run, at the KV saving of each lazy visual plan: FastV at --fastv-layer dropping the "
-                        "share of span tokens that saves as much, VTW from the layer that saves as much, and lazy "
-                        "layers at half the ratio with FastV making up the rest (about three more perplexity "
-                        "passes per ratio)")
+                        "share of span tokens that saves as much, VTW from the layer that saves the nearest amount, "
+                        "and lazy layers at half the ratio with FastV making up the rest (about three more "
+                        "perplexity passes per ratio; a run that cannot match the saving is left out)")
     p.add_argument("--fastv-layer", type=int, metavar="K",
                    help="with --baselines: FastV's layer; the span is ranked there by the attention of the first "
                         "tail token (default: 2)")

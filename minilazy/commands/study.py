@@ -19,8 +19,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python cli.py study",
                                 description="Calibrate once, then answer the same questions with full attention, "
                                 "Lazy Attention at lazy ratios 0.25-0.9 (visual scope; scope 'all' at 0.25 and 0.5 "
-                                "as an ablation), FastV (K=2, R=0.5 and 0.75, and the R that saves what lazy 0.25, "
-                                "0.5 and 0.75 save), lazy 0.5 + FastV and VTW (from layers L/2, 3L/4 and L-1 on); "
+                                "as an ablation), FastV (K=2, R=0.5 and 0.75, and the R that saves what a quarter, "
+                                "half and three quarters of the layers lazy save), lazy 0.5 + FastV and VTW (from layers L/2, 3L/4 and L-1 on); "
                                 "write study.json, study.md, study.png and heatmap.png (the Jensen-Shannon divergence "
                                 "with the anchors of the lazy 0.5 plan). The questions are "
                                 "the demo's held-out scenes (calibration on training scenes), or your own with --data.")

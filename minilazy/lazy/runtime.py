@@ -108,6 +108,10 @@ class LazyRuntime:
         is_image = self.image_slots_mask(model, ids, lengths, total)
         if self.fastv is not None:
             chunk = width  # FastV scores the whole prompt at once
+            position = self.fastv_rank_position
+            if position is not None and not 0 <= position < int(lengths.min()):
+                raise InputError(f"FastV's ranking position {position} is not in every prompt (the shortest has "
+                                 f"{int(lengths.min())} tokens)")
         if q_cache is None:
             q_cache = torch.empty(plan.depth, batch * chunk, cfg.num_attention_heads, cfg.head_dim,
                                   dtype=model.dtype, device=ids.device)

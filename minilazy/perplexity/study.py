@@ -51,7 +51,7 @@ class PlanResult:
 class BaselineResult:
     name: str  # e.g. "VTW K=27"
     kind: str  # "fastv", "vtw" or "lazy+fastv"
-    matches: float  # the lazy ratio asked for whose visual plan's KV saving this run matches
+    matches: float  # the lazy ratio asked for whose visual plan's KV saving this run matches (VTW: the nearest)
     fastv_layer: int  # K: the first layer without the dropped span tokens
     fastv_ratio: float  # R: share of the span's tokens dropped from layer K on (VTW: 1)
     anchors: list[int]  # the lazy plan (lazy+fastv; otherwise every layer its own anchor)
@@ -121,6 +121,10 @@ def perplexity(model, windows: torch.Tensor, span: int, plan: LayerPlan | None =
         batch, width = ids.shape
         runtime = window_runtime(span, batch, width, plan, fastv, exact_image_rows, ids.device)
         logits = model.forward_logits(ids, None, torch.full((batch,), width, device=ids.device), decoder_setup=runtime)
+        kept = None if runtime is None or runtime.pruning is None else runtime.pruning.kept_slots  # [B, T'] or None
+        tail = torch.arange(span, width, device=ids.device)  # [tail] the tail's positions
+        if kept is not None and not bool((kept[:, span - width :] == tail).all()):
+            raise RuntimeError("the logits do not end with the tail's positions")  # every window prunes alike
         nll = tail_nll(logits, ids, span)
         total, count = total + float(nll.sum()), count + nll.numel()
     return math.exp(total / count)
@@ -136,12 +140,13 @@ def kv_bytes(model, plan: LayerPlan | None, span: int, window: int, fastv: FastV
 def matched_baselines(lazy_layers: int, ratio: float, planner, num_layers: int,
                       fastv_layer: int) -> list[tuple[str, str, LayerPlan | None, FastV]]:
     """`(name, kind, plan, FastV or VTW)` of the runs that save the KV bytes of `lazy_layers` lazy visual layers
-    (the plan asked for as `ratio`). A lazy visual layer drops the span's keys, half of its bytes; FastV drops a
-    share R of the span's keys and values in the L - K layers from K on, VTW all of them: so FastV's
-    R = n / (2 (L - K)), VTW's L - K = n / 2, and lazy + FastV is the plan of `ratio / 2` (chosen with FastV's
-    layer by `planner(ratio, scope, fastv_layer)`, which gives a plan and its threshold) with FastV making up
-    the rest: R = (n - n') / (2 (L - K) - n'_K), where n' of its lazy layers, n'_K of them from K on, keep no
-    keys for the tokens FastV keeps."""
+    (the plan asked for as `ratio`). In units of the span's keys (or values) in one layer: n lazy visual layers
+    save n; FastV saves 2 R (L - K); VTW from K saves 2 (L - K). So FastV's R = n / (2 (L - K)) and VTW's
+    L - K = n / 2, rounded to the nearest layer (an odd n: half a layer more). Lazy + FastV is the plan of
+    `ratio / 2` (chosen with FastV's layer by `planner(ratio, scope, fastv_layer)`, which gives a plan and its
+    threshold): its n' lazy layers, n'_K of them from K on, save n' + R (2 (L - K) - n'_K) with FastV (in a lazy
+    layer from K on FastV drops values only: it keeps no span keys), so R = (n - n') / (2 (L - K) - n'_K).
+    A run that cannot match (an R outside [0, 1]) is left out."""
     per_layer = 2 * (num_layers - fastv_layer)  # lazy layers that save what dropping the span from K on saves
     runs = []
     if lazy_layers <= per_layer:
@@ -213,9 +218,7 @@ def run_perplexity_study(model, evaluation: torch.Tensor, calibration: torch.Ten
             used = kv_bytes(model, plan, span, window)
             results.append(PlanResult(scope, ratio, list(plan.anchors), plan.lazy_layers, threshold, used,
                                       1 - used / full_bytes, kv_saving_formula(plan, span, window), ppl, ppl / full - 1))
-    for lazy in results if baselines else []:
-        if lazy.scope != "visual" or not lazy.lazy_layers:
-            continue
+    for lazy in [r for r in results if baselines and r.scope == "visual" and r.lazy_layers]:
         for name, kind, plan, fastv in matched_baselines(len(lazy.lazy_layers), lazy.ratio, planner, num_layers,
                                                          fastv_layer):
             ppl = perplexity(model, evaluation, span, plan, batch_size, progress, name, exact_image_rows, fastv)

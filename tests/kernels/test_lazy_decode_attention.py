@@ -125,9 +125,10 @@ def test_reference_equals_two_passes_merged(name, with_offset):
         assert (o[1] == 0).all()
 
 
+@pytest.mark.parametrize("name", ["mha_scattered_odd_d", "gqa_span_ragged"])  # the second: a row without image keys
 @pytest.mark.parametrize("run_mode, logits_mode", [(False, False), (True, False), (True, True)],
                          ids=["normal", "normal logits in inference mode", "inference"])
-def test_cpu_path_weighs_the_image_logits_once_per_rewrite(run_mode, logits_mode, monkeypatch):
+def test_cpu_path_weighs_the_image_logits_once_per_rewrite(run_mode, logits_mode, monkeypatch, name):
     """The lazy layers of one anchor (each with its own query, text keys and offset; one whose text logits stand
     far above the image peak) share one softmax of its image logits, each writing its text weights over the last
     one's; the anchor's rewrite in place is seen. Generation runs in inference mode on logits allocated as a
@@ -135,7 +136,7 @@ def test_cpu_path_weighs_the_image_logits_once_per_rewrite(run_mode, logits_mode
     calls = []
     image_weights = decode.image_weights
     monkeypatch.setattr(decode, "image_weights", lambda *a: calls.append(1) or image_weights(*a))
-    args, kwargs = make_case("mha_scattered_odd_d")  # every sequence has image keys
+    args, kwargs = make_case(name)
     with torch.inference_mode(logits_mode):
         args[3] = args[3].clone()
     ops = CpuOps()

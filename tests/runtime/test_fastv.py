@@ -45,9 +45,20 @@ def test_keeps_the_requested_image_tokens_ranked_by_transformers_attention(model
     with torch.no_grad():
         ref.config._attn_implementation = "eager"
         attn = ref(prompt[None], output_attentions=True).attentions[1][0]  # layer K-1 = 1: [H, T, T]
-    scores = attn.mean(0)[-1 if position is None else position, IMAGE]
+    row = N - 1 if position is None else position
+    assert_close(runtime.pruning.scorer.scores[0, :N], attn.mean(0)[row], 1e-5, 1e-5, what="scores")  # 0 past row
+    scores = attn.mean(0)[row, IMAGE]
     expected = sorted((scores.topk(len(kept_image)).indices + IMAGE.start).tolist())
     assert kept_image == expected
+
+
+@pytest.mark.parametrize("position", [-1, N - 3])
+def test_a_ranking_position_outside_a_prompt_is_refused(models, position):
+    _, model = models
+    prompts = [Request(torch.randint(3, 96, (n,)).tolist()) for n in (N, N - 3)]
+    runtime = LazyRuntime(fastv=FastV(2, 0.5), image_mask=image_mask(2), fastv_rank_position=position)
+    with pytest.raises(InputError, match="not in every prompt"):
+        generate(model, prompts, SamplingParams(max_new_tokens=1), decoder_setup=runtime)
 
 
 def test_ratio_zero_is_the_plain_model(models):

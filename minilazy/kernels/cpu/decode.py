@@ -13,11 +13,12 @@
 cache slot: the softmax weights of the anchor's image logits (stored by slot) are made once per
 anchor and step, relative to their peak; each lazy layer writes its own text weights, relative to
 the same peak (moved by its mass offset), at their slots of that one buffer, and multiplies the
-value cache, read in place, once. Every lazy layer of the anchor writes the same slots, so each
-overwrites the last one's. Only when a text logit stands more than `TEXT_HEADROOM` above the
-image peak (its weight could overflow fp32), or a sequence has no image key, are the image weights
-rescaled to the joint peak, in a copy. No pass over the slots but the product, where two passes and their merge would gather the
-text values and run three ops' worth of small calls.
+value cache, read in place, once. The buffer is remembered per anchor and text-key table, so the
+lazy layers sharing it write the same slots, each over the last one's. Only when a text logit
+stands more than `TEXT_HEADROOM` above the image peak (its weight could overflow fp32), or a
+sequence has no image key, are the image weights rescaled to the joint peak, in a copy: one more
+pass over the slots. Otherwise none but the product, where two passes and their merge would gather
+the text values and run three ops' worth of small calls.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def lazy_decode_attention(layouts: Recent, shared_weights: Recent, q, k_text, v_
     if image_logits.is_inference():  # no version counter to tell the anchor's rewrite: not remembered
         image = image_weights(image_logits, n_img, columns)
     else:
-        image = shared_weights.get((image_logits, n_img, image_slots), ("weights", n),
+        image = shared_weights.get((image_logits, n_img, image_slots, text_slots, n_text), ("weights", n),
                           lambda: image_weights(image_logits, n_img, columns))
     qg = q.float().view(batch, n_kv, n_heads // n_kv, head_dim)  # [B, H, d] -> [B, G, R, d]
     text = torch.matmul(qg, k_text[:, :n_text_keys].float().permute(0, 2, 3, 1)) * scale  # [B, G, R, Nt]
@@ -93,7 +94,7 @@ def lazy_decode_attention(layouts: Recent, shared_weights: Recent, q, k_text, v_
         weights, image_total, peak = weights * share, image_total * share, joint  # a copy: the shared one stays
     text_weights = torch.exp(text - peak)  # [B, H, Nt], 0 at padding
     total = image_total + text_weights.sum(-1, keepdim=True)  # [B, H, 1]; 0 only without keys
-    weights.scatter_(2, columns.text, text_weights)  # over the previous lazy layer's; padding lands in column n
+    weights.scatter_(2, columns.text, text_weights)  # over the last lazy layer's (shared); padding: column n
     o = torch.matmul(weights[:, :, :n].view(batch, n_kv, -1, n), v_cache[:, :n].float().permute(0, 2, 1, 3))
     o = o.view(batch, n_heads, head_dim) / total  # [B, G, R, d] -> [B, H, d], normalised
     if columns.has_key is not None:  # a sequence with no key: 0 / 0 above, made 0
