@@ -25,6 +25,17 @@ from minilazy.errors import InputError
 from minilazy.step import Step, take_tokens, zero_padding
 
 
+PAPER_LAYER = 2  # FastV's K in its paper, the baselines' default
+
+
+def ratio_saving(saved: int, num_layers: int, layer: int, lazy_from_layer: int = 0) -> float:
+    """FastV's share R of image tokens (dropped from `layer` = K on) that saves `saved` layers' worth of image
+    keys: what `saved` lazy visual layers save. FastV saves the dropped tokens' keys and values in each of the
+    L - K layers from K on, 2 R (L - K) in those units, less R for each of `lazy_from_layer` lazy visual layers
+    from K on, which keep no image keys to drop: R = saved / (2 (L - K) - lazy_from_layer). Not rounded."""
+    return saved / (2 * (num_layers - layer) - lazy_from_layer)
+
+
 @dataclass(frozen=True)
 class FastV:
     layer: int  # K: the first layer that sees the pruned sequence

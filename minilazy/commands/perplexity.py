@@ -11,6 +11,7 @@ from minilazy.kernels import BACKENDS
 from minilazy.commands.options import EXACT_IMAGE_ROWS, LAZY_METHOD_HELP, MASS_CORRECTION, command_line
 from minilazy.config import write_json
 from minilazy.errors import InputError
+from minilazy.fastv import PAPER_LAYER
 from minilazy.lazy.calibrate import METHODS
 from minilazy.lazy.plan import SCOPES, LayerPlan
 from minilazy.pipeline import DTYPES, Pipeline
@@ -66,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
                         "perplexity passes per ratio; a run that cannot match the saving is left out)")
     p.add_argument("--fastv-layer", type=int, metavar="K",
                    help="with --baselines: FastV's layer; the span is ranked there by the attention of the first "
-                        "tail token (default: 2)")
+                        f"tail token (default: {PAPER_LAYER}, the paper's)")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="windows per forward pass (default: 8)")
     p.add_argument("--out", default="out/perplexity", metavar="DIR", help="output directory (default: out/perplexity)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -129,7 +130,7 @@ def run(args) -> int:
                                   args.depth, args.batch_size, progress=not args.no_progress, per_head=args.per_head,
                                   method=args.lazy_method, mass_correction=args.mass_correction,
                                   exact_image_rows=args.exact_image_rows, baselines=args.baselines,
-                                  fastv_layer=2 if args.fastv_layer is None else args.fastv_layer)
+                                  fastv_layer=PAPER_LAYER if args.fastv_layer is None else args.fastv_layer)
     command = command_line("perplexity", args)
     result = {"model": str(model_dir), "backend": args.backend, "dtype": args.dtype, "command": command,
               "corpus": corpus.describe(), **result}
@@ -149,8 +150,8 @@ def run(args) -> int:
                     f"(ratio {middle:g})")
 
     print(format_table(result))
-    print(f"{result['scored_tokens']} scored tokens ({args.windows} windows x {args.tail - 1}), {args.calib} calibration "
-          f"windows, {result['seconds']['total']:.0f} s")
+    print(f"{result['scored_tokens']} scored tokens ({args.windows} windows x {args.tail - 1}), "
+          f"{args.calib} calibration windows, {result['seconds']['total']:.0f} s")
     print(f"reproduce: {command}")
     print(f"written: {out / 'perplexity.json'}, {plot_path}, {out / 'divergence.png'}")
     return 0

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from minilazy.errors import InputError
-from minilazy.fastv import VTW, FastV
+from minilazy.fastv import PAPER_LAYER, VTW, FastV, ratio_saving
 from minilazy.lazy.calibrate import METHODS, divergence_matrix, plan_for_ratio, recording_setup
 from minilazy.lazy.effect import EffectPlanner, OutputDivergence, window_batches
 from minilazy.lazy.mass_correction import image_lse_means, with_mass_offsets
@@ -140,23 +140,19 @@ def kv_bytes(model, plan: LayerPlan | None, span: int, window: int, fastv: FastV
 def matched_baselines(lazy_layers: int, ratio: float, planner, num_layers: int,
                       fastv_layer: int) -> list[tuple[str, str, LayerPlan | None, FastV]]:
     """`(name, kind, plan, FastV or VTW)` of the runs that save the KV bytes of `lazy_layers` lazy visual layers
-    (the plan asked for as `ratio`). In units of the span's keys (or values) in one layer: n lazy visual layers
-    save n; FastV saves 2 R (L - K); VTW from K saves 2 (L - K). So FastV's R = n / (2 (L - K)) and VTW's
-    L - K = n / 2, rounded to the nearest layer (an odd n: half a layer more). Lazy + FastV is the plan of
-    `ratio / 2` (chosen with FastV's layer by `planner(ratio, scope, fastv_layer)`, which gives a plan and its
-    threshold): its n' lazy layers, n'_K of them from K on, save n' + R (2 (L - K) - n'_K) with FastV (in a lazy
-    layer from K on FastV drops values only: it keeps no span keys), so R = (n - n') / (2 (L - K) - n'_K).
-    A run that cannot match (an R outside [0, 1]) is left out."""
-    per_layer = 2 * (num_layers - fastv_layer)  # lazy layers that save what dropping the span from K on saves
+    (the plan asked for as `ratio`): FastV's R by `ratio_saving`; VTW from K saves 2 (L - K) layers' worth of the
+    span's keys, so L - K = n / 2, rounded to the nearest layer (an odd n: half a layer more); lazy + FastV is
+    the plan of `ratio / 2` (chosen with FastV's layer by `planner(ratio, scope, fastv_layer)`, which gives a plan
+    and its threshold) with FastV's R saving the rest. A run that cannot match (R outside [0, 1]) is left out."""
     runs = []
-    if lazy_layers <= per_layer:
-        ratio_fastv = round(lazy_layers / per_layer, 4)
+    ratio_fastv = round(ratio_saving(lazy_layers, num_layers, fastv_layer), 4)
+    if ratio_fastv <= 1:
         runs.append((f"FastV K={fastv_layer} R={ratio_fastv:g}", "fastv", None, FastV(fastv_layer, ratio_fastv)))
     vtw = num_layers - math.floor(lazy_layers / 2 + 0.5)
     runs.append((f"VTW K={vtw}", "vtw", None, VTW(vtw)))
     half, _ = planner(ratio / 2, "visual", fastv_layer)
-    after = sum(layer >= fastv_layer for layer in half.lazy_layers)  # these drop the keys of kept tokens only
-    ratio_fastv = round((lazy_layers - len(half.lazy_layers)) / (per_layer - after), 4)
+    after = sum(layer >= fastv_layer for layer in half.lazy_layers)
+    ratio_fastv = round(ratio_saving(lazy_layers - len(half.lazy_layers), num_layers, fastv_layer, after), 4)
     if 0 <= ratio_fastv <= 1:
         runs.append((f"lazy {ratio / 2:g} + FastV K={fastv_layer} R={ratio_fastv:g}", "lazy+fastv", half,
                      FastV(fastv_layer, ratio_fastv)))
@@ -172,7 +168,7 @@ def kv_saving_formula(plan: LayerPlan, span: int, window: int) -> float:
 def run_perplexity_study(model, evaluation: torch.Tensor, calibration: torch.Tensor, span: int, ratios, scopes=SCOPES,
               depth: int = 1, batch_size: int = 8, progress: bool = True, per_head: bool = False,
               method: str = "js", mass_correction: bool = False, exact_image_rows: bool = False,
-              baselines: bool = False, fastv_layer: int = 2) -> dict:
+              baselines: bool = False, fastv_layer: int = PAPER_LAYER) -> dict:
     """Calibrate on `calibration`, then perplexity on `evaluation` for full attention and every (scope, ratio),
     with plans chosen by `method` (the divergence matrix is measured with every method), lazy visual layers
     with their mass offsets and exact image rows when asked; with `baselines`, FastV (at `fastv_layer`), VTW

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 from tqdm import tqdm
 
-from minilazy.fastv import VTW, FastV
+from minilazy.fastv import PAPER_LAYER, VTW, FastV, ratio_saving
 from minilazy.lazy.calibrate import divergence_matrix, plan_for_ratio, record_attention
 from minilazy.lazy.effect import effect_planner
 from minilazy.lazy.mass_correction import image_lse_means, with_mass_offsets
@@ -29,7 +29,7 @@ from minilazy.lazy.runtime import LazyRuntime
 
 LAZY_RATIOS = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9)
 ALL_SCOPE_RATIOS = (0.25, 0.5)
-FASTV_LAYER = 2
+FASTV_LAYER = PAPER_LAYER
 FASTV_RATIOS = (0.5, 0.75)  # the paper's
 MATCHED_LAZY_RATIOS = (0.25, 0.5, 0.75)  # FastV also runs at the KV savings of these shares of lazy layers
 KINDS = ("full", "lazy", "lazy-all", "fastv", "lazy+fastv", "vtw")  # the plot draws the runs of each kind alike
@@ -50,10 +50,9 @@ class RunSpec:
 
 def fastv_ratios(num_layers: int) -> list[float]:
     """FastV's shares of image tokens dropped: the paper's, and those that save what `round(r L)` lazy visual
-    layers save for r in MATCHED_LAZY_RATIOS. A lazy visual layer drops the image keys, half of its image bytes;
-    FastV drops a share R of the image keys and values in the L - K layers from K on: R = n / (2 (L - K))."""
-    later = num_layers - FASTV_LAYER
-    matched = [round(round(r * num_layers) / (2 * later), 2) for r in MATCHED_LAZY_RATIOS] if later > 0 else []
+    layers save for r in MATCHED_LAZY_RATIOS (`ratio_saving`)."""
+    matched = [] if num_layers <= FASTV_LAYER else [  # no layer after FastV's: nothing to match
+        round(ratio_saving(round(r * num_layers), num_layers, FASTV_LAYER), 2) for r in MATCHED_LAZY_RATIOS]
     return sorted({r for r in [*matched, *FASTV_RATIOS] if 0 < r <= 1})
 
 
